@@ -1,0 +1,83 @@
+// The typed, validated, immutable configuration model (SPEC §2). Loaded from YAML by
+// daemon/yaml_config_loader; everything here is plain data plus validation helpers.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "core/result.hpp"
+
+namespace keyway::core {
+
+// host:port as written in the config, already checked.
+struct ListenAddress {
+  std::string host;   // "127.0.0.1", "::1", "0.0.0.0", "localhost"
+  uint16_t port = 0;  // 0 = ephemeral (tests)
+  bool empty() const { return host.empty(); }
+  std::string toString() const;  // "127.0.0.1:8750", "[::1]:8750"
+};
+
+// How an upstream expects its credential and how an SDK presents its "API key" to keyway.
+enum class Protocol { kBundleUp, kBosa, kBundleIq, kGeneric };
+
+struct CredentialInjection {
+  std::string header;        // e.g. "Authorization", "X-API-Key", "X-Api-Key"
+  std::string prefix;        // e.g. "Bearer " (prepended to the secret value)
+  std::string secret;        // secret name in the store, e.g. "bundleup.api_key"; empty = inject nothing
+};
+
+struct UpstreamConfig {
+  std::string name;          // mount name: /<name>/
+  std::string base_url;      // scheme://host[:port][/path], no trailing slash after normalisation
+  ListenAddress compat_listen;  // empty = off
+  Protocol protocol = Protocol::kGeneric;
+  CredentialInjection credential;
+  std::chrono::milliseconds connect_timeout{5000};
+  std::chrono::milliseconds timeout{60000};   // whole exchange (not applied to streams)
+  size_t max_response_bytes = 64u << 20;      // buffered responses; streams are not limited
+};
+
+struct LimitsConfig {
+  size_t max_body_bytes = 32u << 20;          // 413 above this (SPEC §3 default 32 MiB)
+  size_t max_header_bytes = 64u << 10;        // request line + headers; 431 above
+  size_t max_headers = 100;                   // header count; 431 above
+  std::chrono::milliseconds header_timeout{10000};  // slowloris guard: full head within this
+  std::chrono::milliseconds body_timeout{60000};    // full body within this after the head
+  std::chrono::milliseconds idle_timeout{75000};    // keep-alive idle connection close
+  size_t max_connections = 16384;
+};
+
+struct ServerConfig {
+  size_t threads = 2;                          // reactor threads per listener
+  std::chrono::milliseconds shutdown_grace{25000};
+};
+
+struct LogConfig {
+  std::string level = "info";   // debug | info | warn | error
+  bool access_log = true;
+};
+
+struct Config {
+  ListenAddress listen;                 // main listener
+  std::string state_dir;                // resolved: config, else $STATE_DIRECTORY, else ./keyway-state
+  std::string master_key_file;          // resolved: config, else $CREDENTIALS_DIRECTORY/master.key,
+                                        // else <state_dir>/master.key
+  std::vector<UpstreamConfig> upstreams;  // in config order
+  LimitsConfig limits;
+  ServerConfig server;
+  LogConfig log;
+
+  const UpstreamConfig* findUpstream(std::string_view name) const;
+};
+
+// Protocol defaults for an upstream named `name` when the config does not say (bundleup* ->
+// BundleUp, bosa* -> BOSA, bundleiq* -> BundleIQ, else generic).
+Protocol defaultProtocolFor(std::string_view upstream_name);
+CredentialInjection defaultCredentialFor(Protocol protocol);
+const char* protocolName(Protocol protocol);
+
+}  // namespace keyway::core

@@ -1,0 +1,1 @@
+// PLACEHOLDER: to be written (owner assigned in the skeleton commit).
