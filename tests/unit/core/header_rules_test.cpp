@@ -1,1 +1,83 @@
-// PLACEHOLDER: to be written (owner assigned in the skeleton commit).
+// Unit tests for the hop-by-hop and keyway-private header filters (core/header_rules).
+#include "core/header_rules.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+#include <vector>
+
+using keyway::core::clientResponseHeaders;
+using keyway::core::Headers;
+using keyway::core::isHopByHop;
+using keyway::core::upstreamRequestHeaders;
+
+namespace {
+std::vector<std::string> names(const Headers& h) {
+  std::vector<std::string> out;
+  for (const auto& x : h) out.push_back(x.name);
+  return out;
+}
+}  // namespace
+
+TEST_CASE("header_rules: isHopByHop") {
+  for (const char* n : {"Connection", "keep-alive", "PROXY-CONNECTION", "TE", "te", "Trailer",
+                        "Transfer-Encoding", "Upgrade", "Proxy-Authenticate",
+                        "proxy-authorization"}) {
+    CAPTURE(n);
+    CHECK(isHopByHop(n));
+  }
+  for (const char* n : {"Content-Type", "Authorization", "Host", "Content-Length", "Trailers",
+                        "TEE", "X-Connection", "", "Upgrade-Insecure-Requests"}) {
+    CAPTURE(n);
+    CHECK_FALSE(isHopByHop(n));
+  }
+}
+
+TEST_CASE("header_rules: upstreamRequestHeaders") {
+  const Headers in = {{"Host", "127.0.0.1:8750"},
+                      {"Content-Type", "application/json"},
+                      {"Connection", "keep-alive, X-Drop-Me"},
+                      {"connection", " x-also-drop "},
+                      {"X-Drop-Me", "1"},
+                      {"X-Also-Drop", "1"},
+                      {"Keep-Alive", "timeout=5"},
+                      {"Content-Length", "12"},
+                      {"Transfer-Encoding", "chunked"},
+                      {"TE", "trailers"},
+                      {"Expect", "100-continue"},
+                      {"Upgrade", "h2c"},
+                      {"Proxy-Authorization", "Basic x"},
+                      {"X-Keyway-Token", "kw_abc"},
+                      {"x-keyway-user", "alice"},
+                      {"Authorization", "Bearer x"},
+                      {"BU-Connection-Id", "c1"},
+                      {"X-Keyway", "not-private"},
+                      {"Accept", "a"},
+                      {"Accept", "b"}};
+  const Headers out = upstreamRequestHeaders(in);
+  CHECK(names(out) == std::vector<std::string>{"Content-Type", "Authorization",
+                                               "BU-Connection-Id", "X-Keyway", "Accept",
+                                               "Accept"});
+  CHECK(out[4].value == "a");
+  CHECK(out[5].value == "b");
+  CHECK(upstreamRequestHeaders({}).empty());
+}
+
+TEST_CASE("header_rules: clientResponseHeaders") {
+  const Headers in = {{"Content-Type", "text/plain"},
+                      {"Content-Length", "5"},
+                      {"Transfer-Encoding", "chunked"},
+                      {"Connection", "close, X-Hop"},
+                      {"X-Hop", "1"},
+                      {"Keep-Alive", "timeout=5"},
+                      {"Retry-After", "3"},
+                      {"Mcp-Session-Id", "abc"},
+                      {"Set-Cookie", "a=1"},
+                      {"Set-Cookie", "b=2"},
+                      {"Trailer", "X"},
+                      {"Upgrade", "websocket"}};
+  const Headers out = clientResponseHeaders(in);
+  CHECK(names(out) == std::vector<std::string>{"Content-Type", "Retry-After", "Mcp-Session-Id",
+                                               "Set-Cookie", "Set-Cookie"});
+  CHECK(out[4].value == "b=2");
+}

@@ -1,1 +1,132 @@
-// PLACEHOLDER: to be written (owner assigned in the skeleton commit).
+// Unit tests for the request-target rules of SPEC §3 (core/target).
+#include "core/target.hpp"
+
+#include <doctest/doctest.h>
+
+#include <string>
+
+using keyway::core::ErrorCode;
+using keyway::core::splitMount;
+using keyway::core::targetPath;
+using keyway::core::targetQuery;
+using keyway::core::validateRest;
+using keyway::core::validateTarget;
+
+namespace {
+bool refused(std::string_view t) {
+  const auto s = validateTarget(t);
+  if (s.ok()) return false;
+  CHECK(s.error().code == ErrorCode::kBadRequest);
+  CHECK_FALSE(s.error().message.empty());
+  return true;
+}
+}  // namespace
+
+TEST_CASE("target: origin-form targets are accepted") {
+  for (const char* t : {"/", "/bosa", "/bosa/", "/bundleup-api/v1/connections?limit=10&after=x",
+                        "/bosa/connectors/github/list_repos", "/a/b%2Fc/d", "/a/...", "/a/.b",
+                        "/a/b./c", "/a/..b", "/x/%2e%2e%2e", "/x?path=../../etc&y=./z",
+                        "/x?q=%2e%2e", "/a%20b", "/a;b=c", "/a/b/?x"}) {
+    CAPTURE(t);
+    CHECK(validateTarget(t).ok());
+  }
+}
+
+TEST_CASE("target: non-origin forms are refused") {
+  CHECK(refused(""));
+  CHECK(refused("*"));
+  CHECK(refused("http://evil.example/x"));
+  CHECK(refused("https://api.bosa.id/connectors"));
+  CHECK(refused("evil.example:443"));
+  CHECK(refused("bosa/connectors"));
+  CHECK(validateTarget("http://evil/x").error().message.find("absolute-form") !=
+        std::string::npos);
+}
+
+TEST_CASE("target: fragments, bad bytes and malformed escapes are refused") {
+  CHECK(refused("/a#frag"));
+  CHECK(refused("/a?x=1#frag"));
+  CHECK(refused("/a b"));
+  CHECK(refused(std::string_view("/a\0b", 4)));
+  CHECK(refused("/a\r\nX: y"));
+  CHECK(refused("/caf\xC3\xA9"));
+  CHECK(refused("/a%"));
+  CHECK(refused("/a%2"));
+  CHECK(refused("/a%zz"));
+  CHECK(refused("/a%2g"));
+  CHECK(refused("/a?x=%"));
+  CHECK(validateTarget("/a%23b").ok());
+  CHECK(validateTarget("/a%25").ok());
+}
+
+TEST_CASE("target: dot segments, raw or percent-encoded in any case, are refused") {
+  for (const char* t :
+       {"/.", "/..", "/bosa/.", "/bosa/..", "/bosa/../x", "/bosa/./x", "/bosa/x/..?q=1",
+        "/bosa/%2e", "/bosa/%2E", "/bosa/%2e%2e", "/bosa/%2E%2e/x", "/bosa/.%2e/x",
+        "/bosa/%2e./x", "/bosa/..%2Fetc", "/bosa/..%2fetc", "/bosa/%2e%2e%2f", "/bosa/x%2F..",
+        "/bosa/..\\x", "/bosa/x\\..\\y", "/bosa/..%5Cx", "/bosa/..;jsessionid=1/x",
+        "/bosa/.;x", "/bosa//../x", "/bosa/../"}) {
+    CAPTURE(t);
+    CHECK(refused(t));
+  }
+  CHECK(validateTarget("/a/../b").error().message.find("'..'") != std::string::npos);
+}
+
+TEST_CASE("target: splitMount") {
+  auto s = splitMount("/bundleup-api/v1/x?y=1");
+  REQUIRE(s.has_value());
+  CHECK(s->mount == "bundleup-api");
+  CHECK(s->rest == "/v1/x?y=1");
+  s = splitMount("/bosa");
+  REQUIRE(s.has_value());
+  CHECK(s->mount == "bosa");
+  CHECK(s->rest == "/");
+  s = splitMount("/bosa?x=1");
+  REQUIRE(s.has_value());
+  CHECK(s->mount == "bosa");
+  CHECK(s->rest == "/?x=1");
+  s = splitMount("/bosa/");
+  REQUIRE(s.has_value());
+  CHECK(s->rest == "/");
+  s = splitMount("/bosa/a%2Fb//c/?q=a/b");
+  REQUIRE(s.has_value());
+  CHECK(s->rest == "/a%2Fb//c/?q=a/b");
+  s = splitMount("/_keyway/health");
+  REQUIRE(s.has_value());
+  CHECK(s->mount == "_keyway");
+  s = splitMount("/bosa//evil.example/x");
+  REQUIRE(s.has_value());
+  CHECK(s->rest == "//evil.example/x");
+  CHECK_FALSE(splitMount("/").has_value());
+  CHECK_FALSE(splitMount("//x").has_value());
+  CHECK_FALSE(splitMount("/?x=1").has_value());
+  CHECK_FALSE(splitMount("").has_value());
+  CHECK_FALSE(splitMount("bosa/x").has_value());
+}
+
+TEST_CASE("target: validateRest") {
+  CHECK(validateRest("/").ok());
+  CHECK(validateRest("/?x=1").ok());
+  CHECK(validateRest("/v1/a%2Fb/").ok());
+  CHECK(validateRest("/%2Fevil.example").ok());  // encoded: stays a path
+  CHECK(validateRest("/a//b").ok());
+  for (const char* r : {"", "v1/x", "//evil.example/x", "//", "/\\evil.example", "/../x",
+                        "/a/%2e%2e", "/a/.", "/a#b", "/a b", "/a%zz"}) {
+    CAPTURE(r);
+    const auto st = validateRest(r);
+    REQUIRE_FALSE(st.ok());
+    CHECK(st.error().code == ErrorCode::kBadRequest);
+  }
+  CHECK(validateRest("//evil").error().message.find("//") != std::string::npos);
+}
+
+TEST_CASE("target: targetPath and targetQuery") {
+  CHECK(targetPath("/a/b?x=1&y=2") == "/a/b");
+  CHECK(targetQuery("/a/b?x=1&y=2") == "x=1&y=2");
+  CHECK(targetPath("/a/b") == "/a/b");
+  CHECK(targetQuery("/a/b") == "");
+  CHECK(targetQuery("/a?") == "");
+  CHECK(targetPath("/a?") == "/a");
+  CHECK(targetQuery("/a?b?c") == "b?c");
+  CHECK(targetPath("") == "");
+}
