@@ -1,1 +1,654 @@
-// PLACEHOLDER: to be written (owner assigned in the skeleton commit).
+// Loads keyway's YAML configuration with yaml-cpp: generic key checking (unknown and duplicate
+// keys, types, lines), then one small function per section.
+#include "daemon/yaml_config_loader.hpp"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/yaml.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <map>
+#include <system_error>
+#include <utility>
+#include <vector>
+
+#include "core/config_parse.hpp"
+#include "daemon/embedded_default.hpp"
+
+namespace keyway::daemon {
+
+namespace {
+
+using core::Error;
+using core::ErrorCode;
+using core::Status;
+using std::chrono::milliseconds;
+namespace limits = core::config_limits;
+
+constexpr const char* kEmbeddedSource = "<embedded conf/keyway.yaml>";
+
+// One key/value pair of a mapping, as handed to the function that parses that key.
+struct Entry {
+  YAML::Node key;
+  YAML::Node value;
+  std::string path;    // dotted, e.g. "upstreams.bosa.base_url"
+  int key_line = 0;    // 1-based
+  int value_line = 0;  // 1-based; the key's line when the value has no position (empty value)
+};
+
+using FieldParser = std::function<Status(const Entry&)>;
+
+// A key a mapping accepts and how to parse its value. A section's list of fields is also its
+// list of allowed keys: adding a key is adding one Field.
+struct Field {
+  const char* name;
+  FieldParser parse;
+};
+
+int lineOf(const YAML::Node& node, int fallback) {
+  const YAML::Mark mark = node.Mark();
+  return mark.is_null() ? fallback : mark.line + 1;
+}
+
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null:
+    case YAML::NodeType::Undefined:
+      return "nothing";
+    case YAML::NodeType::Scalar:
+      return "a string";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+  }
+  return "something else";
+}
+
+std::string formatSize(uint64_t bytes) {
+  if (bytes != 0 && bytes % (uint64_t{1} << 30) == 0) return std::to_string(bytes >> 30) + "GiB";
+  if (bytes != 0 && bytes % (uint64_t{1} << 20) == 0) return std::to_string(bytes >> 20) + "MiB";
+  if (bytes != 0 && bytes % (uint64_t{1} << 10) == 0) return std::to_string(bytes >> 10) + "KiB";
+  return std::to_string(bytes) + " bytes";
+}
+
+std::string formatDuration(milliseconds ms) {
+  const int64_t v = ms.count();
+  if (v != 0 && v % 3600000 == 0) return std::to_string(v / 3600000) + "h";
+  if (v != 0 && v % 60000 == 0) return std::to_string(v / 60000) + "m";
+  if (v % 1000 == 0) return std::to_string(v / 1000) + "s";
+  return std::to_string(v) + "ms";
+}
+
+// Turns problems into "<source>:<line>: <path>: <what>" errors.
+class Ctx {
+ public:
+  explicit Ctx(std::string_view source) : source_(source) {}
+
+  Error error(int line, const std::string& path, const std::string& what) const {
+    std::string message = source_ + ":" + std::to_string(line) + ": ";
+    if (!path.empty()) message += path + ": ";
+    message += what;
+    return Error::make(ErrorCode::kBadRequest, std::move(message));
+  }
+  Error error(const Entry& at, const std::string& what) const {
+    return error(at.value_line, at.path, what);
+  }
+
+ private:
+  std::string source_;
+};
+
+// Checks that `node` is a mapping with unique string keys and calls `each` for every entry in
+// file order. `allow_null` treats an empty value (`server:` with every sub-key commented out)
+// as an empty mapping.
+Status walkMap(const Ctx& ctx, const YAML::Node& node, const std::string& path, int line,
+               bool allow_null, const FieldParser& each) {
+  if (allow_null && node.IsNull()) return core::okStatus();
+  if (!node.IsMap()) return ctx.error(line, path, "expected a mapping, got " + describe(node));
+  // yaml-cpp keeps both entries of a repeated key without a word; we must not pick one silently.
+  std::map<std::string, int> seen;
+  for (auto it = node.begin(); it != node.end(); ++it) {
+    Entry entry;
+    entry.key = it->first;
+    entry.value = it->second;
+    entry.key_line = lineOf(entry.key, line);
+    // An empty value is positioned at the next token, often on a later line: point at the key.
+    entry.value_line = entry.value.IsNull() ? entry.key_line : lineOf(entry.value, entry.key_line);
+    if (!entry.key.IsScalar()) {
+      return ctx.error(entry.key_line, path,
+                       "keys must be plain strings, got " + describe(entry.key));
+    }
+    const std::string& name = entry.key.Scalar();
+    entry.path = path.empty() ? name : path + "." + name;
+    auto [where, inserted] = seen.emplace(name, entry.key_line);
+    if (!inserted) {
+      return ctx.error(entry.key_line, entry.path,
+                       "duplicate key (first at line " + std::to_string(where->second) + ")");
+    }
+    if (auto status = each(entry); !status) return status;
+  }
+  return core::okStatus();
+}
+
+// walkMap over the value of `section`, restricted to `fields`: any other key is an error
+// listing the accepted ones.
+Status parseMap(const Ctx& ctx, const Entry& section, bool allow_null,
+                const std::vector<Field>& fields) {
+  return walkMap(ctx, section.value, section.path, section.value_line, allow_null,
+                 [&](const Entry& entry) -> Status {
+                   for (const Field& field : fields) {
+                     if (entry.key.Scalar() == field.name) return field.parse(entry);
+                   }
+                   std::string accepted;
+                   for (const Field& field : fields) {
+                     accepted += std::string(accepted.empty() ? "" : ", ") + field.name;
+                   }
+                   return ctx.error(entry.key_line, entry.path,
+                                    "unknown key (accepted here: " + accepted + ")");
+                 });
+}
+
+// ---- value readers: type first, then the value ----
+
+Status readScalar(const Ctx& ctx, const Entry& e, const char* expected, std::string& out) {
+  if (!e.value.IsScalar()) {
+    return ctx.error(e, std::string("expected ") + expected + ", got " + describe(e.value));
+  }
+  out = e.value.Scalar();
+  return core::okStatus();
+}
+
+// Integers and booleans must be written plain: a quoted "8" is a string in YAML, and accepting
+// it would make `threads: "8"` and `threads: 8` mean the same by accident.
+Status readPlainScalar(const Ctx& ctx, const Entry& e, const char* expected, const char* yaml_tag,
+                       std::string& out) {
+  if (auto status = readScalar(ctx, e, expected, out); !status) return status;
+  const std::string& tag = e.value.Tag();
+  if (tag != "?" && tag != yaml_tag) {
+    return ctx.error(e, std::string("expected ") + expected + ", got a quoted or tagged string");
+  }
+  return core::okStatus();
+}
+
+// A string that may be empty; `null_is_empty` lets `key:` (no value) mean "".
+Status readString(const Ctx& ctx, const Entry& e, bool null_is_empty, std::string& out) {
+  if (null_is_empty && e.value.IsNull()) {
+    out.clear();
+    return core::okStatus();
+  }
+  return readScalar(ctx, e, "a string", out);
+}
+
+Status readBool(const Ctx& ctx, const Entry& e, bool& out) {
+  std::string text;
+  if (auto s = readPlainScalar(ctx, e, "true or false", "tag:yaml.org,2002:bool", text); !s)
+    return s;
+  auto parsed = core::parseBool(text);
+  if (!parsed) return ctx.error(e, parsed.error().message);
+  out = *parsed;
+  return core::okStatus();
+}
+
+Status readCount(const Ctx& ctx, const Entry& e, uint64_t min, uint64_t max, size_t& out) {
+  std::string text;
+  if (auto s = readPlainScalar(ctx, e, "an integer", "tag:yaml.org,2002:int", text); !s) return s;
+  auto parsed = core::parseCount(text);
+  if (!parsed) return ctx.error(e, parsed.error().message);
+  if (*parsed < min || *parsed > max) {
+    return ctx.error(e, "must be " + std::to_string(min) + ".." + std::to_string(max));
+  }
+  out = static_cast<size_t>(*parsed);
+  return core::okStatus();
+}
+
+Status readSize(const Ctx& ctx, const Entry& e, uint64_t min, uint64_t max, size_t& out) {
+  std::string text;
+  if (auto s = readScalar(ctx, e, "a size (e.g. 65536 or \"64KiB\")", text); !s) return s;
+  auto parsed = core::parseSize(text);
+  if (!parsed) return ctx.error(e, parsed.error().message);
+  if (*parsed < min || *parsed > max) {
+    return ctx.error(e, "must be between " + formatSize(min) + " and " + formatSize(max));
+  }
+  out = static_cast<size_t>(*parsed);
+  return core::okStatus();
+}
+
+Status readDuration(const Ctx& ctx, const Entry& e, milliseconds min, milliseconds max,
+                    milliseconds& out) {
+  std::string text;
+  if (auto s = readScalar(ctx, e, "a duration (e.g. \"10s\")", text); !s) return s;
+  auto parsed = core::parseDuration(text);
+  if (!parsed) return ctx.error(e, parsed.error().message);
+  if (*parsed < min || *parsed > max) {
+    if (min.count() == 1) return ctx.error(e, "must be above 0, at most " + formatDuration(max));
+    return ctx.error(e, "must be between " + formatDuration(min) + " and " + formatDuration(max));
+  }
+  out = *parsed;
+  return core::okStatus();
+}
+
+Status readListen(const Ctx& ctx, const Entry& e, bool allow_empty, core::ListenAddress& out) {
+  std::string text;
+  if (auto s = readString(ctx, e, allow_empty, text); !s) return s;
+  if (text.empty() && allow_empty) {
+    out = core::ListenAddress{};
+    return core::okStatus();
+  }
+  auto parsed = core::parseListenAddress(text);
+  if (!parsed) return ctx.error(e, parsed.error().message);
+  out = std::move(parsed).value();
+  return core::okStatus();
+}
+
+// Applies a core check (which says what is wrong without a location) at `e`.
+Status check(const Ctx& ctx, const Entry& e, const Status& status) {
+  if (!status) return ctx.error(e, status.error().message);
+  return core::okStatus();
+}
+
+// ---- sections ----
+
+// A bound listener, remembered to check that no two of them collide.
+struct Listener {
+  std::string path;
+  int line;  // 0 = not in the file (the default)
+  core::ListenAddress address;
+};
+
+struct State {
+  core::Config config;
+  std::string state_dir;        // as written ("" = default)
+  std::string master_key_file;  // as written ("" = default)
+  bool have_upstreams = false;
+  int listen_line = 0;
+  std::vector<Listener> compat_listeners;
+};
+
+constexpr milliseconds kOneMs{1};
+constexpr bool kNullIsEmpty = true;  // `section:` with every sub-key commented out = defaults
+
+// ---- one function per section: its fields are its allowed keys ----
+
+Status parseServer(const Ctx& ctx, const Entry& section, core::ServerConfig& out) {
+  const std::vector<Field> fields = {
+      {"threads",
+       [&](const Entry& e) -> Status {
+         return readCount(ctx, e, limits::kMinThreads, limits::kMaxThreads, out.threads);
+       }},
+      {"shutdown_grace",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, milliseconds(0), limits::kMaxShutdownGrace,
+                             out.shutdown_grace);
+       }},
+  };
+  return parseMap(ctx, section, kNullIsEmpty, fields);
+}
+
+Status parseLimits(const Ctx& ctx, const Entry& section, core::LimitsConfig& out) {
+  const std::vector<Field> fields = {
+      {"max_body_bytes",
+       [&](const Entry& e) -> Status {
+         return readSize(ctx, e, 1, limits::kMaxBodyBytes, out.max_body_bytes);
+       }},
+      {"max_header_bytes",
+       [&](const Entry& e) -> Status {
+         return readSize(ctx, e, limits::kMinHeaderBytes, limits::kMaxHeaderBytes,
+                         out.max_header_bytes);
+       }},
+      {"max_headers",
+       [&](const Entry& e) -> Status {
+         return readCount(ctx, e, 1, limits::kMaxHeaders, out.max_headers);
+       }},
+      {"header_timeout",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, kOneMs, limits::kMaxTimeout, out.header_timeout);
+       }},
+      {"body_timeout",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, kOneMs, limits::kMaxTimeout, out.body_timeout);
+       }},
+      {"idle_timeout",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, kOneMs, limits::kMaxTimeout, out.idle_timeout);
+       }},
+      {"max_connections",
+       [&](const Entry& e) -> Status {
+         return readCount(ctx, e, 1, limits::kMaxConnections, out.max_connections);
+       }},
+  };
+  return parseMap(ctx, section, kNullIsEmpty, fields);
+}
+
+Status parseLog(const Ctx& ctx, const Entry& section, core::LogConfig& out) {
+  const std::vector<Field> fields = {
+      {"level",
+       [&](const Entry& e) -> Status {
+         if (auto s = readScalar(ctx, e, "one of debug, info, warn, error", out.level); !s) {
+           return s;
+         }
+         return check(ctx, e, core::checkLogLevel(out.level));
+       }},
+      {"access_log", [&](const Entry& e) -> Status { return readBool(ctx, e, out.access_log); }},
+  };
+  return parseMap(ctx, section, kNullIsEmpty, fields);
+}
+
+// What an upstream's `credential:` said; unset fields come from the protocol's default.
+struct CredentialOverride {
+  std::optional<std::string> header, prefix, secret;
+  int line = 0;         // of the `credential:` key
+  int header_line = 0;  // of header:, when given
+};
+
+Status parseCredential(const Ctx& ctx, const Entry& section, CredentialOverride& out) {
+  out.line = section.key_line;
+  const std::vector<Field> fields = {
+      {"header",
+       [&](const Entry& e) -> Status {
+         std::string value;
+         if (auto s = readString(ctx, e, false, value); !s) return s;
+         if (!value.empty()) {
+           if (auto s = check(ctx, e, core::checkCredentialHeader(value)); !s) return s;
+         }
+         out.header_line = e.value_line;
+         out.header = std::move(value);
+         return core::okStatus();
+       }},
+      {"prefix",
+       [&](const Entry& e) -> Status {
+         std::string value;
+         if (auto s = readString(ctx, e, true, value); !s) return s;
+         if (auto s = check(ctx, e, core::checkHeaderValuePrefix(value)); !s) return s;
+         out.prefix = std::move(value);
+         return core::okStatus();
+       }},
+      {"secret",
+       [&](const Entry& e) -> Status {
+         std::string value;
+         if (auto s = readString(ctx, e, false, value); !s) return s;
+         if (!value.empty()) {
+           if (auto s = check(ctx, e, core::checkSecretName(value)); !s) return s;
+         }
+         out.secret = std::move(value);
+         return core::okStatus();
+       }},
+  };
+  return parseMap(ctx, section, kNullIsEmpty, fields);
+}
+
+Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
+  core::UpstreamConfig up;
+  up.name = entry.key.Scalar();
+  if (auto s = core::checkUpstreamName(up.name); !s) {
+    return ctx.error(entry.key_line, entry.path, s.error().message);
+  }
+  if (entry.value.IsNull()) {
+    return ctx.error(entry,
+                     "expected a mapping with at least base_url, e.g. "
+                     "{ base_url: https://api.example.com }");
+  }
+  bool have_base_url = false;
+  std::optional<core::Protocol> protocol;
+  CredentialOverride credential;
+  int compat_line = 0;
+  const std::vector<Field> fields = {
+      {"base_url",
+       [&](const Entry& e) -> Status {
+         std::string text;
+         if (auto s = readScalar(ctx, e, "an http:// or https:// URL", text); !s) return s;
+         auto url = core::normaliseBaseUrl(text);
+         if (!url) return ctx.error(e, url.error().message);
+         up.base_url = std::move(url).value();
+         have_base_url = true;
+         return core::okStatus();
+       }},
+      {"compat_listen",
+       [&](const Entry& e) -> Status {
+         compat_line = e.value_line;
+         return readListen(ctx, e, true, up.compat_listen);
+       }},
+      {"protocol",
+       [&](const Entry& e) -> Status {
+         std::string text;
+         if (auto s = readScalar(ctx, e, "one of bundleup, bosa, bundleiq, generic", text); !s) {
+           return s;
+         }
+         auto parsed = core::parseProtocol(text);
+         if (!parsed) return ctx.error(e, parsed.error().message);
+         protocol = *parsed;
+         return core::okStatus();
+       }},
+      {"credential", [&](const Entry& e) -> Status { return parseCredential(ctx, e, credential); }},
+      {"connect_timeout",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, kOneMs, limits::kMaxConnectTimeout, up.connect_timeout);
+       }},
+      {"timeout",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, kOneMs, limits::kMaxTimeout, up.timeout);
+       }},
+      {"max_response_bytes",
+       [&](const Entry& e) -> Status {
+         return readSize(ctx, e, 1, limits::kMaxResponseBytes, up.max_response_bytes);
+       }},
+  };
+  if (auto status = parseMap(ctx, entry, !kNullIsEmpty, fields); !status) return status;
+  if (!have_base_url) {
+    return ctx.error(entry.key_line, entry.path + ".base_url",
+                     "required: the upstream's http:// or https:// URL, e.g. "
+                     "https://api.example.com");
+  }
+  // The protocol decides the credential defaults, so both are settled after the whole entry.
+  up.protocol = protocol.value_or(core::defaultProtocolFor(up.name));
+  up.credential = core::defaultCredentialFor(up.protocol);
+  if (credential.header) up.credential.header = *credential.header;
+  if (credential.prefix) up.credential.prefix = *credential.prefix;
+  if (credential.secret) up.credential.secret = *credential.secret;
+  if (!up.credential.secret.empty() && up.credential.header.empty()) {
+    if (credential.header) {
+      return ctx.error(credential.header_line, entry.path + ".credential.header",
+                       "must not be empty while a secret is injected (secret: \"\" injects "
+                       "nothing)");
+    }
+    return ctx.error(credential.line != 0 ? credential.line : entry.key_line,
+                     entry.path + ".credential.header",
+                     std::string("required when a secret is injected (protocol ") +
+                         core::protocolName(up.protocol) + " has no default header)");
+  }
+  if (!up.compat_listen.empty()) {
+    state.compat_listeners.push_back(
+        {entry.path + ".compat_listen", compat_line, up.compat_listen});
+  }
+  state.config.upstreams.push_back(std::move(up));
+  return core::okStatus();
+}
+
+Status parseUpstreams(const Ctx& ctx, const Entry& section, State& state) {
+  state.have_upstreams = true;
+  if (section.value.IsNull() || (section.value.IsMap() && section.value.size() == 0)) {
+    return ctx.error(section,
+                     "at least one upstream is required, e.g. "
+                     "bosa: { base_url: https://api.bosa.id }");
+  }
+  return walkMap(ctx, section.value, section.path, section.value_line, false,
+                 [&](const Entry& e) -> Status { return parseUpstream(ctx, e, state); });
+}
+
+Status checkListeners(const Ctx& ctx, const State& state) {
+  std::vector<Listener> all = {{"listen", state.listen_line, state.config.listen}};
+  all.insert(all.end(), state.compat_listeners.begin(), state.compat_listeners.end());
+  for (size_t i = 1; i < all.size(); ++i) {
+    for (size_t j = 0; j < i; ++j) {
+      if (!core::listenAddressesConflict(all[i].address, all[j].address)) continue;
+      std::string other = all[j].path;
+      other += all[j].line == 0 ? " (default)" : " (line " + std::to_string(all[j].line) + ")";
+      return ctx.error(all[i].line, all[i].path,
+                       all[i].address.toString() + " is already used by " + other +
+                           "; every listener needs its own address (port 0 excepted)");
+    }
+  }
+  return core::okStatus();
+}
+
+Status parseTop(const Ctx& ctx, const YAML::Node& root, State& state, const EnvLookup& env) {
+  if (root.IsNull()) {
+    return ctx.error(1, "upstreams",
+                     "required: the file is empty; expected a mapping with at "
+                     "least `upstreams:`");
+  }
+  const int root_line = lineOf(root, 1);
+  const std::vector<Field> fields = {
+      {"listen",
+       [&](const Entry& e) -> Status {
+         state.listen_line = e.value_line;
+         return readListen(ctx, e, false, state.config.listen);
+       }},
+      {"state_dir",
+       [&](const Entry& e) -> Status {
+         if (auto s = readString(ctx, e, true, state.state_dir); !s) return s;
+         if (state.state_dir.empty()) return core::okStatus();
+         return check(ctx, e, core::checkPath(state.state_dir));
+       }},
+      {"master_key_file",
+       [&](const Entry& e) -> Status {
+         if (auto s = readString(ctx, e, true, state.master_key_file); !s) return s;
+         if (state.master_key_file.empty()) return core::okStatus();
+         return check(ctx, e, core::checkPath(state.master_key_file));
+       }},
+      {"server",
+       [&](const Entry& e) -> Status { return parseServer(ctx, e, state.config.server); }},
+      {"limits",
+       [&](const Entry& e) -> Status { return parseLimits(ctx, e, state.config.limits); }},
+      {"log", [&](const Entry& e) -> Status { return parseLog(ctx, e, state.config.log); }},
+      {"upstreams", [&](const Entry& e) -> Status { return parseUpstreams(ctx, e, state); }},
+  };
+  Entry top;
+  top.value = root;
+  top.key_line = top.value_line = root_line;
+  if (auto status = parseMap(ctx, top, !kNullIsEmpty, fields); !status) return status;
+  if (!state.have_upstreams) {
+    return ctx.error(root_line, "upstreams",
+                     "required: at least one upstream, e.g. "
+                     "upstreams: { bosa: { base_url: https://api.bosa.id } }");
+  }
+  if (auto s = checkListeners(ctx, state); !s) return s;
+  state.config.state_dir = core::resolveStateDir(state.state_dir, env);
+  state.config.master_key_file =
+      core::resolveMasterKeyFile(state.master_key_file, state.config.state_dir, env);
+  return core::okStatus();
+}
+
+// Closes a file descriptor on scope exit.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+core::Result<std::string> readConfigFile(const std::string& path) {
+  auto fail = [&](const std::string& what) {
+    return Error::make(ErrorCode::kBadRequest, path + ": " + what);
+  };
+  auto errnoText = [] { return std::error_code(errno, std::generic_category()).message(); };
+  // O_NONBLOCK: opening a FIFO by mistake must not hang --check-config; regular files ignore it.
+  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (fd.get() < 0) return fail("cannot open the configuration file: " + errnoText());
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0)
+    return fail("cannot stat the configuration file: " + errnoText());
+  if (!S_ISREG(st.st_mode)) return fail("not a regular file");
+  if (st.st_size > static_cast<off_t>(kMaxConfigBytes)) {
+    return fail("the configuration file is too large (at most 1 MiB)");
+  }
+  std::string text;
+  char buffer[16384];
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return fail("cannot read the configuration file: " + errnoText());
+    }
+    if (n == 0) break;
+    text.append(buffer, static_cast<size_t>(n));
+    if (text.size() > kMaxConfigBytes)
+      return fail("the configuration file is too large (at most 1 MiB)");
+  }
+  return text;
+}
+
+}  // namespace
+
+std::optional<std::string> processEnv(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr) return std::nullopt;
+  return std::string(value);
+}
+
+core::Result<core::Config> parseConfig(std::string_view yaml, std::string_view source,
+                                       const EnvLookup& env) {
+  const Ctx ctx(source);
+  if (yaml.size() > kMaxConfigBytes) {
+    return ctx.error(1, "", "the configuration is too large (at most 1 MiB)");
+  }
+  // yaml-cpp reads through a C string in places; a NUL would silently cut the file short.
+  if (const size_t nul = yaml.find('\0'); nul != std::string_view::npos) {
+    const int line = 1 + static_cast<int>(std::count(yaml.begin(), yaml.begin() + nul, '\n'));
+    return ctx.error(line, "", "a NUL byte is not allowed in a configuration file");
+  }
+  try {
+    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
+    if (documents.size() > 1) {
+      return ctx.error(lineOf(documents[1], 1), "",
+                       "only one YAML document is allowed (found a second '---')");
+    }
+    State state;
+    state.config.listen = core::ListenAddress{"127.0.0.1", 8750};
+    const YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
+    if (auto status = parseTop(ctx, root, state, env); !status) return status.takeError();
+    // The loader enforces everything validateConfig does, with lines; this is the safety net
+    // that keeps the two in agreement.
+    if (auto status = core::validateConfig(state.config); !status) {
+      return ctx.error(1, "", status.error().message);
+    }
+    return std::move(state.config);
+  } catch (const YAML::DeepRecursion& e) {
+    // yaml-cpp's own message for this one is a misleading "bad file".
+    return ctx.error(e.mark.is_null() ? 1 : e.mark.line + 1, "",
+                     "invalid YAML: nesting is too deep");
+  } catch (const YAML::Exception& e) {
+    // e.what() repeats the position in yaml-cpp's own words; msg is the bare reason.
+    const int line = e.mark.is_null() ? 1 : e.mark.line + 1;
+    std::string where =
+        e.mark.is_null() ? "" : " (column " + std::to_string(e.mark.column + 1) + ")";
+    return ctx.error(line, "", "invalid YAML: " + e.msg + where);
+  } catch (const std::exception& e) {
+    return Error::make(ErrorCode::kInternal,
+                       std::string(source) + ": cannot load the configuration: " + e.what());
+  }
+}
+
+core::Result<core::Config> loadConfig(const std::optional<std::string>& path,
+                                      const EnvLookup& env) {
+  if (!path) return parseConfig(embeddedDefaultConfig(), kEmbeddedSource, env);
+  auto text = readConfigFile(*path);
+  if (!text) return text.takeError();
+  return parseConfig(*text, *path, env);
+}
+
+core::Result<core::Config> loadConfig(const std::optional<std::string>& path) {
+  return loadConfig(path, processEnv);
+}
+
+}  // namespace keyway::daemon
