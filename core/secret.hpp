@@ -38,8 +38,9 @@ class SecretString {
 
  private:
   void wipe() {
-    // Wipe the whole capacity: short strings live inline, long ones on the heap.
-    if (!value_.empty()) secureWipe(value_.data(), value_.size());
+    // Wipe the whole capacity, not just the size: a moved-from short string keeps its old bytes
+    // in the inline buffer with size 0.
+    secureWipe(value_.data(), value_.capacity());
     value_.clear();
   }
   std::string value_;

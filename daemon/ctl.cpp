@@ -1,1 +1,775 @@
-// PLACEHOLDER: to be written (owner assigned in the skeleton commit).
+// keywayctl: argument parsing, the commands of SPEC §5 on the LMDB credential store, secret input
+// from stdin (never from arguments), human output on stdout, one-line errors on stderr.
+#include "daemon/ctl.hpp"
+
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <exception>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+
+#include "core/credential_store.hpp"
+#include "core/secret.hpp"
+#include "daemon/yaml_config_loader.hpp"
+#include "storage/lmdb_credential_store.hpp"
+#include "storage/record_codec.hpp"
+
+namespace keyway::daemon {
+namespace {
+
+using core::Error;
+using core::ErrorCode;
+
+constexpr size_t kMaxSecretBytes = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------------
+// Help texts
+
+constexpr const char* kGlobalUsage =
+    "usage: keywayctl [--config FILE] COMMAND [ARGS...]\n"
+    "\n"
+    "Administers the keyway credential store of the configured state directory. Changes take\n"
+    "effect in a running keywayd at once. Secret values are read from standard input only.\n"
+    "\n"
+    "commands:\n"
+    "  init                                        create the state directory and master key\n"
+    "  team add NAME [--upstreams a,b,...]         add a team (default: all upstreams)\n"
+    "  team list | team rm NAME\n"
+    "  client add NAME --team TEAM                 add a client; prints its kw_ token once\n"
+    "  client list | client revoke NAME\n"
+    "  secret set NAME [--team TEAM]               set a secret (value on stdin)\n"
+    "  secret list | secret rm NAME [--team TEAM]\n"
+    "  bosa-user add IDENTIFIER --team T1[,T2...]  add a BOSA user (user secret on stdin)\n"
+    "  bosa-user list | bosa-user grant|revoke IDENTIFIER --team TEAM | bosa-user rm IDENTIFIER\n"
+    "  cache stats | cache purge [--upstream U] [--prefix PATH] [--all]\n"
+    "  schemas list | schemas refresh [CONNECTOR]\n"
+    "\n"
+    "options:\n"
+    "  --config FILE   configuration file (default: the embedded default, as keywayd)\n"
+    "  --help, -h      help for keywayctl or for one command\n"
+    "\n"
+    "exit status: 0 ok, 1 bad usage or input, 2 runtime failure\n";
+
+const std::map<std::string, std::string>& groupHelp() {
+  static const std::map<std::string, std::string> help = {
+      {"init",
+       "usage: keywayctl init\n"
+       "\n"
+       "Creates the state directory (mode 0700), the master key file (mode 0600, 32 random\n"
+       "bytes) and the credential store, each only if absent. On an initialised directory it\n"
+       "checks that the master key matches the store.\n"},
+      {"team",
+       "usage: keywayctl team add NAME [--upstreams a,b,...]\n"
+       "       keywayctl team list\n"
+       "       keywayctl team rm NAME\n"
+       "\n"
+       "A team groups clients; it may use every configured upstream (default) or only those\n"
+       "listed with --upstreams. `team rm` refuses while active clients belong to the team;\n"
+       "it also removes the team's own secrets and its BOSA user grants.\n"},
+      {"client",
+       "usage: keywayctl client add NAME --team TEAM\n"
+       "       keywayctl client list\n"
+       "       keywayctl client revoke NAME\n"
+       "\n"
+       "`client add` prints the new client token (kw_...) once, alone on the last line; only a\n"
+       "keyed hash of it is stored. `client revoke` makes the token stop working at once.\n"},
+      {"secret",
+       "usage: keywayctl secret set NAME [--team TEAM]\n"
+       "       keywayctl secret list\n"
+       "       keywayctl secret rm NAME [--team TEAM]\n"
+       "\n"
+       "Secrets are the real upstream credentials, e.g. bundleup.api_key, bosa.api_key,\n"
+       "bundleiq.api_key. Without --team a secret is shared by all teams; a team's own secret\n"
+       "overrides the shared one for its clients. The value is read from standard input (one\n"
+       "trailing newline stripped), never from arguments:\n"
+       "  printf '%s' \"$BOSA_KEY\" | keywayctl secret set bosa.api_key\n"
+       "`secret list` shows names, scopes and update times, never values.\n"},
+      {"bosa-user",
+       "usage: keywayctl bosa-user add IDENTIFIER --team TEAM[,TEAM...]\n"
+       "       keywayctl bosa-user list\n"
+       "       keywayctl bosa-user grant IDENTIFIER --team TEAM\n"
+       "       keywayctl bosa-user revoke IDENTIFIER --team TEAM\n"
+       "       keywayctl bosa-user rm IDENTIFIER\n"
+       "\n"
+       "Stores a BOSA user's identifier and secret (sk-user-..., read from standard input) and\n"
+       "grants the user to teams. Apps of those teams act as the user with\n"
+       "`Authorization: Bearer kwu_IDENTIFIER` or `X-Keyway-User: IDENTIFIER`.\n"},
+      {"cache",
+       "usage: keywayctl cache stats\n"
+       "       keywayctl cache purge [--upstream U] [--prefix PATH] [--all]\n"
+       "\n"
+       "Not available yet in this build.\n"},
+      {"schemas",
+       "usage: keywayctl schemas list\n"
+       "       keywayctl schemas refresh [CONNECTOR]\n"
+       "\n"
+       "Not available yet in this build.\n"},
+  };
+  return help;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Arguments
+
+struct Args {
+  std::vector<std::string> words;
+  std::map<std::string, std::string> options;  // "--team" -> value
+  std::set<std::string> flags;                 // "--all"
+  std::optional<std::string> config;
+  bool help = false;
+};
+
+const std::set<std::string>& valueOptions() {
+  static const std::set<std::string> s = {"--team", "--upstreams", "--upstream", "--prefix"};
+  return s;
+}
+const std::set<std::string>& flagOptions() {
+  static const std::set<std::string> s = {"--all"};
+  return s;
+}
+
+// A usage error: exit 1 with one line on stderr.
+struct UsageError {
+  std::string message;
+};
+
+bool looksLikeSecretOption(const std::string& name) {
+  for (const char* s : {"--value", "--secret", "--key", "--token", "--password", "--api-key"}) {
+    if (name == s) return true;
+  }
+  return false;
+}
+
+std::optional<UsageError> parseArgs(const std::vector<std::string>& raw, Args& args) {
+  bool only_words = false;
+  for (size_t i = 0; i < raw.size(); ++i) {
+    const std::string& a = raw[i];
+    if (only_words || a.empty() || a[0] != '-' || a == "-") {
+      args.words.push_back(a);
+      continue;
+    }
+    if (a == "--") {
+      only_words = true;
+      continue;
+    }
+    if (a == "-h" || a == "--help") {
+      args.help = true;
+      continue;
+    }
+    const size_t eq = a.find('=');
+    const std::string name = a.substr(0, eq);
+    const bool inline_value = eq != std::string::npos;
+    if (name == "--config" || valueOptions().count(name) != 0) {
+      std::string value;
+      if (inline_value) {
+        value = a.substr(eq + 1);
+      } else if (i + 1 < raw.size()) {
+        value = raw[++i];
+      } else {
+        return UsageError{"option " + name + " needs a value"};
+      }
+      if (value.empty()) return UsageError{"option " + name + " needs a non-empty value"};
+      if (name == "--config") {
+        if (args.config) return UsageError{"option --config given twice"};
+        args.config = value;
+      } else {
+        if (args.options.count(name) != 0) return UsageError{"option " + name + " given twice"};
+        args.options[name] = value;
+      }
+      continue;
+    }
+    if (flagOptions().count(name) != 0) {
+      if (inline_value) return UsageError{"option " + name + " takes no value"};
+      args.flags.insert(name);
+      continue;
+    }
+    if (looksLikeSecretOption(name)) {
+      // Never echo the argument: it may be the secret itself.
+      return UsageError{"secret values are never taken from arguments (they would leak into "
+                        "shell history and the process list); pipe the value on standard input, "
+                        "e.g. printf '%s' \"$VALUE\" | keywayctl secret set NAME"};
+    }
+    return UsageError{"unknown option '" + name + "'; see keywayctl --help"};
+  }
+  return std::nullopt;
+}
+
+std::vector<std::string> splitList(const std::string& s) {
+  std::vector<std::string> out;
+  std::string item;
+  std::istringstream in(s);
+  while (std::getline(in, item, ',')) {
+    const auto b = item.find_first_not_of(" \t");
+    const auto e = item.find_last_not_of(" \t");
+    out.push_back(b == std::string::npos ? std::string() : item.substr(b, e - b + 1));
+  }
+  if (!s.empty() && s.back() == ',') out.emplace_back();
+  return out;
+}
+
+std::string joinList(const std::vector<std::string>& items, const char* sep = ", ") {
+  std::string out;
+  for (size_t i = 0; i < items.size(); ++i) {
+    if (i != 0) out += sep;
+    out += items[i];
+  }
+  return out;
+}
+
+std::string formatTime(int64_t unix_seconds) {
+  if (unix_seconds <= 0) return "-";
+  const time_t t = static_cast<time_t>(unix_seconds);
+  struct tm tm {};
+  if (gmtime_r(&t, &tm) == nullptr) return "-";
+  char buf[32];
+  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+// Aligned columns; rows[0] is the header.
+void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    widths.resize(std::max(widths.size(), row.size()), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
+    }
+    out << line << "\n";
+  }
+}
+
+int exitFor(const Error& error) {
+  switch (error.code) {
+    case ErrorCode::kBadRequest:
+    case ErrorCode::kNotFound:
+    case ErrorCode::kInvalidParameters:
+    case ErrorCode::kForbidden:
+    case ErrorCode::kUnauthorized:
+      return kCtlExitUsage;
+    default:
+      return kCtlExitFailure;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Secret input
+
+// Turns terminal echo off for its lifetime.
+class EchoOff {
+ public:
+  explicit EchoOff(int fd) : fd_(fd) {
+    if (tcgetattr(fd_, &saved_) == 0) {
+      struct termios quiet = saved_;
+      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
+      // TCSANOW, not TCSAFLUSH: a value typed or pasted ahead of the prompt must not be lost.
+      active_ = tcsetattr(fd_, TCSANOW, &quiet) == 0;
+    }
+  }
+  ~EchoOff() {
+    if (active_) tcsetattr(fd_, TCSANOW, &saved_);
+  }
+  EchoOff(const EchoOff&) = delete;
+  EchoOff& operator=(const EchoOff&) = delete;
+
+ private:
+  int fd_;
+  struct termios saved_ {};
+  bool active_ = false;
+};
+
+struct SecretInput {
+  std::optional<core::SecretString> value;
+  std::string error;  // set when value is empty
+};
+
+SecretInput readSecret(std::istream& in, std::ostream& err, const std::string& what) {
+  std::string buf;
+  if (&in == &std::cin && ::isatty(STDIN_FILENO) == 1) {
+    err << "Enter " << what << " (input hidden): " << std::flush;
+    {
+      EchoOff quiet(STDIN_FILENO);
+      std::getline(in, buf);
+    }
+    err << "\n";
+  } else {
+    char chunk[4096];
+    while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
+      buf.append(chunk, static_cast<size_t>(in.gcount()));
+      if (buf.size() > kMaxSecretBytes) break;
+    }
+    core::secureWipe(chunk, sizeof chunk);
+    if (!buf.empty() && buf.back() == '\n') {
+      buf.pop_back();
+      if (!buf.empty() && buf.back() == '\r') buf.pop_back();
+    }
+  }
+  SecretInput result;
+  if (buf.size() > kMaxSecretBytes) {
+    result.error = "the " + what + " on standard input is larger than 64 KiB; nothing was stored";
+  } else if (buf.empty()) {
+    result.error = "empty " + what + "; nothing was stored (give it on standard input, e.g. "
+                   "printf '%s' \"$VALUE\" | keywayctl ...)";
+  } else if (std::any_of(buf.begin(), buf.end(), [](char c) {
+               const auto u = static_cast<unsigned char>(c);
+               return u < 0x20 || u == 0x7f;
+             })) {
+    // It is injected as an HTTP header value: line breaks or control bytes would corrupt it.
+    result.error = "the " + what + " contains a line break or control character (only one "
+                   "trailing newline is stripped); nothing was stored";
+  } else {
+    result.value = core::SecretString(std::string_view(buf));
+  }
+  core::secureWipe(buf.data(), buf.size());
+  return result;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Commands
+
+struct Context {
+  const Args& args;
+  std::istream& in;
+  std::ostream& out;
+  std::ostream& err;
+  const core::Config* config = nullptr;
+  core::CredentialStore* store = nullptr;
+
+  const std::string& word(size_t i) const { return args.words[i]; }
+  std::optional<std::string> option(const std::string& name) const {
+    auto it = args.options.find(name);
+    if (it == args.options.end()) return std::nullopt;
+    return it->second;
+  }
+  int fail(const std::string& message, int code) const {
+    err << "keywayctl: " << message << "\n";
+    return code;
+  }
+  int fail(const Error& error) const { return fail(error.message, exitFor(error)); }
+};
+
+struct Command {
+  std::string group;
+  std::string action;  // empty for `init`
+  size_t positionals;  // exact number of words after group and action
+  std::vector<std::string> options;  // allowed
+  std::vector<std::string> required;
+  std::string usage;
+  bool needs_store;
+  int (*run)(Context&);
+};
+
+int cmdTeamAdd(Context& c) {
+  core::TeamRecord team;
+  team.name = c.word(2);
+  if (auto list = c.option("--upstreams")) {
+    team.all_upstreams = false;
+    std::vector<std::string> configured;
+    for (const auto& u : c.config->upstreams) configured.push_back(u.name);
+    for (const auto& u : splitList(*list)) {
+      if (u.empty()) return c.fail("--upstreams has an empty entry: '" + *list + "'", 1);
+      if (c.config->findUpstream(u) == nullptr) {
+        return c.fail("unknown upstream '" + u + "'; configured upstreams: " +
+                          joinList(configured),
+                      kCtlExitUsage);
+      }
+      team.upstreams.push_back(u);
+    }
+  }
+  auto status = c.store->addTeam(team);
+  if (!status) return c.fail(status.error());
+  c.out << "added team '" << team.name << "' (upstreams: "
+        << (team.all_upstreams ? std::string("all") : joinList(team.upstreams)) << ")\n";
+  return kCtlExitOk;
+}
+
+int cmdTeamList(Context& c) {
+  auto teams = c.store->listTeams();
+  if (!teams) return c.fail(teams.error());
+  if (teams->empty()) {
+    c.out << "no teams; add one with: keywayctl team add NAME\n";
+    return kCtlExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {{"NAME", "UPSTREAMS", "CREATED"}};
+  for (const auto& t : *teams) {
+    rows.push_back({t.name, t.all_upstreams ? "all" : joinList(t.upstreams, ","),
+                    formatTime(t.created_unix)});
+  }
+  printTable(c.out, rows);
+  return kCtlExitOk;
+}
+
+int cmdTeamRm(Context& c) {
+  auto status = c.store->removeTeam(c.word(2));
+  if (!status) return c.fail(status.error());
+  c.out << "removed team '" << c.word(2) << "'\n";
+  return kCtlExitOk;
+}
+
+int cmdClientAdd(Context& c) {
+  const std::string team = *c.option("--team");
+  auto token = c.store->addClient(c.word(2), team);
+  if (!token) return c.fail(token.error());
+  c.out << "added client '" << c.word(2) << "' to team '" << team << "'\n"
+        << "its token is shown only this once; store it now (keyway keeps only a hash):\n"
+        << token->view() << "\n";
+  c.out.flush();
+  return kCtlExitOk;
+}
+
+int cmdClientList(Context& c) {
+  auto clients = c.store->listClients();
+  if (!clients) return c.fail(clients.error());
+  if (clients->empty()) {
+    c.out << "no clients; add one with: keywayctl client add NAME --team TEAM\n";
+    return kCtlExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {{"NAME", "TEAM", "STATUS", "CREATED"}};
+  for (const auto& cl : *clients) {
+    rows.push_back({cl.name, cl.team, cl.revoked ? "revoked" : "active",
+                    formatTime(cl.created_unix)});
+  }
+  printTable(c.out, rows);
+  return kCtlExitOk;
+}
+
+int cmdClientRevoke(Context& c) {
+  auto status = c.store->revokeClient(c.word(2));
+  if (!status) return c.fail(status.error());
+  c.out << "revoked client '" << c.word(2) << "'; its token no longer works\n";
+  return kCtlExitOk;
+}
+
+std::string scopeText(const std::string& team) {
+  return team.empty() ? std::string("shared") : "team '" + team + "'";
+}
+
+// Checks a team before a secret is prompted for, so nobody types a secret for nothing.
+std::optional<int> precheckTeams(Context& c, const std::vector<std::string>& teams) {
+  for (const auto& t : teams) {
+    auto valid = storage::validateName("team", t);
+    if (!valid) return c.fail(valid.error());
+    auto found = c.store->findTeam(t);
+    if (!found) return c.fail(found.error());
+    if (!*found) {
+      return c.fail("unknown team '" + t + "'; create it with `keywayctl team add " + t + "`",
+                    kCtlExitUsage);
+    }
+  }
+  return std::nullopt;
+}
+
+int cmdSecretSet(Context& c) {
+  const std::string& name = c.word(2);
+  const std::string team = c.option("--team").value_or("");
+  auto valid = storage::validateName("secret", name);
+  if (!valid) return c.fail(valid.error());
+  if (!team.empty()) {
+    if (auto rc = precheckTeams(c, {team})) return *rc;
+  }
+  auto input = readSecret(c.in, c.err, "secret value");
+  if (!input.value) return c.fail(input.error, kCtlExitUsage);
+  auto status = c.store->setSecret(name, team, *input.value);
+  if (!status) return c.fail(status.error());
+  c.out << "stored secret '" << name << "' (" << scopeText(team) << ")\n";
+  // A hint only: a name no upstream injects is probably a typo.
+  std::vector<std::string> injected;
+  for (const auto& u : c.config->upstreams) {
+    if (!u.credential.secret.empty() &&
+        std::find(injected.begin(), injected.end(), u.credential.secret) == injected.end()) {
+      injected.push_back(u.credential.secret);
+    }
+  }
+  if (!injected.empty() && std::find(injected.begin(), injected.end(), name) == injected.end()) {
+    c.err << "keywayctl: note: no configured upstream injects '" << name
+          << "' (they use: " << joinList(injected) << ")\n";
+  }
+  return kCtlExitOk;
+}
+
+int cmdSecretList(Context& c) {
+  auto secrets = c.store->listSecrets();
+  if (!secrets) return c.fail(secrets.error());
+  if (secrets->empty()) {
+    c.out << "no secrets; set one with: keywayctl secret set NAME [--team TEAM] < value\n";
+    return kCtlExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {{"NAME", "SCOPE", "UPDATED"}};
+  for (const auto& s : *secrets) {
+    rows.push_back({s.name, s.team.empty() ? "shared" : "team:" + s.team,
+                    formatTime(s.updated_unix)});
+  }
+  printTable(c.out, rows);
+  return kCtlExitOk;
+}
+
+int cmdSecretRm(Context& c) {
+  const std::string team = c.option("--team").value_or("");
+  auto status = c.store->removeSecret(c.word(2), team);
+  if (!status) return c.fail(status.error());
+  c.out << "removed secret '" << c.word(2) << "' (" << scopeText(team) << ")\n";
+  return kCtlExitOk;
+}
+
+int cmdUserAdd(Context& c) {
+  const std::string& id = c.word(2);
+  auto valid = storage::validateName("BOSA user", id);
+  if (!valid) return c.fail(valid.error());
+  const auto teams = splitList(*c.option("--team"));
+  if (auto rc = precheckTeams(c, teams)) return *rc;
+  auto existing = c.store->findBosaUser(id);
+  if (!existing) return c.fail(existing.error());
+  if (*existing) return c.fail("BOSA user '" + id + "' already exists", kCtlExitUsage);
+  auto input = readSecret(c.in, c.err, "BOSA user secret");
+  if (!input.value) return c.fail(input.error, kCtlExitUsage);
+  if (input.value->view().substr(0, 8) != "sk-user-") {
+    c.err << "keywayctl: note: BOSA user secrets usually start with 'sk-user-'; stored anyway\n";
+  }
+  auto status = c.store->addBosaUser(id, *input.value, teams);
+  if (!status) return c.fail(status.error());
+  c.out << "added BOSA user '" << id << "' (teams: " << joinList(teams) << ")\n";
+  return kCtlExitOk;
+}
+
+int cmdUserList(Context& c) {
+  auto users = c.store->listBosaUsers();
+  if (!users) return c.fail(users.error());
+  if (users->empty()) {
+    c.out << "no BOSA users; add one with: keywayctl bosa-user add IDENTIFIER --team TEAM\n";
+    return kCtlExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {{"IDENTIFIER", "TEAMS", "CREATED"}};
+  for (const auto& u : *users) {
+    rows.push_back({u.identifier, u.teams.empty() ? "-" : joinList(u.teams, ","),
+                    formatTime(u.created_unix)});
+  }
+  printTable(c.out, rows);
+  return kCtlExitOk;
+}
+
+int cmdUserGrant(Context& c) {
+  const std::string team = *c.option("--team");
+  auto status = c.store->grantBosaUser(c.word(2), team);
+  if (!status) return c.fail(status.error());
+  c.out << "granted BOSA user '" << c.word(2) << "' to team '" << team << "'\n";
+  return kCtlExitOk;
+}
+
+int cmdUserRevoke(Context& c) {
+  const std::string team = *c.option("--team");
+  auto status = c.store->revokeBosaUser(c.word(2), team);
+  if (!status) return c.fail(status.error());
+  c.out << "revoked team '" << team << "' from BOSA user '" << c.word(2) << "'\n";
+  return kCtlExitOk;
+}
+
+int cmdUserRm(Context& c) {
+  auto status = c.store->removeBosaUser(c.word(2));
+  if (!status) return c.fail(status.error());
+  c.out << "removed BOSA user '" << c.word(2) << "'\n";
+  return kCtlExitOk;
+}
+
+int cmdInit(Context& c) {
+  auto report = storage::initStateDir(c.config->state_dir, c.config->master_key_file);
+  if (!report) return c.fail(report.error());
+  c.out << (report->created_state_dir ? "created state directory " : "state directory ")
+        << c.config->state_dir << "\n"
+        << (report->created_master_key ? "created master key " : "master key ")
+        << c.config->master_key_file
+        << (report->created_master_key ? " (mode 0600; back it up: without it the store is "
+                                         "unreadable)"
+                                       : " (matches the store)")
+        << "\n"
+        << (report->created_store ? "created credential store " : "credential store ")
+        << report->env_path << "\n";
+  if (!report->created_state_dir && !report->created_master_key && !report->created_store) {
+    c.out << "already initialised; nothing changed\n";
+  }
+  return kCtlExitOk;
+}
+
+int cmdNotYet(Context& c) {
+  return c.fail("`" + c.word(0) + " " + c.word(1) +
+                    "` is not available yet in this build; nothing was done",
+                kCtlExitFailure);
+}
+
+const std::vector<Command>& commands() {
+  static const std::vector<Command> table = {
+      {"init", "", 0, {}, {}, "keywayctl init", false, cmdInit},
+      {"team", "add", 1, {"--upstreams"}, {}, "keywayctl team add NAME [--upstreams a,b,...]",
+       true, cmdTeamAdd},
+      {"team", "list", 0, {}, {}, "keywayctl team list", true, cmdTeamList},
+      {"team", "rm", 1, {}, {}, "keywayctl team rm NAME", true, cmdTeamRm},
+      {"client", "add", 1, {"--team"}, {"--team"}, "keywayctl client add NAME --team TEAM", true,
+       cmdClientAdd},
+      {"client", "list", 0, {}, {}, "keywayctl client list", true, cmdClientList},
+      {"client", "revoke", 1, {}, {}, "keywayctl client revoke NAME", true, cmdClientRevoke},
+      {"secret", "set", 1, {"--team"}, {}, "keywayctl secret set NAME [--team TEAM] < value",
+       true, cmdSecretSet},
+      {"secret", "list", 0, {}, {}, "keywayctl secret list", true, cmdSecretList},
+      {"secret", "rm", 1, {"--team"}, {}, "keywayctl secret rm NAME [--team TEAM]", true,
+       cmdSecretRm},
+      {"bosa-user", "add", 1, {"--team"}, {"--team"},
+       "keywayctl bosa-user add IDENTIFIER --team TEAM[,TEAM...] < user-secret", true,
+       cmdUserAdd},
+      {"bosa-user", "list", 0, {}, {}, "keywayctl bosa-user list", true, cmdUserList},
+      {"bosa-user", "grant", 1, {"--team"}, {"--team"},
+       "keywayctl bosa-user grant IDENTIFIER --team TEAM", true, cmdUserGrant},
+      {"bosa-user", "revoke", 1, {"--team"}, {"--team"},
+       "keywayctl bosa-user revoke IDENTIFIER --team TEAM", true, cmdUserRevoke},
+      {"bosa-user", "rm", 1, {}, {}, "keywayctl bosa-user rm IDENTIFIER", true, cmdUserRm},
+      {"cache", "stats", 0, {}, {}, "keywayctl cache stats", false, cmdNotYet},
+      {"cache", "purge", 0, {"--upstream", "--prefix"}, {},
+       "keywayctl cache purge [--upstream U] [--prefix PATH] [--all]", false, cmdNotYet},
+      {"schemas", "list", 0, {}, {}, "keywayctl schemas list", false, cmdNotYet},
+      {"schemas", "refresh", 0, {}, {}, "keywayctl schemas refresh [CONNECTOR]", false,
+       cmdNotYet},
+  };
+  return table;
+}
+
+int usageError(std::ostream& err, const std::string& message) {
+  err << "keywayctl: " << message << "\n";
+  return kCtlExitUsage;
+}
+
+int dispatch(const std::vector<std::string>& raw, std::istream& in, std::ostream& out,
+             std::ostream& err, const CtlConfigLoader& load_config) {
+  Args args;
+  if (auto problem = parseArgs(raw, args)) return usageError(err, problem->message);
+
+  if (args.words.empty()) {
+    if (args.help) {
+      out << kGlobalUsage;
+      return kCtlExitOk;
+    }
+    return usageError(err, "missing command; run `keywayctl --help` for the list");
+  }
+  const std::string& group = args.words[0];
+  if (group == "help") {
+    if (args.words.size() > 1) {
+      auto it = groupHelp().find(args.words[1]);
+      if (it == groupHelp().end()) {
+        return usageError(err, "no help for unknown command '" + args.words[1] + "'");
+      }
+      out << it->second;
+    } else {
+      out << kGlobalUsage;
+    }
+    return kCtlExitOk;
+  }
+  auto help = groupHelp().find(group);
+  if (help == groupHelp().end()) {
+    return usageError(err, "unknown command '" + group + "'; run `keywayctl --help`");
+  }
+  if (args.help) {
+    out << help->second;
+    return kCtlExitOk;
+  }
+
+  const std::string action = group == "init" ? "" : (args.words.size() > 1 ? args.words[1] : "");
+  const Command* cmd = nullptr;
+  std::vector<std::string> actions;
+  for (const auto& c : commands()) {
+    if (c.group != group) continue;
+    if (!c.action.empty()) actions.push_back(c.action);
+    if (c.action == action) cmd = &c;
+  }
+  if (cmd == nullptr) {
+    if (action.empty()) {
+      return usageError(err, "`" + group + "` needs a subcommand (" + joinList(actions, ", ") +
+                                 "); run `keywayctl " + group + " --help`");
+    }
+    return usageError(err, "unknown subcommand '" + group + " " + action + "' (expected " +
+                               joinList(actions, ", ") + ")");
+  }
+  const size_t skip = cmd->action.empty() ? 1 : 2;
+  const size_t given = args.words.size() - skip;
+  const std::string prefix = group + (cmd->action.empty() ? "" : " " + cmd->action);
+  const bool takes_secret =
+      (group == "secret" && cmd->action == "set") || (group == "bosa-user" && cmd->action == "add");
+  if (takes_secret && given > cmd->positionals) {
+    return usageError(err, prefix + ": secret values are never taken from arguments (they would "
+                               "leak into shell history and the process list); pipe the value "
+                               "on standard input (usage: " + cmd->usage + ")");
+  }
+  const bool optional_positional = group == "schemas" && cmd->action == "refresh";
+  if (given != cmd->positionals && !(optional_positional && given <= 1)) {
+    return usageError(err, prefix + ": " +
+                               (given < cmd->positionals ? std::string("missing argument")
+                                                         : std::string("too many arguments")) +
+                               " (usage: " + cmd->usage + ")");
+  }
+  for (const auto& [name, value] : args.options) {
+    if (std::find(cmd->options.begin(), cmd->options.end(), name) == cmd->options.end()) {
+      return usageError(err, prefix + ": option " + name + " does not apply (usage: " +
+                                 cmd->usage + ")");
+    }
+  }
+  for (const auto& name : args.flags) {
+    if (!(group == "cache" && cmd->action == "purge")) {
+      return usageError(err, prefix + ": option " + name + " does not apply (usage: " +
+                                 cmd->usage + ")");
+    }
+  }
+  for (const auto& name : cmd->required) {
+    if (args.options.count(name) == 0) {
+      return usageError(err, prefix + ": " + name + " is required (usage: " + cmd->usage + ")");
+    }
+  }
+
+  Context ctx{args, in, out, err};
+  if (cmd->run == cmdNotYet) return cmd->run(ctx);
+
+  auto config = load_config(args.config);
+  if (!config) {
+    err << "keywayctl: cannot load the configuration: " << config.error().message << "\n";
+    return exitFor(config.error());
+  }
+  ctx.config = &*config;
+  std::unique_ptr<core::CredentialStore> store;
+  if (cmd->needs_store) {
+    auto opened = storage::openLmdbCredentialStore(config->state_dir, config->master_key_file);
+    if (!opened) {
+      err << "keywayctl: cannot open the credential store: " << opened.error().message << "\n";
+      return kCtlExitFailure;
+    }
+    store = std::move(opened).value();
+    ctx.store = store.get();
+  }
+  return cmd->run(ctx);
+}
+
+}  // namespace
+
+int runCtl(std::vector<std::string> args, std::istream& in, std::ostream& out, std::ostream& err,
+           const CtlConfigLoader& load_config) {
+  try {
+    return dispatch(args, in, out, err, load_config);
+  } catch (const std::exception& e) {
+    // Last resort: third-party code (YAML, iostreams) may throw; never crash the CLI.
+    err << "keywayctl: internal error: " << e.what() << "\n";
+  } catch (...) {
+    err << "keywayctl: internal error\n";
+  }
+  return kCtlExitFailure;
+}
+
+int runCtl(std::vector<std::string> args, std::istream& in, std::ostream& out, std::ostream& err) {
+  return runCtl(std::move(args), in, out, err,
+                [](const std::optional<std::string>& path) { return loadConfig(path); });
+}
+
+}  // namespace keyway::daemon

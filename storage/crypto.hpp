@@ -1,0 +1,80 @@
+// Cryptography of the credential store (libsodium): authenticated encryption of records bound
+// to their key, keyed hashing of client tokens, client token generation.
+#pragma once
+
+#include <cstddef>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "core/result.hpp"
+#include "core/secret.hpp"
+
+namespace keyway::storage {
+
+// Calls sodium_init() once per process (thread-safe, idempotent). kInternal if it fails.
+core::Status initSodium();
+
+inline constexpr size_t kKeyBytes = 32;
+
+// 32 bytes of key material in sodium_malloc'd memory (guard pages, mlock'ed when allowed, wiped
+// on free). Move-only; never printed.
+class SecureKey {
+ public:
+  // Copies exactly kKeyBytes bytes; kBadRequest for another size.
+  static core::Result<SecureKey> fromBytes(std::string_view bytes);
+  static core::Result<SecureKey> random();
+
+  const unsigned char* data() const { return bytes_.get(); }
+  static constexpr size_t size() { return kKeyBytes; }
+
+ private:
+  friend class Keyring;  // derives subkeys straight into fresh secure memory
+  struct Free {
+    void operator()(unsigned char* p) const;
+  };
+  static core::Result<SecureKey> allocate();
+  std::unique_ptr<unsigned char, Free> bytes_;
+};
+
+using MasterKey = SecureKey;
+
+// Client tokens: "kw_" + base64url (no padding) of 32 random bytes = 46 characters.
+inline constexpr std::string_view kClientTokenPrefix = "kw_";
+inline constexpr size_t kClientTokenLength = 46;
+core::SecretString generateClientToken();
+// True for strings of the generated shape (checked before any lookup).
+bool isWellFormedClientToken(std::string_view token);
+
+std::string base64UrlEncode(std::string_view bytes);  // URL-safe alphabet, no padding
+
+inline constexpr size_t kTokenHashBytes = 32;
+
+// Subkeys derived from the master key (crypto_kdf) and the operations that use them.
+// Immutable after creation; all methods are thread-safe.
+class Keyring {
+ public:
+  static core::Result<Keyring> create(const MasterKey& master);
+
+  // XChaCha20-Poly1305 with a random nonce; `associated_data` (the record's table and key) is
+  // authenticated, so a ciphertext copied under another key fails to open.
+  // Layout: [format 0x01][24-byte nonce][ciphertext][16-byte tag].
+  std::string seal(std::string_view plaintext, std::string_view associated_data) const;
+  // Decrypts what seal() produced for the same associated data. kInternal, without any secret in
+  // the message, when the input is malformed or fails authentication (tampered, moved, or
+  // sealed under another master key).
+  core::Result<core::SecretString> open(std::string_view sealed,
+                                        std::string_view associated_data) const;
+
+  // BLAKE2b-256 of `token` keyed with the token subkey: kTokenHashBytes raw bytes. Without the
+  // master key, a stolen database cannot be used to test token guesses.
+  std::string tokenHash(std::string_view token) const;
+
+ private:
+  Keyring(SecureKey seal_key, SecureKey token_key)
+      : seal_key_(std::move(seal_key)), token_key_(std::move(token_key)) {}
+  SecureKey seal_key_;
+  SecureKey token_key_;
+};
+
+}  // namespace keyway::storage

@@ -1,0 +1,104 @@
+// Versioned binary encoding of the credential store's LMDB records, and name validation.
+// Pure functions with no I/O: decoders reject any malformed input with an Error (never crash,
+// never over-allocate), so they are the fuzzing surface of the store.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+
+#include "core/credential_store.hpp"
+#include "core/result.hpp"
+
+namespace keyway::storage {
+
+// Named databases of the credential environment.
+namespace table {
+inline constexpr std::string_view kTeams = "teams";
+inline constexpr std::string_view kClients = "clients";
+inline constexpr std::string_view kClientTokens = "client_tokens";
+inline constexpr std::string_view kSecrets = "secrets";
+inline constexpr std::string_view kBosaUsers = "bosa_users";
+inline constexpr std::string_view kUserTokens = "user_tokens";
+inline constexpr std::string_view kMeta = "meta";
+}  // namespace table
+
+// Keys of the meta table.
+inline constexpr std::string_view kMetaSchemaVersion = "schema_version";
+inline constexpr std::string_view kMetaKeyCheck = "key_check";
+inline constexpr uint32_t kSchemaVersion = 1;
+// The plaintext sealed into the key-check record at init.
+inline constexpr std::string_view kKeyCheckPlaintext = "keyway master key check v1";
+
+inline constexpr size_t kMaxNameLength = 128;
+
+// Team, client, secret, BOSA user and upstream names: 1..128 of [A-Za-z0-9._@+-], not starting
+// with '-'.
+bool isValidName(std::string_view name);
+// kBadRequest "invalid <kind> name '...': ..." (the name is shown escaped and truncated).
+core::Status validateName(std::string_view kind, std::string_view name);
+
+// The associated data binding a ciphertext to its record: "<table>\0<key>".
+std::string associatedData(std::string_view table, std::string_view key);
+
+struct StoredClient {
+  core::ClientRecord client;
+  std::string token_hash;  // keyed hash of its token (kTokenHashBytes)
+};
+
+struct StoredSecret {
+  std::string team;  // empty = shared
+  std::string name;
+  int64_t updated_unix = 0;
+  std::string sealed;  // Keyring::seal output
+};
+
+struct StoredBosaUser {
+  core::BosaUserRecord user;
+  std::string sealed_secret;
+};
+
+struct StoredUserToken {
+  int64_t expires_unix = 0;
+  std::string sealed_token;
+};
+
+// teams: key = team name.
+std::string encodeTeam(const core::TeamRecord& team);
+core::Result<core::TeamRecord> decodeTeam(std::string_view key, std::string_view value);
+
+// clients: key = client name.
+std::string encodeClient(const StoredClient& client);
+core::Result<StoredClient> decodeClient(std::string_view key, std::string_view value);
+
+// client_tokens: key = token hash, value = client name.
+std::string encodeClientTokenRef(std::string_view client_name);
+core::Result<std::string> decodeClientTokenRef(std::string_view key, std::string_view value);
+
+// secrets: key = "<team>\0<name>", "\0<name>" for shared ones.
+std::string secretKey(std::string_view team, std::string_view name);
+core::Result<std::pair<std::string, std::string>> decodeSecretKey(std::string_view key);
+std::string encodeSecret(int64_t updated_unix, std::string_view sealed);
+core::Result<StoredSecret> decodeSecret(std::string_view key, std::string_view value);
+
+// bosa_users: key = identifier.
+std::string encodeBosaUser(const StoredBosaUser& user);
+core::Result<StoredBosaUser> decodeBosaUser(std::string_view key, std::string_view value);
+
+// user_tokens: key = identifier.
+std::string encodeUserToken(const StoredUserToken& token);
+core::Result<StoredUserToken> decodeUserToken(std::string_view key, std::string_view value);
+
+// meta: schema_version and key_check.
+std::string encodeSchemaVersion(uint32_t version);
+core::Result<uint32_t> decodeSchemaVersion(std::string_view value);
+std::string encodeKeyCheck(std::string_view sealed);
+core::Result<std::string> decodeKeyCheck(std::string_view value);
+
+// Decodes a record of any table (the fuzz entry point). kInternal for malformed records,
+// kBadRequest for an unknown table.
+core::Status decodeRecord(std::string_view table_name, std::string_view key,
+                          std::string_view value);
+
+}  // namespace keyway::storage

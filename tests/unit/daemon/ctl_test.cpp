@@ -1,0 +1,410 @@
+// keywayctl end to end on a temp state dir: every command, exit codes, outputs (the token alone on
+// the last line, never a secret value), --config placement, secret input rules, and that a store
+// already open (the daemon) sees keywayctl's writes at once, also from another process.
+#include "daemon/ctl.hpp"
+
+#include <doctest/doctest.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <sstream>
+
+#include "core/config.hpp"
+#include "storage/crypto.hpp"
+#include "storage/lmdb_credential_store.hpp"
+#include "tests/unit/storage/test_util.hpp"
+
+namespace keyway::daemon {
+namespace {
+
+using keyway::testing::contains;
+using keyway::testing::fileMode;
+using keyway::testing::TempDir;
+using keyway::testing::writeFile;
+
+struct Outcome {
+  int rc = -1;
+  std::string out;
+  std::string err;
+  std::string lastLine() const {
+    std::string s = out;
+    if (!s.empty() && s.back() == '\n') s.pop_back();
+    const size_t nl = s.rfind('\n');
+    return nl == std::string::npos ? s : s.substr(nl + 1);
+  }
+};
+
+// A keywayctl with an injected config loader: state in a temp dir, three upstreams.
+struct Ctl {
+  TempDir dir;
+  std::vector<std::optional<std::string>> config_paths;  // what the loader was asked for
+  std::optional<core::Error> config_error;
+
+  core::Config config() const {
+    core::Config c;
+    c.state_dir = dir / "state";
+    c.master_key_file = dir / "state/master.key";
+    for (const char* name : {"bundleup-api", "bosa", "bundleiq"}) {
+      core::UpstreamConfig u;
+      u.name = name;
+      u.base_url = "http://127.0.0.1:1";
+      u.protocol = core::defaultProtocolFor(name);
+      u.credential.secret = std::string(name == std::string("bosa")       ? "bosa.api_key"
+                                        : name == std::string("bundleiq") ? "bundleiq.api_key"
+                                                                          : "bundleup.api_key");
+      c.upstreams.push_back(u);
+    }
+    return c;
+  }
+
+  Outcome run(std::vector<std::string> args, const std::string& stdin_text = "") {
+    std::istringstream in(stdin_text);
+    std::ostringstream out;
+    std::ostringstream err;
+    Outcome o;
+    o.rc = runCtl(std::move(args), in, out, err,
+                  [this](const std::optional<std::string>& path) -> core::Result<core::Config> {
+                    config_paths.push_back(path);
+                    if (config_error) return *config_error;
+                    return config();
+                  });
+    o.out = out.str();
+    o.err = err.str();
+    return o;
+  }
+
+  std::unique_ptr<core::CredentialStore> openStore() {
+    auto store = storage::openLmdbCredentialStore(dir / "state", dir / "state/master.key");
+    REQUIRE(store.ok());
+    return std::move(store).value();
+  }
+};
+
+#define CHECK_RC(outcome, expected) \
+  CHECK_MESSAGE((outcome).rc == (expected), "out: " << (outcome).out << " err: " << (outcome).err)
+
+TEST_CASE("keywayctl: help and usage errors") {
+  Ctl ctl;
+  auto help = ctl.run({"--help"});
+  CHECK_RC(help, 0);
+  CHECK(contains(help.out, "usage: keywayctl"));
+  CHECK(contains(help.out, "bosa-user add"));
+  for (const char* group : {"init", "team", "client", "secret", "bosa-user", "cache", "schemas"}) {
+    auto g = ctl.run({group, "--help"});
+    CHECK_RC(g, 0);
+    CHECK(contains(g.out, std::string("keywayctl ") + group));
+    CHECK(g.err.empty());
+  }
+  CHECK_RC(ctl.run({"secret", "set", "--help"}), 0);
+  CHECK_RC(ctl.run({"-h", "client"}), 0);
+  CHECK_RC(ctl.run({"help", "team"}), 0);
+
+  auto none = ctl.run({});
+  CHECK_RC(none, 1);
+  CHECK(contains(none.err, "missing command"));
+  auto unknown = ctl.run({"frobnicate"});
+  CHECK_RC(unknown, 1);
+  CHECK(contains(unknown.err, "unknown command 'frobnicate'"));
+  auto sub = ctl.run({"team", "destroy", "x"});
+  CHECK_RC(sub, 1);
+  CHECK(contains(sub.err, "unknown subcommand"));
+  CHECK_RC(ctl.run({"team"}), 1);
+  CHECK_RC(ctl.run({"team", "add"}), 1);
+  CHECK_RC(ctl.run({"team", "add", "a", "b"}), 1);
+  CHECK_RC(ctl.run({"team", "list", "--bogus"}), 1);
+  CHECK_RC(ctl.run({"team", "list", "--team", "x"}), 1);
+  auto missing_team = ctl.run({"client", "add", "app"});
+  CHECK_RC(missing_team, 1);
+  CHECK(contains(missing_team.err, "--team is required"));
+  CHECK_RC(ctl.run({"client", "add", "app", "--team"}), 1);
+  CHECK_RC(ctl.run({"--config"}), 1);
+  CHECK_RC(ctl.run({"--config", "a", "--config", "b", "team", "list"}), 1);
+  // Usage errors are found before any configuration or store is touched.
+  CHECK(ctl.config_paths.empty());
+  for (const auto& o : {none, unknown, sub, missing_team}) {
+    CHECK(o.out.empty());
+    CHECK(std::count(o.err.begin(), o.err.end(), '\n') == 1);  // one line
+  }
+}
+
+TEST_CASE("keywayctl: --config before or after the subcommand") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  CHECK_RC(ctl.run({"--config", "/etc/a.yaml", "team", "list"}), 0);
+  CHECK_RC(ctl.run({"team", "list", "--config", "/etc/b.yaml"}), 0);
+  CHECK_RC(ctl.run({"team", "--config=/etc/c.yaml", "list"}), 0);
+  REQUIRE(ctl.config_paths.size() == 4);
+  CHECK_FALSE(ctl.config_paths[0].has_value());  // no --config: the embedded default
+  CHECK(ctl.config_paths[1] == std::optional<std::string>("/etc/a.yaml"));
+  CHECK(ctl.config_paths[2] == std::optional<std::string>("/etc/b.yaml"));
+  CHECK(ctl.config_paths[3] == std::optional<std::string>("/etc/c.yaml"));
+
+  ctl.config_error = core::Error::make(core::ErrorCode::kBadRequest, "x.yaml:3: listen: bad");
+  auto bad = ctl.run({"team", "list", "--config", "x.yaml"});
+  CHECK_RC(bad, 1);
+  CHECK(contains(bad.err, "x.yaml:3: listen: bad"));
+}
+
+TEST_CASE("keywayctl: init, then the store is refused without it or with a bad key") {
+  Ctl ctl;
+  auto before = ctl.run({"team", "list"});
+  CHECK_RC(before, 2);
+  CHECK(contains(before.err, "keywayctl init"));
+
+  auto init = ctl.run({"init"});
+  CHECK_RC(init, 0);
+  CHECK(contains(init.out, "created master key"));
+  CHECK(fileMode(ctl.dir / "state") == 0700);
+  CHECK(fileMode(ctl.dir / "state/master.key") == 0600);
+  CHECK(fileMode(ctl.dir / "state/credentials/data.mdb") == 0600);
+  auto again = ctl.run({"init"});
+  CHECK_RC(again, 0);
+  CHECK(contains(again.out, "already initialised"));
+
+  ::chmod((ctl.dir / "state/master.key").c_str(), 0644);
+  auto loose = ctl.run({"team", "list"});
+  CHECK_RC(loose, 2);
+  CHECK(contains(loose.err, "chmod 600"));
+  ::chmod((ctl.dir / "state/master.key").c_str(), 0600);
+
+  writeFile(ctl.dir / "state/master.key", std::string(64, 'f'), 0600);  // another valid key
+  auto wrong = ctl.run({"team", "list"});
+  CHECK_RC(wrong, 2);
+  CHECK(contains(wrong.err, "master key does not match this state directory"));
+}
+
+TEST_CASE("keywayctl: teams") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  CHECK(contains(ctl.run({"team", "list"}).out, "no teams"));
+  auto add = ctl.run({"team", "add", "ops"});
+  CHECK_RC(add, 0);
+  CHECK(contains(add.out, "upstreams: all"));
+  CHECK_RC(ctl.run({"team", "add", "dev", "--upstreams", "bosa, bundleiq"}), 0);
+  auto dup = ctl.run({"team", "add", "ops"});
+  CHECK_RC(dup, 1);
+  CHECK(contains(dup.err, "already exists"));
+  auto bad_up = ctl.run({"team", "add", "qa", "--upstreams", "bosa,nope"});
+  CHECK_RC(bad_up, 1);
+  CHECK(contains(bad_up.err, "unknown upstream 'nope'"));
+  CHECK(contains(bad_up.err, "bundleup-api, bosa, bundleiq"));
+  CHECK_RC(ctl.run({"team", "add", "qa", "--upstreams", "bosa,"}), 1);
+  auto bad_name = ctl.run({"team", "add", "bad/name"});
+  CHECK_RC(bad_name, 1);
+  CHECK(contains(bad_name.err, "invalid team name"));
+
+  auto list = ctl.run({"team", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "NAME"));
+  CHECK(contains(list.out, "dev   bosa,bundleiq"));
+  CHECK(contains(list.out, "ops   all"));
+  CHECK_FALSE(contains(list.out, "qa"));
+
+  CHECK_RC(ctl.run({"team", "rm", "nope"}), 1);
+  CHECK_RC(ctl.run({"team", "rm", "dev"}), 0);
+  CHECK_FALSE(contains(ctl.run({"team", "list"}).out, "dev"));
+}
+
+TEST_CASE("keywayctl: clients; the token alone on the last line") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "ops"}).rc == 0);
+  auto unknown_team = ctl.run({"client", "add", "app", "--team", "nope"});
+  CHECK_RC(unknown_team, 1);
+  CHECK(contains(unknown_team.err, "unknown team 'nope'"));
+
+  auto add = ctl.run({"client", "add", "app", "--team", "ops"});
+  CHECK_RC(add, 0);
+  const std::string token = add.lastLine();
+  CHECK(storage::isWellFormedClientToken(token));
+  CHECK(add.out.size() > token.size() + 1);  // there is explanation above it
+  CHECK(add.out.substr(add.out.size() - token.size() - 1) == token + "\n");
+  CHECK_FALSE(contains(add.err, token));
+
+  auto store = ctl.openStore();
+  auto client = store->findClientByToken(token);
+  REQUIRE(client.ok());
+  REQUIRE(client->has_value());
+  CHECK((*client)->name == "app");
+  CHECK((*client)->team == "ops");
+
+  CHECK_RC(ctl.run({"client", "add", "app", "--team", "ops"}), 1);
+  auto list = ctl.run({"client", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "app   ops   active"));
+  CHECK_FALSE(contains(list.out, token));
+
+  auto rm_team = ctl.run({"team", "rm", "ops"});
+  CHECK_RC(rm_team, 1);
+  CHECK(contains(rm_team.err, "active client"));
+
+  CHECK_RC(ctl.run({"client", "revoke", "ghost"}), 1);
+  CHECK_RC(ctl.run({"client", "revoke", "app"}), 0);
+  CHECK((*store->findClientByToken(token))->revoked);  // the daemon's view, at once
+  CHECK(contains(ctl.run({"client", "list"}).out, "revoked"));
+  CHECK_RC(ctl.run({"team", "rm", "ops"}), 0);
+}
+
+TEST_CASE("keywayctl: secrets come from stdin only and are never shown") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "ops"}).rc == 0);
+  auto daemon = ctl.openStore();  // opened before the writes, like a running keywayd
+
+  auto set = ctl.run({"secret", "set", "bosa.api_key"}, "shared-VALUE-123\n");
+  CHECK_RC(set, 0);
+  CHECK(contains(set.out, "(shared)"));
+  CHECK(set.err.empty());
+  auto set_team = ctl.run({"secret", "set", "bosa.api_key", "--team", "ops"}, "ops-VALUE-456");
+  CHECK_RC(set_team, 0);
+  CHECK(contains(set_team.out, "team 'ops'"));
+  auto resolved = daemon->resolveSecret("bosa.api_key", "ops");
+  REQUIRE(resolved.ok());
+  REQUIRE(resolved->has_value());
+  CHECK((*resolved)->value.view() == "ops-VALUE-456");
+  CHECK((*daemon->resolveSecret("bosa.api_key", ""))->value.view() == "shared-VALUE-123");
+  REQUIRE(ctl.run({"secret", "set", "crlf.key"}, "crlf-VALUE\r\n").rc == 0);
+  CHECK((*daemon->resolveSecret("crlf.key", ""))->value.view() == "crlf-VALUE");
+
+  auto typo = ctl.run({"secret", "set", "bosa.apikey"}, "v");
+  CHECK_RC(typo, 0);
+  CHECK(contains(typo.err, "note: no configured upstream injects 'bosa.apikey'"));
+
+  auto as_arg = ctl.run({"secret", "set", "bosa.api_key", "ARG-SECRET-789"});
+  CHECK_RC(as_arg, 1);
+  CHECK(contains(as_arg.err, "standard input"));
+  CHECK_FALSE(contains(as_arg.err, "ARG-SECRET-789"));
+  auto as_opt = ctl.run({"secret", "set", "bosa.api_key", "--value=OPT-SECRET-789"});
+  CHECK_RC(as_opt, 1);
+  CHECK_FALSE(contains(as_opt.err, "OPT-SECRET-789"));
+  auto empty = ctl.run({"secret", "set", "x"}, "\n");
+  CHECK_RC(empty, 1);
+  CHECK(contains(empty.err, "empty"));
+  auto two_lines = ctl.run({"secret", "set", "x"}, "line1\nline2\n");
+  CHECK_RC(two_lines, 1);
+  CHECK(contains(two_lines.err, "line break"));
+  CHECK_FALSE(contains(two_lines.err, "line1"));
+  CHECK_RC(ctl.run({"secret", "set", "x"}, std::string(70000, 'a')), 1);
+  CHECK_RC(ctl.run({"secret", "set", "x", "--team", "nope"}, "v"), 1);
+  CHECK_FALSE(daemon->resolveSecret("x", "").value().has_value());
+
+  auto list = ctl.run({"secret", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "bosa.api_key"));
+  CHECK(contains(list.out, "shared"));
+  CHECK(contains(list.out, "team:ops"));
+  CHECK(contains(list.out, "Z"));  // update time, ISO 8601 UTC
+  CHECK_FALSE(contains(list.out, "VALUE"));
+
+  CHECK_RC(ctl.run({"secret", "rm", "bosa.api_key", "--team", "ops"}), 0);
+  CHECK((*daemon->resolveSecret("bosa.api_key", "ops"))->scope == "shared");
+  auto rm_again = ctl.run({"secret", "rm", "bosa.api_key", "--team", "ops"});
+  CHECK_RC(rm_again, 1);
+  CHECK(contains(rm_again.err, "no secret 'bosa.api_key'"));
+}
+
+TEST_CASE("keywayctl: BOSA users") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "ops"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "dev"}).rc == 0);
+  auto add = ctl.run({"bosa-user", "add", "alice@example.com", "--team", "ops,dev"},
+                     "sk-user-SECRET-abc\n");
+  CHECK_RC(add, 0);
+  CHECK(contains(add.out, "teams: ops, dev"));
+  CHECK(add.err.empty());
+  auto store = ctl.openStore();
+  CHECK((*store->bosaUserSecret("alice@example.com"))->view() == "sk-user-SECRET-abc");
+
+  CHECK_RC(ctl.run({"bosa-user", "add", "alice@example.com", "--team", "ops"}, "sk-user-x"), 1);
+  CHECK_RC(ctl.run({"bosa-user", "add", "bob", "--team", "nope"}, "sk-user-x"), 1);
+  CHECK_RC(ctl.run({"bosa-user", "add", "bob"}, "sk-user-x"), 1);
+  CHECK_RC(ctl.run({"bosa-user", "add", "bob", "--team", "ops", "sk-user-arg"}), 1);
+  auto odd = ctl.run({"bosa-user", "add", "bob", "--team", "ops"}, "not-a-user-secret");
+  CHECK_RC(odd, 0);
+  CHECK(contains(odd.err, "sk-user-"));
+  CHECK_FALSE(contains(odd.err, "not-a-user-secret"));
+
+  auto list = ctl.run({"bosa-user", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "alice@example.com"));
+  CHECK(contains(list.out, "ops,dev"));
+  CHECK_FALSE(contains(list.out, "SECRET"));
+
+  CHECK_RC(ctl.run({"bosa-user", "revoke", "alice@example.com", "--team", "ops"}), 0);
+  CHECK_RC(ctl.run({"bosa-user", "revoke", "alice@example.com", "--team", "ops"}), 1);
+  CHECK((*store->findBosaUser("alice@example.com"))->teams == std::vector<std::string>{"dev"});
+  CHECK_RC(ctl.run({"bosa-user", "grant", "alice@example.com", "--team", "ops"}), 0);
+  CHECK_RC(ctl.run({"bosa-user", "grant", "carol", "--team", "ops"}), 1);
+  CHECK_RC(ctl.run({"bosa-user", "grant", "alice@example.com"}), 1);
+  CHECK_RC(ctl.run({"bosa-user", "rm", "alice@example.com"}), 0);
+  CHECK_RC(ctl.run({"bosa-user", "rm", "alice@example.com"}), 1);
+  CHECK_FALSE(store->findBosaUser("alice@example.com")->has_value());
+}
+
+TEST_CASE("keywayctl: cache and schemas are not available yet") {
+  Ctl ctl;
+  for (std::vector<std::string> args :
+       {std::vector<std::string>{"cache", "stats"}, {"cache", "purge", "--all"},
+        {"cache", "purge", "--upstream", "bosa", "--prefix", "/x"}, {"schemas", "list"},
+        {"schemas", "refresh", "github"}, {"schemas", "refresh"}}) {
+    auto o = ctl.run(args);
+    CHECK_RC(o, 2);
+    CHECK(contains(o.err, "not available yet"));
+  }
+  CHECK_RC(ctl.run({"cache", "bogus"}), 1);
+  CHECK_RC(ctl.run({"cache", "--help"}), 0);
+}
+
+TEST_CASE("keywayctl: a write from another process is seen by an open store at once") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "ops"}).rc == 0);
+  auto daemon = ctl.openStore();
+  const uint64_t g0 = daemon->generation();
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto o = ctl.run({"secret", "set", "bundleiq.api_key"}, "child-value\n");
+    ::_exit(o.rc);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(daemon->generation() != g0);
+  auto resolved = daemon->resolveSecret("bundleiq.api_key", "ops");
+  REQUIRE(resolved.ok());
+  REQUIRE(resolved->has_value());
+  CHECK((*resolved)->value.view() == "child-value");
+}
+
+TEST_CASE("keywayctl: through the real YAML loader") {
+  TempDir dir;
+  const std::string config = dir / "keyway.yaml";
+  writeFile(config,
+            "listen: 127.0.0.1:0\n"
+            "state_dir: " + (dir / "state") + "\n"
+            "master_key_file: " + (dir / "keys/master.key") + "\n"
+            "upstreams:\n"
+            "  bosa: { base_url: http://127.0.0.1:9 }\n"
+            "  bundleiq: { base_url: http://127.0.0.1:9 }\n",
+            0600);
+  std::istringstream in;
+  std::ostringstream out;
+  std::ostringstream err;
+  REQUIRE_MESSAGE(runCtl({"init", "--config", config}, in, out, err) == 0, err.str());
+  CHECK(fileMode(dir / "keys/master.key") == 0600);
+  CHECK(fileMode(dir / "keys") == 0700);
+  CHECK(runCtl({"--config", config, "team", "add", "ops", "--upstreams", "bosa"}, in, out, err) ==
+        0);
+  std::ostringstream err2;
+  CHECK(runCtl({"--config", config, "team", "add", "x", "--upstreams", "bundleup-api"}, in, out,
+               err2) == 1);
+  CHECK(contains(err2.str(), "unknown upstream 'bundleup-api'"));
+  std::ostringstream err3;
+  CHECK(runCtl({"--config", dir / "missing.yaml", "team", "list"}, in, out, err3) != 0);
+  CHECK(contains(err3.str(), "missing.yaml"));
+}
+
+}  // namespace
+}  // namespace keyway::daemon

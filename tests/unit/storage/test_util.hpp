@@ -1,0 +1,82 @@
+// Test helpers for storage and keywayctl tests: a self-removing temp directory and file helpers.
+#pragma once
+
+#include <ftw.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+namespace keyway::testing {
+
+// mkdtemp under $TMPDIR (or /tmp); removed recursively on destruction.
+class TempDir {
+ public:
+  TempDir() {
+    const char* base = getenv("TMPDIR");
+    std::string tmpl = std::string(base != nullptr && *base != '\0' ? base : "/tmp") +
+                       "/keyway-test-XXXXXX";
+    std::vector<char> buf(tmpl.begin(), tmpl.end());
+    buf.push_back('\0');
+    if (mkdtemp(buf.data()) != nullptr) path_ = buf.data();
+  }
+  ~TempDir() {
+    if (!path_.empty()) {
+      nftw(path_.c_str(),
+           [](const char* p, const struct stat*, int, struct FTW*) { return ::remove(p); }, 16,
+           FTW_DEPTH | FTW_PHYS);
+    }
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+inline std::string readFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+inline void writeFile(const std::string& path, const std::string& content, mode_t mode) {
+  {
+    std::ofstream out(path, std::ios::binary | std::ios::trunc);
+    out << content;
+  }
+  ::chmod(path.c_str(), mode);
+}
+
+inline mode_t fileMode(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return 0;
+  return st.st_mode & 07777;
+}
+
+// Every regular file below `dir` (recursive).
+inline std::vector<std::string> listFiles(const std::string& dir) {
+  static thread_local std::vector<std::string>* out = nullptr;
+  std::vector<std::string> files;
+  out = &files;
+  nftw(dir.c_str(),
+       [](const char* p, const struct stat* st, int type, struct FTW*) {
+         if (type == FTW_F && S_ISREG(st->st_mode)) out->push_back(p);
+         return 0;
+       },
+       16, FTW_PHYS);
+  out = nullptr;
+  return files;
+}
+
+inline bool contains(std::string_view haystack, std::string_view needle) {
+  return haystack.find(needle) != std::string_view::npos;
+}
+
+}  // namespace keyway::testing
