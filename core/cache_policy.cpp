@@ -1,0 +1,495 @@
+// Response cache policy: rule matching, client/upstream directives, keys and invalidation paths.
+#include "core/cache_policy.hpp"
+
+#include <algorithm>
+#include <functional>
+
+namespace keyway::core {
+namespace {
+
+using std::chrono::seconds;
+
+CacheRule denyRule(std::string upstream, std::string path) {
+  CacheRule rule;
+  rule.upstream = std::move(upstream);
+  rule.methods = {"*"};
+  rule.path = std::move(path);
+  rule.enabled = false;
+  return rule;
+}
+
+CacheRule allowRule(std::string upstream, std::vector<std::string> methods, std::string path,
+                    std::string action, seconds ttl, seconds swr, seconds sie) {
+  CacheRule rule;
+  rule.upstream = std::move(upstream);
+  rule.methods = std::move(methods);
+  rule.path = std::move(path);
+  rule.action = std::move(action);
+  rule.ttl = ttl;
+  rule.stale_while_revalidate = swr;
+  rule.stale_if_error = sie;
+  return rule;
+}
+
+std::string_view trimOws(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// Calls fn(name, argument) for each directive of a Cache-Control-like list (RFC 9111 §5.2):
+// comma-separated, `name` or `name=token` or `name="quoted, string"`. Quotes are stripped from
+// the argument (escapes are left as they are: no directive we read takes a quoted value).
+void forEachDirective(std::string_view value,
+                      const std::function<void(std::string_view, std::string_view)>& fn) {
+  size_t i = 0;
+  while (i < value.size()) {
+    size_t start = i;
+    bool in_quotes = false;
+    for (; i < value.size(); ++i) {
+      const char c = value[i];
+      if (in_quotes) {
+        if (c == '\\' && i + 1 < value.size()) {
+          ++i;
+        } else if (c == '"') {
+          in_quotes = false;
+        }
+      } else if (c == '"') {
+        in_quotes = true;
+      } else if (c == ',') {
+        break;
+      }
+    }
+    const std::string_view item = trimOws(value.substr(start, i - start));
+    ++i;  // skip ','
+    if (item.empty()) continue;
+    const size_t eq = item.find('=');
+    std::string_view name = trimOws(item.substr(0, eq));
+    std::string_view arg;
+    if (eq != std::string_view::npos) {
+      arg = trimOws(item.substr(eq + 1));
+      if (arg.size() >= 2 && arg.front() == '"' && arg.back() == '"') {
+        arg = arg.substr(1, arg.size() - 2);
+      }
+    }
+    fn(name, arg);
+  }
+}
+
+// Every value of every header called `name`.
+void forEachHeader(const Headers& headers, std::string_view name,
+                   const std::function<void(std::string_view)>& fn) {
+  for (const auto& header : headers) {
+    if (iequals(header.name, name)) fn(header.value);
+  }
+}
+
+// delta-seconds (RFC 9111 §1.2.2): digits only; too large saturates.
+std::optional<seconds> parseDeltaSeconds(std::string_view arg) {
+  if (arg.empty()) return std::nullopt;
+  int64_t v = 0;
+  for (const char c : arg) {
+    if (c < '0' || c > '9') return std::nullopt;
+    v = v * 10 + (c - '0');
+    if (v > (int64_t{1} << 31)) v = int64_t{1} << 31;  // RFC 9111: treat as "infinity"
+  }
+  return seconds(v);
+}
+
+void appendField(std::string& out, std::string_view field) {
+  out += std::to_string(field.size());
+  out += ':';
+  out += field;
+}
+
+bool isTchar(char c) {
+  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
+}
+
+bool methodMatches(const CacheRule& rule, std::string_view method) {
+  if (rule.methods.empty()) return method == "GET";
+  for (const auto& m : rule.methods) {
+    if (m == "*" || iequals(m, method)) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+CachePolicyConfig defaultCachePolicy() {
+  const seconds minute(60), half(30), hour(3600);
+  CachePolicyConfig config;
+  config.rules = {
+      denyRule("*", "**/mcp"),
+      denyRule("*", "**/mcp/**"),
+      denyRule("bundleup-mcp", "**"),
+      denyRule("bundleup-proxy", "**"),
+      allowRule("bundleup-api", {"GET"}, "**", "", minute, half, hour),
+      allowRule("bundleup-unify", {"GET"}, "**", "", minute, half, hour),
+      allowRule("bundleiq", {"GET"}, "**", "", half, half, hour),
+      allowRule("bosa", {"POST"}, "/connectors/*/*", "list_*", minute, half, hour),
+      allowRule("bosa", {"POST"}, "/connectors/*/*", "search_*", minute, half, hour),
+      allowRule("bosa", {"POST"}, "/connectors/*/*", "get_*", minute, half, hour),
+  };
+  return config;
+}
+
+Status validateCachePolicy(const CachePolicyConfig& config) {
+  const auto bad = [](size_t index, const char* field, const std::string& what) -> Status {
+    return Error::make(ErrorCode::kBadRequest, "cache.rules[" + std::to_string(index) + "]." +
+                                                   field + ": " + what);
+  };
+  const auto badGlob = [](std::string_view glob) {
+    return glob.find("***") != std::string_view::npos;
+  };
+  if (config.max_bytes == 0 && config.enabled) {
+    return Error::make(ErrorCode::kBadRequest, "cache.max_bytes: must be greater than 0");
+  }
+  for (size_t i = 0; i < config.rules.size(); ++i) {
+    const CacheRule& rule = config.rules[i];
+    if (rule.upstream.empty()) return bad(i, "upstream", "must not be empty (use \"*\" for any)");
+    if (badGlob(rule.upstream)) return bad(i, "upstream", "'***' is not a valid glob");
+    for (const auto& method : rule.methods) {
+      if (method.empty() || !std::all_of(method.begin(), method.end(), isTchar)) {
+        return bad(i, "methods", "'" + method + "' is not an HTTP method");
+      }
+    }
+    if (rule.path.empty() || (rule.path[0] != '/' && rule.path[0] != '*')) {
+      return bad(i, "path", "must start with '/' or '*'");
+    }
+    if (badGlob(rule.path)) return bad(i, "path", "'***' is not a valid glob");
+    if (rule.path.find('?') != std::string::npos) {
+      return bad(i, "path", "a path glob never includes the query ('?')");
+    }
+    if (badGlob(rule.action)) return bad(i, "action", "'***' is not a valid glob");
+    if (rule.ttl.count() < 0) return bad(i, "ttl", "must not be negative");
+    if (rule.stale_while_revalidate.count() < 0) {
+      return bad(i, "stale_while_revalidate", "must not be negative");
+    }
+    if (rule.stale_if_error.count() < 0) return bad(i, "stale_if_error", "must not be negative");
+  }
+  return okStatus();
+}
+
+bool globMatch(std::string_view pattern, std::string_view text) {
+  // Compile into tokens: a literal byte, '*' (no '/'), or '**' (anything).
+  enum Kind : unsigned char { kLit, kStar, kAny };
+  struct Tok {
+    Kind kind;
+    char c;
+  };
+  std::vector<Tok> toks;
+  toks.reserve(pattern.size());
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] != '*') {
+      toks.push_back({kLit, pattern[i]});
+    } else if (i + 1 < pattern.size() && pattern[i + 1] == '*') {
+      toks.push_back({kAny, '*'});
+      while (i + 1 < pattern.size() && pattern[i + 1] == '*') ++i;  // "***" acts as "**"
+    } else {
+      toks.push_back({kStar, '*'});
+    }
+  }
+  // NFA simulation over token positions: O(|text| * |tokens|), no backtracking. State i means
+  // "tokens [0, i) have matched the text so far".
+  const size_t m = toks.size();
+  std::string cur(m + 1, '\0'), next(m + 1, '\0');
+  const auto closure = [&](std::string& set) {
+    for (size_t i = 0; i < m; ++i) {
+      if (set[i] != 0 && toks[i].kind != kLit) set[i + 1] = 1;  // a star may match nothing
+    }
+  };
+  cur.replace(0, 1, 1, '\1');
+  closure(cur);
+  for (const char c : text) {
+    next.assign(m + 1, '\0');
+    bool any = false;
+    for (size_t i = 0; i < m; ++i) {
+      if (cur[i] == 0) continue;
+      size_t to = i;  // stars stay on their own state
+      switch (toks[i].kind) {
+        case kLit:
+          if (toks[i].c != c) continue;
+          to = i + 1;
+          break;
+        case kStar:
+          if (c == '/') continue;
+          break;
+        case kAny:
+          break;
+      }
+      next[to] = 1;
+      any = true;
+    }
+    if (!any) return false;
+    closure(next);
+    cur.swap(next);
+  }
+  return cur[m] != 0;
+}
+
+const CacheRule* matchRule(const CachePolicyConfig& config, std::string_view upstream,
+                           std::string_view method, std::string_view path,
+                           std::string_view bosa_action) {
+  if (!config.enabled) return nullptr;
+  for (const CacheRule& rule : config.rules) {
+    if (!globMatch(rule.upstream, upstream)) continue;
+    if (!methodMatches(rule, method)) continue;
+    if (!rule.action.empty() && (bosa_action.empty() || !globMatch(rule.action, bosa_action))) {
+      continue;
+    }
+    if (!globMatch(rule.path, path)) continue;
+    return rule.enabled ? &rule : nullptr;
+  }
+  return nullptr;
+}
+
+std::string_view bosaActionName(std::string_view path) {
+  constexpr std::string_view kPrefix = "/connectors/";
+  if (path.substr(0, kPrefix.size()) != kPrefix) return {};
+  const std::string_view rest = path.substr(kPrefix.size());
+  const size_t slash = rest.find('/');
+  if (slash == 0 || slash == std::string_view::npos) return {};
+  const std::string_view action = rest.substr(slash + 1);
+  if (action.empty() || action.find('/') != std::string_view::npos) return {};
+  return action;
+}
+
+ClientCacheDirective clientDirective(const Headers& request_headers) {
+  bool no_cache = false;
+  bool no_store = false;
+  forEachHeader(request_headers, "Cache-Control", [&](std::string_view value) {
+    forEachDirective(value, [&](std::string_view name, std::string_view arg) {
+      if (iequals(name, "no-store")) {
+        no_store = true;
+      } else if (iequals(name, "no-cache")) {
+        no_cache = true;
+      } else if (iequals(name, "max-age") && arg == "0") {
+        no_cache = true;  // "do not give me anything older than 0 s" = fetch fresh
+      }
+    });
+  });
+  forEachHeader(request_headers, "Pragma", [&](std::string_view value) {
+    forEachDirective(value, [&](std::string_view name, std::string_view) {
+      if (iequals(name, "no-cache")) no_cache = true;
+    });
+  });
+  if (no_store) return ClientCacheDirective::kNoStore;
+  if (no_cache) return ClientCacheDirective::kNoCache;
+  return ClientCacheDirective::kNormal;
+}
+
+StoreDecision storeDecision(const CacheRule& rule, int status, const Headers& response_headers) {
+  StoreDecision no;
+  if (!rule.enabled) {
+    no.reason = "rule disabled";
+    return no;
+  }
+  if (status < 200 || status > 299 || status == 206) {
+    no.reason = "status not cacheable";
+    return no;
+  }
+  if (findHeader(response_headers, "Set-Cookie") != nullptr) {
+    no.reason = "Set-Cookie";
+    return no;
+  }
+  // Vary: the key covers the identity headers (credentials are replaced by what keyway injects,
+  // which the identity names) and Accept-Encoding (bodies are stored identity-encoded). Any
+  // other varied header would need to be part of the key; rather than guess, do not store.
+  static constexpr std::string_view kCovered[] = {
+      "Accept-Encoding", "Authorization",  "X-API-Key",     "BU-Connection-Id",
+      "X-Bosa-Integration", "BU-Include-Raw", "X-Keyway-User", "X-Keyway-Token"};
+  bool vary_ok = true;
+  forEachHeader(response_headers, "Vary", [&](std::string_view value) {
+    forEachDirective(value, [&](std::string_view name, std::string_view) {
+      const bool covered = std::any_of(std::begin(kCovered), std::end(kCovered),
+                                       [&](std::string_view c) { return iequals(c, name); });
+      if (!covered) vary_ok = false;  // includes "*"
+    });
+  });
+  if (!vary_ok) {
+    no.reason = "Vary on a header outside the key";
+    return no;
+  }
+  if (auto type = headerValue(response_headers, "Content-Type")) {
+    const std::string_view media = trimOws(type->substr(0, type->find(';')));
+    if (iequals(media, "text/event-stream")) {
+      no.reason = "event stream";
+      return no;
+    }
+  }
+  bool encoded = false;
+  forEachHeader(response_headers, "Content-Encoding", [&](std::string_view value) {
+    forEachDirective(value, [&](std::string_view coding, std::string_view) {
+      if (!iequals(coding, "identity")) encoded = true;
+    });
+  });
+  if (encoded) {
+    no.reason = "content-encoded body";
+    return no;
+  }
+
+  StoreDecision yes;
+  yes.store = true;
+  yes.ttl = rule.ttl;
+  yes.swr = rule.stale_while_revalidate;
+  yes.sie = rule.stale_if_error;
+  if (!rule.ignore_upstream_cache_control) {
+    bool forbidden = false;
+    std::optional<seconds> max_age, s_maxage, swr, sie;
+    forEachHeader(response_headers, "Cache-Control", [&](std::string_view value) {
+      forEachDirective(value, [&](std::string_view name, std::string_view arg) {
+        if (iequals(name, "no-store") || iequals(name, "private") || iequals(name, "no-cache")) {
+          forbidden = true;
+        } else if (iequals(name, "max-age")) {
+          max_age = parseDeltaSeconds(arg);
+        } else if (iequals(name, "s-maxage")) {
+          s_maxage = parseDeltaSeconds(arg);
+        } else if (iequals(name, "stale-while-revalidate")) {
+          swr = parseDeltaSeconds(arg);
+        } else if (iequals(name, "stale-if-error")) {
+          sie = parseDeltaSeconds(arg);
+        }
+      });
+    });
+    forEachHeader(response_headers, "Pragma", [&](std::string_view value) {
+      forEachDirective(value, [&](std::string_view name, std::string_view) {
+        if (iequals(name, "no-cache")) forbidden = true;
+      });
+    });
+    if (forbidden) {
+      no.reason = "upstream Cache-Control forbids storing";
+      return no;
+    }
+    if (s_maxage) {
+      yes.ttl = *s_maxage;  // a shared cache prefers s-maxage (RFC 9111 §5.2.2.10)
+    } else if (max_age) {
+      yes.ttl = *max_age;
+    }
+    if (swr) yes.swr = *swr;
+    if (sie) yes.sie = *sie;
+  }
+  if (yes.ttl.count() <= 0 && yes.swr.count() <= 0 && yes.sie.count() <= 0) {
+    no.reason = "nothing to keep (all windows are 0)";
+    return no;
+  }
+  yes.ttl = std::max(yes.ttl, seconds(0));
+  yes.swr = std::max(yes.swr, seconds(0));
+  yes.sie = std::max(yes.sie, seconds(0));
+  return yes;
+}
+
+FreshnessWindow freshnessWindow(int64_t stored_unix_ms, const StoreDecision& decision) {
+  FreshnessWindow w;
+  const int64_t ttl_ms = std::chrono::duration_cast<std::chrono::milliseconds>(decision.ttl).count();
+  const int64_t stale_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(std::max(decision.swr, decision.sie))
+          .count();
+  w.fresh_until_unix_ms = stored_unix_ms + ttl_ms;
+  w.stale_until_unix_ms = w.fresh_until_unix_ms + stale_ms;
+  return w;
+}
+
+CacheFreshness cacheFreshness(int64_t now_unix_ms, int64_t fresh_until_unix_ms,
+                              int64_t stale_until_unix_ms, seconds swr, seconds sie) {
+  if (now_unix_ms < fresh_until_unix_ms) return CacheFreshness::kFresh;
+  const int64_t swr_end = std::min(
+      stale_until_unix_ms,
+      fresh_until_unix_ms + std::chrono::duration_cast<std::chrono::milliseconds>(swr).count());
+  if (now_unix_ms < swr_end) return CacheFreshness::kStale;
+  const int64_t sie_end = std::min(
+      stale_until_unix_ms,
+      fresh_until_unix_ms + std::chrono::duration_cast<std::chrono::milliseconds>(sie).count());
+  if (now_unix_ms < sie_end) return CacheFreshness::kStaleIfError;
+  return CacheFreshness::kExpired;
+}
+
+std::string canonicalQuery(std::string_view query) {
+  std::vector<std::string_view> parts;
+  size_t start = 0;
+  while (start <= query.size()) {
+    size_t amp = query.find('&', start);
+    if (amp == std::string_view::npos) amp = query.size();
+    if (amp > start) parts.push_back(query.substr(start, amp - start));
+    start = amp + 1;
+  }
+  const auto keyOf = [](std::string_view part) { return part.substr(0, part.find('=')); };
+  std::stable_sort(parts.begin(), parts.end(), [&](std::string_view a, std::string_view b) {
+    return keyOf(a) < keyOf(b);
+  });
+  std::string out;
+  out.reserve(query.size());
+  for (size_t i = 0; i < parts.size(); ++i) {
+    if (i > 0) out += '&';
+    out += parts[i];
+  }
+  return out;
+}
+
+std::string cacheKey(std::string_view upstream, std::string_view method, std::string_view path,
+                     std::string_view query, std::string_view canonical_body,
+                     const CacheIdentity& id) {
+  const std::string canonical_query = canonicalQuery(query);
+  std::string key;
+  key.reserve(64 + upstream.size() + method.size() + path.size() + canonical_query.size() +
+              canonical_body.size() + id.credential.size() + id.bosa_user.size() +
+              id.connection_id.size() + id.bosa_integration.size() + id.include_raw.size());
+  key += "kwc1|";  // format version: bump when the layout changes
+  for (std::string_view field :
+       {upstream, method, path, std::string_view(canonical_query), canonical_body,
+        std::string_view(id.credential), std::string_view(id.bosa_user),
+        std::string_view(id.connection_id), std::string_view(id.bosa_integration),
+        std::string_view(id.include_raw)}) {
+    appendField(key, field);
+  }
+  return key;
+}
+
+std::string identityTag(const CacheIdentity& id) {
+  std::string tag = "kwi1|";
+  appendField(tag, id.credential);
+  appendField(tag, id.bosa_user);
+  appendField(tag, id.connection_id);
+  return tag;
+}
+
+bool invalidatesOnSuccess(std::string_view method) {
+  return iequals(method, "POST") || iequals(method, "PUT") || iequals(method, "PATCH") ||
+         iequals(method, "DELETE");
+}
+
+std::vector<std::string> invalidationPaths(std::string_view path) {
+  std::vector<std::string> out;
+  const auto add = [&out](std::string p) {
+    if (std::find(out.begin(), out.end(), p) == out.end()) out.push_back(std::move(p));
+  };
+  std::string_view resource = path;
+  while (resource.size() > 1 && resource.back() == '/') resource.remove_suffix(1);
+  if (resource.empty() || resource == "/") {
+    add("/");
+    return out;
+  }
+  add(std::string(resource));
+  add(std::string(resource) + "/");
+  const size_t slash = resource.find_last_of('/');
+  if (slash == std::string_view::npos) return out;  // not origin-form: nothing else to guess
+  const std::string_view collection = resource.substr(0, slash);
+  if (collection.empty()) {
+    add("/");
+  } else {
+    add(std::string(collection));
+    add(std::string(collection) + "/");
+  }
+  return out;
+}
+
+std::optional<std::string> bosaConnectorPrefix(std::string_view path) {
+  constexpr std::string_view kPrefix = "/connectors/";
+  if (path.substr(0, kPrefix.size()) != kPrefix) return std::nullopt;
+  const size_t slash = path.find('/', kPrefix.size());
+  if (slash == std::string_view::npos || slash == kPrefix.size()) return std::nullopt;
+  return std::string(path.substr(0, slash + 1));
+}
+
+}  // namespace keyway::core
