@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "core/cache_policy.hpp"
 #include "core/result.hpp"
 
 namespace keyway::core {
@@ -70,6 +71,7 @@ struct Config {
   LimitsConfig limits;
   ServerConfig server;
   LogConfig log;
+  CachePolicyConfig cache = defaultCachePolicy();  // `cache:` section (SPEC §7)
 
   const UpstreamConfig* findUpstream(std::string_view name) const;
 };

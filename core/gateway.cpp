@@ -1,1 +1,787 @@
-// PLACEHOLDER: to be written (owner assigned in the skeleton commit).
+// The request pipeline: keyway's own endpoints, routing, authentication, injection, forwarding.
+#include "core/gateway.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+#include "core/canonical_json.hpp"
+#include "core/errors.hpp"
+#include "core/header_rules.hpp"
+#include "core/target.hpp"
+
+namespace keyway::core {
+
+namespace {
+
+constexpr std::string_view kTokenPrefix = "kw_";
+constexpr std::string_view kKeywayTokenHeader = "X-Keyway-Token";
+// Buffered responses get an exact Content-Length; past this size the body is streamed instead,
+// so a large download never sits whole in memory.
+constexpr size_t kStreamThreshold = 256u << 10;
+
+double msSince(std::chrono::steady_clock::time_point start, std::chrono::steady_clock::time_point now) {
+  return std::chrono::duration<double, std::milli>(now - start).count();
+}
+
+std::string_view trim(std::string_view v) {
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
+  return v;
+}
+
+bool startsWithNoCase(std::string_view s, std::string_view prefix) {
+  return s.size() >= prefix.size() && iequals(s.substr(0, prefix.size()), prefix);
+}
+
+bool containsNoCase(std::string_view haystack, std::string_view needle) {
+  if (needle.size() > haystack.size()) return false;
+  for (size_t i = 0; i + needle.size() <= haystack.size(); ++i) {
+    if (iequals(haystack.substr(i, needle.size()), needle)) return true;
+  }
+  return false;
+}
+
+HttpResponse jsonResponse(int status, std::string body) {
+  HttpResponse r;
+  r.status = status;
+  r.headers.push_back({"Content-Type", "application/json"});
+  r.body = std::move(body);
+  return r;
+}
+
+UpstreamErrorKind errorKindFor(UpstreamFailure f) {
+  switch (f) {
+    case UpstreamFailure::kConnectFailed: return UpstreamErrorKind::kConnect;
+    case UpstreamFailure::kTimeout: return UpstreamErrorKind::kTimeout;
+    case UpstreamFailure::kSendFailed: return UpstreamErrorKind::kReset;
+    case UpstreamFailure::kTls: return UpstreamErrorKind::kTls;
+    case UpstreamFailure::kResponseTooLarge: return UpstreamErrorKind::kTooLarge;
+    case UpstreamFailure::kProtocol:
+    case UpstreamFailure::kCancelled:
+    case UpstreamFailure::kNone: break;
+  }
+  return UpstreamErrorKind::kProtocol;
+}
+
+Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& outcome) {
+  const std::string who = "upstream '" + upstream.name + "'";
+  switch (outcome.failure) {
+    case UpstreamFailure::kConnectFailed:
+      return Error::make(ErrorCode::kUpstreamUnreachable,
+                         who + " could not be reached (" + outcome.message +
+                             "); check its base_url and that it is up");
+    case UpstreamFailure::kTimeout:
+      return Error::make(ErrorCode::kUpstreamTimeout,
+                         who + " did not answer in time (" + outcome.message +
+                             "); retry later or raise its timeout");
+    case UpstreamFailure::kTls:
+      return Error::make(ErrorCode::kUpstreamUnreachable,
+                         who + " failed the TLS handshake (" + outcome.message +
+                             "); check its certificate and base_url");
+    case UpstreamFailure::kResponseTooLarge:
+      return Error::make(ErrorCode::kUpstreamUnreachable,
+                         who + " sent a response larger than max_response_bytes");
+    case UpstreamFailure::kSendFailed:
+    case UpstreamFailure::kProtocol:
+    case UpstreamFailure::kCancelled:
+    case UpstreamFailure::kNone:
+      break;
+  }
+  return Error::make(ErrorCode::kUpstreamUnreachable,
+                     who + " failed during the exchange (" + outcome.message + "); retry later");
+}
+
+// Receives one upstream exchange and relays it to the client: buffered with an exact
+// Content-Length when small, streamed (chunked) when large or text/event-stream.
+class ForwardObserver final : public UpstreamObserver, public std::enable_shared_from_this<ForwardObserver> {
+ public:
+  ForwardObserver(std::shared_ptr<Responder> responder, std::shared_ptr<Metrics> metrics_owner,
+                  UpstreamMetrics* metrics, std::shared_ptr<EventSink> events,
+                  std::shared_ptr<Clock> clock, const UpstreamConfig& upstream, AccessRecord record,
+                  std::chrono::steady_clock::time_point start, bool head,
+                  std::function<void(int)> on_success = nullptr)
+      : on_success_(std::move(on_success)),
+        responder_(std::move(responder)),
+        metrics_owner_(std::move(metrics_owner)),
+        metrics_(metrics),
+        events_(std::move(events)),
+        clock_(std::move(clock)),
+        upstream_(upstream),
+        record_(std::move(record)),
+        start_(start),
+        head_(head) {}
+
+  void setCall(std::shared_ptr<UpstreamCall> call) {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    call_ = std::move(call);
+  }
+
+  void onHeaders(int status, std::string_view reason, Headers headers) override {
+    status_ = status;
+    reason_ = std::string(reason);
+    headers_ = clientResponseHeaders(headers);
+    headers_.push_back({"X-Keyway-Cache", "BYPASS"});
+    const auto ct = headerValue(headers_, "Content-Type");
+    if (ct && containsNoCase(*ct, "text/event-stream") && !responder_->http10() && !head_) {
+      beginStream();
+    }
+  }
+
+  bool onBody(std::string_view chunk) override {
+    record_.bytes_out += chunk.size();
+    if (head_) return true;
+    if (!streaming_) {
+      body_.append(chunk.data(), chunk.size());
+      if (body_.size() > kStreamThreshold && !responder_->http10()) {
+        beginStream();
+        std::string pending;
+        pending.swap(body_);
+        return writeChunk(pending);
+      }
+      return true;
+    }
+    return writeChunk(chunk);
+  }
+
+  void onComplete(const UpstreamOutcome& outcome) override {
+    const auto now = clock_->monotonicNow();
+    record_.upstream_ms = std::chrono::duration<double, std::milli>(outcome.elapsed).count();
+    if (metrics_ != nullptr) {
+      metrics_->upstream_latency.observe(outcome.elapsed);
+      if (outcome.headers_received) {
+        (outcome.connection_reused ? metrics_->connections_reused : metrics_->connections_new)
+            .fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    if (outcome.failure == UpstreamFailure::kNone) {
+      if (on_success_ && status_ >= 200 && status_ < 300) on_success_(status_);
+      if (streaming_) {
+        responder_->endStream();
+      } else {
+        HttpResponse response;
+        response.status = status_;
+        response.reason = std::move(reason_);
+        response.headers = std::move(headers_);
+        response.body = std::move(body_);
+        responder_->send(std::move(response));
+      }
+      record_.status = status_;
+    } else {
+      if (metrics_ != nullptr && outcome.failure != UpstreamFailure::kCancelled) {
+        metrics_->errors[static_cast<size_t>(errorKindFor(outcome.failure))].fetch_add(
+            1, std::memory_order_relaxed);
+      }
+      if (streaming_) {
+        // Headers already went out: the only honest signal left is an incomplete body.
+        responder_->abortStream();
+        record_.status = status_;
+        record_.error = "upstream_aborted";
+      } else {
+        const Error error = errorForFailure(upstream_, outcome);
+        HttpResponse response = errorResponse(error);
+        record_.status = response.status;
+        record_.error = errorCodeName(error.code);
+        record_.bytes_out = response.body.size();
+        responder_->send(std::move(response));
+      }
+    }
+    record_.total_ms = msSince(start_, now);
+    if (metrics_ != nullptr) {
+      metrics_->responses_by_class[statusClassIndex(record_.status)].fetch_add(1, std::memory_order_relaxed);
+      metrics_->total_latency.observe(now - start_);
+    }
+    metrics_owner_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+    events_->access(record_);
+    std::lock_guard<std::mutex> lock(call_mu_);
+    call_.reset();  // break the observer <-> call cycle
+  }
+
+ private:
+  void beginStream() {
+    streaming_ = true;
+    responder_->startStream(status_, reason_, std::move(headers_));
+  }
+
+  bool writeChunk(std::string_view data) {
+    bool paused = false;
+    std::weak_ptr<ForwardObserver> weak = weak_from_this();
+    const bool alive = responder_->writeChunk(data, &paused, [weak] {
+      if (auto self = weak.lock()) self->resume();
+    });
+    if (!alive) {
+      cancel();
+      return true;
+    }
+    return !paused;
+  }
+
+  void resume() {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    if (call_) call_->resume();
+  }
+  void cancel() {
+    std::lock_guard<std::mutex> lock(call_mu_);
+    if (call_) call_->cancel();
+  }
+
+  std::function<void(int)> on_success_;
+  std::shared_ptr<Responder> responder_;
+  std::shared_ptr<Metrics> metrics_owner_;
+  UpstreamMetrics* metrics_;
+  std::shared_ptr<EventSink> events_;
+  std::shared_ptr<Clock> clock_;
+  UpstreamConfig upstream_;
+  AccessRecord record_;
+  std::chrono::steady_clock::time_point start_;
+  bool head_;
+  bool streaming_ = false;
+  int status_ = 502;
+  std::string reason_;
+  Headers headers_;
+  std::string body_;
+  std::mutex call_mu_;
+  std::shared_ptr<UpstreamCall> call_;
+};
+
+
+int64_t unixMs(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.systemNow().time_since_epoch()).count();
+}
+
+// Fetches one cacheable response for every request waiting on its key: buffers it, stores it when
+// the policy allows, and answers all waiters (MISS) — or serves the stale entry when the upstream
+// fails and stale-if-error allows it.
+class CacheFillObserver final : public UpstreamObserver {
+ public:
+  CacheFillObserver(Gateway* gateway, std::shared_ptr<Metrics> metrics, UpstreamMetrics* um,
+                    std::shared_ptr<EventSink> events, std::shared_ptr<Clock> clock,
+                    std::shared_ptr<CacheStore> cache, UpstreamConfig upstream, CacheRule rule, std::string key,
+                    CacheEntryMeta meta, std::optional<CachedResponse> stale, size_t max_entry_bytes)
+      : gateway_(gateway), metrics_(std::move(metrics)), um_(um), events_(std::move(events)),
+        clock_(std::move(clock)), cache_(std::move(cache)), upstream_(std::move(upstream)),
+        rule_(std::move(rule)), key_(std::move(key)), meta_(std::move(meta)), stale_(std::move(stale)),
+        max_entry_bytes_(max_entry_bytes) {}
+
+  void onHeaders(int status, std::string_view reason, Headers headers) override {
+    status_ = status;
+    reason_ = std::string(reason);
+    headers_ = clientResponseHeaders(headers);
+  }
+  bool onBody(std::string_view chunk) override {
+    body_.append(chunk.data(), chunk.size());
+    return true;
+  }
+
+  void onComplete(const UpstreamOutcome& outcome) override {
+    const auto now = clock_->monotonicNow();
+    if (um_ != nullptr) {
+      um_->upstream_latency.observe(outcome.elapsed);
+      if (outcome.failure != UpstreamFailure::kNone && outcome.failure != UpstreamFailure::kCancelled) {
+        um_->errors[static_cast<size_t>(errorKindFor(outcome.failure))].fetch_add(1, std::memory_order_relaxed);
+      }
+    }
+    const bool upstream_failed = outcome.failure != UpstreamFailure::kNone;
+    const bool upstream_error_status = !upstream_failed && (status_ >= 500 || status_ == 429);
+    if (!upstream_failed) {
+      const StoreDecision decision = storeDecision(rule_, status_, headers_);
+      if (decision.store && body_.size() <= max_entry_bytes_) {
+        CachedResponse entry;
+        entry.status = status_;
+        entry.reason = reason_;
+        entry.headers = headers_;
+        entry.body = body_;
+        entry.stored_unix_ms = unixMs(*clock_);
+        const FreshnessWindow w = freshnessWindow(entry.stored_unix_ms, decision);
+        entry.fresh_until_unix_ms = w.fresh_until_unix_ms;
+        entry.stale_until_unix_ms = w.stale_until_unix_ms;
+        cache_->put(key_, meta_, std::move(entry));
+      }
+    }
+    // Land the flight before answering: later requests see the stored entry or start a new fill.
+    std::vector<Gateway::Waiter> waiters = gateway_->landFlight(key_);
+    if ((upstream_failed || upstream_error_status) && stale_) {
+      // stale-if-error: timeouts, refusals, 5xx and 429 are answered from the stale entry.
+      for (auto& w : waiters) gateway_->serveCached(*stale_, "STALE", std::move(w));
+      return;
+    }
+    HttpResponse response;
+    std::string error_code;
+    if (upstream_failed) {
+      const Error error = errorForFailure(upstream_, outcome);
+      response = errorResponse(error);
+      error_code = errorCodeName(error.code);
+    } else {
+      response.status = status_;
+      response.reason = reason_;
+      response.headers = headers_;
+      response.body = std::move(body_);
+    }
+    response.headers.push_back({"X-Keyway-Cache", "MISS"});
+    for (size_t i = 0; i < waiters.size(); ++i) {
+      auto& w = waiters[i];
+      w.record.cache = "MISS";
+      w.record.status = response.status;
+      w.record.error = error_code;
+      w.record.upstream_ms = std::chrono::duration<double, std::milli>(outcome.elapsed).count();
+      w.record.bytes_out = w.head ? 0 : response.body.size();
+      w.record.total_ms = msSince(w.start, now);
+      if (um_ != nullptr) {
+        um_->responses_by_class[statusClassIndex(response.status)].fetch_add(1, std::memory_order_relaxed);
+        um_->total_latency.observe(now - w.start);
+        um_->cache_misses.fetch_add(1, std::memory_order_relaxed);
+      }
+      metrics_->in_flight.fetch_sub(1, std::memory_order_relaxed);
+      // The last waiter may take the body; the others get a copy.
+      w.responder->send(i + 1 == waiters.size() ? std::move(response) : response);
+      events_->access(w.record);
+    }
+  }
+
+ private:
+  Gateway* gateway_;
+  std::shared_ptr<Metrics> metrics_;
+  UpstreamMetrics* um_;
+  std::shared_ptr<EventSink> events_;
+  std::shared_ptr<Clock> clock_;
+  std::shared_ptr<CacheStore> cache_;
+  UpstreamConfig upstream_;
+  CacheRule rule_;
+  std::string key_;
+  CacheEntryMeta meta_;
+  std::optional<CachedResponse> stale_;
+  size_t max_entry_bytes_;
+  int status_ = 502;
+  std::string reason_;
+  Headers headers_;
+  std::string body_;
+};
+
+}  // namespace
+
+std::string_view presentedToken(const Headers& headers, const UpstreamConfig& upstream) {
+  if (auto v = headerValue(headers, kKeywayTokenHeader)) return trim(*v);
+  const std::string& name = upstream.credential.header.empty() ? std::string("Authorization")
+                                                               : upstream.credential.header;
+  const std::string_view prefix =
+      upstream.credential.header.empty() ? std::string_view("Bearer ") : std::string_view(upstream.credential.prefix);
+  for (const auto& h : headers) {
+    if (!iequals(h.name, name)) continue;
+    std::string_view v = trim(h.value);
+    if (!prefix.empty()) {
+      if (!startsWithNoCase(v, prefix)) continue;
+      v = trim(v.substr(prefix.size()));
+    }
+    if (v.substr(0, kTokenPrefix.size()) == kTokenPrefix) return v;
+  }
+  return {};
+}
+
+Gateway::Gateway(std::shared_ptr<const Config> config, GatewayDeps deps)
+    : config_(std::move(config)), deps_(std::move(deps)) {
+  if (!deps_.clock) deps_.clock = std::make_shared<RealClock>();
+  if (!deps_.ready) deps_.ready = [] { return true; };
+}
+
+Gateway::~Gateway() {
+  // Completing transfers call back into this object (landFlight): end them while it is whole.
+  deps_.upstream.reset();
+}
+
+std::vector<Gateway::Waiter> Gateway::landFlight(const std::string& key) {
+  std::shared_ptr<Flight> flight;
+  {
+    std::lock_guard<std::mutex> lock(flights_mu_);
+    auto it = flights_.find(key);
+    if (it == flights_.end()) return {};
+    flight = std::move(it->second);
+    flights_.erase(it);
+  }
+  return std::move(flight->waiters);
+}
+
+void Gateway::serveCached(const CachedResponse& entry, const char* cache_status, Waiter waiter) {
+  const auto now = deps_.clock->monotonicNow();
+  HttpResponse response;
+  response.status = entry.status;
+  response.reason = entry.reason;
+  response.headers = entry.headers;
+  const int64_t age_ms = unixMs(*deps_.clock) - entry.stored_unix_ms;
+  response.headers.push_back({"X-Keyway-Cache", cache_status});
+  response.headers.push_back({"Age", std::to_string(age_ms > 0 ? age_ms / 1000 : 0)});
+  response.body = entry.body;
+  UpstreamMetrics* um = deps_.metrics->upstreamByName(waiter.record.upstream);
+  if (um != nullptr) {
+    (std::strcmp(cache_status, "HIT") == 0 ? um->cache_hits : um->cache_stale).fetch_add(1, std::memory_order_relaxed);
+    um->responses_by_class[statusClassIndex(response.status)].fetch_add(1, std::memory_order_relaxed);
+    um->total_latency.observe(now - waiter.start);
+  }
+  waiter.record.cache = cache_status;
+  waiter.record.status = response.status;
+  waiter.record.bytes_out = waiter.head ? 0 : response.body.size();
+  waiter.record.total_ms = msSince(waiter.start, now);
+  deps_.metrics->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  waiter.responder->send(std::move(response));
+  deps_.events->access(waiter.record);
+}
+
+void Gateway::setConfig(std::shared_ptr<const Config> config) {
+  std::vector<std::string> names;
+  for (const auto& u : config->upstreams) names.push_back(u.name);
+  deps_.metrics->ensureUpstreams(names);
+  std::atomic_store(&config_, std::move(config));
+}
+
+std::shared_ptr<const Config> Gateway::config() const { return std::atomic_load(&config_); }
+
+void Gateway::handle(HttpRequest request, const ListenerContext& listener,
+                     std::shared_ptr<Responder> responder) {
+  const auto start = deps_.clock->monotonicNow();
+  deps_.metrics->in_flight.fetch_add(1, std::memory_order_relaxed);
+  const std::string method = request.method;
+  try {
+    handleInternal(request, listener, responder, start);
+    return;
+  } catch (const std::exception& e) {
+    deps_.events->warn(std::string("internal error while handling a request: ") + e.what());
+  } catch (...) {
+    deps_.events->warn("internal error while handling a request");
+  }
+  // Last resort (STYLE: a catch in every handler that answers 500). handleInternal answers the
+  // responder only at its very end, so an exception means it has not answered yet.
+  AccessRecord record;
+  record.method = method;
+  respondError(responder, Error::make(ErrorCode::kInternal, "keyway failed to handle this request; see its log"),
+               std::move(record), start);
+}
+
+void Gateway::respondLocal(const std::shared_ptr<Responder>& responder, HttpResponse response,
+                           AccessRecord record, std::chrono::steady_clock::time_point start) {
+  const auto now = deps_.clock->monotonicNow();
+  record.status = response.status;
+  record.bytes_out = response.body.size();
+  record.total_ms = msSince(start, now);
+  UpstreamMetrics* um = record.upstream == "-" ? nullptr : deps_.metrics->upstreamByName(record.upstream);
+  if (um != nullptr) {
+    um->responses_by_class[statusClassIndex(response.status)].fetch_add(1, std::memory_order_relaxed);
+    um->total_latency.observe(now - start);
+  } else {
+    deps_.metrics->local_responses_by_class[statusClassIndex(response.status)].fetch_add(1, std::memory_order_relaxed);
+  }
+  if (response.status == 401 || response.status == 403) {
+    deps_.metrics->auth_failures.fetch_add(1, std::memory_order_relaxed);
+  }
+  deps_.metrics->in_flight.fetch_sub(1, std::memory_order_relaxed);
+  responder->send(std::move(response));
+  deps_.events->access(record);
+}
+
+void Gateway::respondError(const std::shared_ptr<Responder>& responder, const Error& error,
+                           AccessRecord record, std::chrono::steady_clock::time_point start) {
+  record.error = errorCodeName(error.code);
+  respondLocal(responder, errorResponse(error), std::move(record), start);
+}
+
+void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listener,
+                             const std::shared_ptr<Responder>& responder,
+                             std::chrono::steady_clock::time_point start) {
+  const std::shared_ptr<const Config> config = this->config();
+  AccessRecord record;
+  record.method = request.method;
+  record.path = std::string(targetPath(request.target));
+  record.bytes_in = request.body.size();
+  record.listener = listener.main ? "main" : "compat";
+  record.peer = listener.peer;
+  record.client = "-";
+  record.team = "-";
+  record.upstream = "-";
+
+  if (draining()) {
+    respondError(responder, Error::make(ErrorCode::kUnavailable,
+                                        "keyway is shutting down; retry on a new connection"),
+                 std::move(record), start);
+    return;
+  }
+
+  if (auto st = validateTarget(request.target); !st.ok()) {
+    deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+    respondError(responder, st.error(), std::move(record), start);
+    return;
+  }
+
+  const UpstreamConfig* upstream = nullptr;
+  std::string rest;
+  if (listener.main) {
+    const std::string_view path = targetPath(request.target);
+    if (path.substr(0, 9) == "/_keyway/") {
+      HttpResponse response;
+      if (request.method != "GET" && request.method != "HEAD") {
+        respondError(responder, Error::make(ErrorCode::kBadRequest, "keyway's own endpoints answer GET only"),
+                     std::move(record), start);
+        return;
+      }
+      if (path == "/_keyway/health") {
+        response = jsonResponse(200, "{\"status\":\"ok\"}");
+      } else if (path == "/_keyway/ready") {
+        const bool ready = deps_.ready();
+        response = ready ? jsonResponse(200, "{\"status\":\"ready\"}")
+                         : errorResponse(Error::make(ErrorCode::kUnavailable, "keyway is not ready yet"));
+      } else if (path == "/_keyway/metrics") {
+        response.status = 200;
+        response.headers.push_back({"Content-Type", "text/plain; version=0.0.4; charset=utf-8"});
+        response.body = deps_.metrics->render();
+      } else {
+        respondError(responder, Error::make(ErrorCode::kNotFound,
+                                            "no such keyway endpoint; use /_keyway/health, "
+                                            "/_keyway/ready or /_keyway/metrics"),
+                     std::move(record), start);
+        return;
+      }
+      respondLocal(responder, std::move(response), std::move(record), start);
+      return;
+    }
+    auto split = splitMount(request.target);
+    if (split) upstream = config->findUpstream(split->mount);
+    if (upstream == nullptr) {
+      std::string names;
+      for (const auto& u : config->upstreams) names += (names.empty() ? "/" : ", /") + u.name + "/";
+      respondError(responder, Error::make(ErrorCode::kNotFound,
+                                          "no upstream is mounted at this path; configured mounts: " + names),
+                   std::move(record), start);
+      return;
+    }
+    rest = std::move(split->rest);
+  } else {
+    upstream = config->findUpstream(listener.compat_upstream);
+    if (upstream == nullptr) {  // removed by a reload while this listener still runs
+      respondError(responder, Error::make(ErrorCode::kNotFound,
+                                          "the upstream served on this port is no longer configured"),
+                   std::move(record), start);
+      return;
+    }
+    rest = request.target;
+  }
+  record.upstream = upstream->name;
+  record.path = std::string(targetPath(rest));
+
+  if (auto st = validateRest(rest); !st.ok()) {
+    deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+    respondError(responder, st.error(), std::move(record), start);
+    return;
+  }
+  forward(std::move(request), *config, *upstream, rest, listener, responder, start);
+}
+
+Result<std::optional<Gateway::Identity>> Gateway::lookupToken(std::string_view token) {
+  const uint64_t generation = deps_.store->generation();
+  {
+    std::shared_lock<std::shared_mutex> lock(auth_mu_);
+    if (generation == auth_generation_) {
+      auto it = auth_cache_.find(std::string(token));
+      if (it != auth_cache_.end()) return std::optional<Identity>(it->second);
+    }
+  }
+  auto client = deps_.store->findClientByToken(token);
+  if (!client.ok()) return client.error();
+  if (!client->has_value() || (*client)->revoked) return std::optional<Identity>();
+  auto team = deps_.store->findTeam((*client)->team);
+  if (!team.ok()) return team.error();
+  if (!team->has_value()) return std::optional<Identity>();
+  Identity identity{std::move(**client), std::move(**team)};
+  std::unique_lock<std::shared_mutex> lock(auth_mu_);
+  if (generation != auth_generation_) {
+    auth_cache_.clear();
+    auth_generation_ = generation;
+  }
+  // Bounded: a flood of distinct valid tokens cannot exist (tokens are issued), but stay safe.
+  if (auth_cache_.size() > 10000) auth_cache_.clear();
+  auth_cache_.emplace(std::string(token), identity);
+  return std::optional<Identity>(std::move(identity));
+}
+
+Result<Gateway::Identity> Gateway::authenticate(const HttpRequest& request, const UpstreamConfig& upstream) {
+  const std::string_view token = presentedToken(request.headers, upstream);
+  if (token.empty()) {
+    return Error::make(ErrorCode::kUnauthorized,
+                       "a keyway client token is required: send it as X-Keyway-Token: kw_... or in place "
+                       "of the upstream's API key (see `keywayctl client add`)");
+  }
+  auto identity = lookupToken(token);
+  if (!identity.ok()) {
+    deps_.metrics->degraded_events.fetch_add(1, std::memory_order_relaxed);
+    return Error::make(ErrorCode::kUnavailable,
+                       "the credential store could not be read; see keyway's log and retry");
+  }
+  if (!identity->has_value()) {
+    return Error::make(ErrorCode::kUnauthorized,
+                       "the client token is unknown or revoked; ask an operator for a new one "
+                       "(`keywayctl client add`)");
+  }
+  Identity& id = **identity;
+  const auto& ups = id.team.upstreams;
+  if (!id.team.all_upstreams && std::find(ups.begin(), ups.end(), upstream.name) == ups.end()) {
+    return Error::make(ErrorCode::kForbidden, "team '" + id.team.name + "' has no access to upstream '" +
+                                                  upstream.name + "'");
+  }
+  return std::move(id);
+}
+
+void Gateway::forward(HttpRequest&& request, const Config& config, const UpstreamConfig& upstream,
+                      std::string_view rest, const ListenerContext& listener,
+                      const std::shared_ptr<Responder>& responder,
+                      std::chrono::steady_clock::time_point start) {
+  AccessRecord record;
+  record.method = request.method;
+  record.path = std::string(targetPath(rest));
+  record.bytes_in = request.body.size();
+  record.listener = listener.main ? "main" : "compat";
+  record.peer = listener.peer;
+  record.client = "-";
+  record.team = "-";
+  record.upstream = upstream.name;
+  record.cache = "BYPASS";
+
+  auto identity = authenticate(request, upstream);
+  if (!identity.ok()) {
+    respondError(responder, identity.error(), std::move(record), start);
+    return;
+  }
+  record.client = identity->client.name;
+  record.team = identity->team.name;
+
+  UpstreamRequest out;
+  out.method = request.method;
+  out.url.reserve(upstream.base_url.size() + rest.size());
+  out.url.append(upstream.base_url).append(rest.data(), rest.size());
+  out.headers = upstreamRequestHeaders(request.headers);
+  if (!upstream.credential.header.empty()) removeHeader(out.headers, upstream.credential.header);
+  if (!upstream.credential.secret.empty()) {
+    auto secret = deps_.store->resolveSecret(upstream.credential.secret, identity->team.name);
+    if (!secret.ok()) {
+      deps_.metrics->degraded_events.fetch_add(1, std::memory_order_relaxed);
+      respondError(responder, Error::make(ErrorCode::kUnavailable,
+                                          "the credential store could not be read; see keyway's log and retry"),
+                   std::move(record), start);
+      return;
+    }
+    if (!secret->has_value()) {
+      respondError(responder,
+                   Error::make(ErrorCode::kUnavailable,
+                               "no secret '" + upstream.credential.secret + "' is stored for team '" +
+                                   identity->team.name + "' or shared; an operator must run: keywayctl secret set " +
+                                   upstream.credential.secret + " [--team " + identity->team.name + "]"),
+                   std::move(record), start);
+      return;
+    }
+    const ResolvedSecret& resolved = **secret;
+    std::string value;
+    value.reserve(upstream.credential.prefix.size() + resolved.value.size());
+    value.append(upstream.credential.prefix).append(resolved.value.view());
+    out.headers.push_back(Header{upstream.credential.header, std::move(value)});
+    record.credential = resolved.name;
+    record.credential_scope = resolved.scope;
+  }
+  out.body = std::move(request.body);
+  out.connect_timeout = upstream.connect_timeout;
+  out.total_timeout = upstream.timeout;
+  out.max_response_bytes = upstream.max_response_bytes;
+  out.allow_streaming = true;
+
+  UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
+  if (um != nullptr && !record.credential.empty()) um->credential_uses.fetch_add(1, std::memory_order_relaxed);
+  const bool head = request.method == "HEAD";
+
+  // --- response cache (SPEC §7) ---
+  const std::shared_ptr<CacheStore>& cache = deps_.cache;
+  if (!cache || !config.cache.enabled) {
+    if (um != nullptr) um->cache_bypass.fetch_add(1, std::memory_order_relaxed);
+    auto observer = std::make_shared<ForwardObserver>(responder, deps_.metrics, um, deps_.events, deps_.clock,
+                                                      upstream, std::move(record), start, head);
+    observer->setCall(deps_.upstream->start(std::move(out), observer));
+    return;
+  }
+  const std::string path(targetPath(rest));
+  const std::string_view query = targetQuery(rest);
+  CacheIdentity cache_id;
+  cache_id.credential = record.credential.empty() ? "" : record.credential + "@" + record.credential_scope;
+  cache_id.connection_id = std::string(headerValue(request.headers, "BU-Connection-Id").value_or(""));
+  cache_id.bosa_integration = std::string(headerValue(request.headers, "X-Bosa-Integration").value_or(""));
+  cache_id.include_raw = std::string(headerValue(request.headers, "BU-Include-Raw").value_or(""));
+  const std::string_view action = upstream.protocol == Protocol::kBosa ? bosaActionName(path) : std::string_view();
+  const CacheRule* rule = cache->healthy() ? matchRule(config.cache, upstream.name, out.method, path, action) : nullptr;
+  const ClientCacheDirective directive = clientDirective(request.headers);
+  std::string canonical_body;
+  if (rule != nullptr && !out.body.empty()) {
+    auto canon = out.body.size() <= config.cache.max_key_body_bytes ? canonicalJson(out.body)
+                                                                     : Result<std::string>(Error::make(ErrorCode::kBadRequest, "too large"));
+    if (canon.ok()) {
+      canonical_body = std::move(canon.value());
+    } else {
+      rule = nullptr;  // a body we cannot canonicalise is not worth a key
+    }
+  }
+  if (rule == nullptr || directive == ClientCacheDirective::kNoStore) {
+    if (um != nullptr) um->cache_bypass.fetch_add(1, std::memory_order_relaxed);
+    std::function<void(int)> on_success;
+    if (invalidatesOnSuccess(out.method)) {
+      // A successful write makes this identity's cached view of the resource and its collection
+      // (BOSA: of the connector) stale.
+      on_success = [cache, name = upstream.name, tag = identityTag(cache_id), path](int) {
+        if (auto prefix = bosaConnectorPrefix(path)) {
+          cache->invalidatePrefix(name, tag, *prefix);
+        } else {
+          for (const auto& p : invalidationPaths(path)) cache->invalidate(name, tag, p);
+        }
+      };
+    }
+    auto observer = std::make_shared<ForwardObserver>(responder, deps_.metrics, um, deps_.events, deps_.clock,
+                                                      upstream, std::move(record), start, head, std::move(on_success));
+    observer->setCall(deps_.upstream->start(std::move(out), observer));
+    return;
+  }
+
+  std::string key = cacheKey(upstream.name, out.method, path, query, canonical_body, cache_id);
+  Waiter waiter{responder, std::move(record), start, head};
+  std::optional<CachedResponse> stale;
+  bool refresh_in_background = false;
+  if (directive == ClientCacheDirective::kNormal) {
+    if (auto entry = cache->get(key)) {
+      const auto freshness = cacheFreshness(unixMs(*deps_.clock), entry->fresh_until_unix_ms,
+                                            entry->stale_until_unix_ms, rule->stale_while_revalidate,
+                                            rule->stale_if_error);
+      if (freshness == CacheFreshness::kFresh) {
+        serveCached(*entry, "HIT", std::move(waiter));
+        return;
+      }
+      if (freshness == CacheFreshness::kStale) {
+        serveCached(*entry, "STALE", std::move(waiter));
+        refresh_in_background = true;
+      }
+      if (freshness != CacheFreshness::kExpired) stale = std::move(entry);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(flights_mu_);
+    auto it = flights_.find(key);
+    if (it != flights_.end()) {
+      // Another request is already fetching this key: wait for its response (exactly one
+      // upstream request per key). A background refresh needs nobody to wait.
+      if (!refresh_in_background) {
+        it->second->waiters.push_back(std::move(waiter));
+        if (um != nullptr) um->coalesced_waits.fetch_add(1, std::memory_order_relaxed);
+      }
+      return;
+    }
+    auto flight = std::make_shared<Flight>();
+    if (!refresh_in_background) flight->waiters.push_back(std::move(waiter));
+    flights_.emplace(key, std::move(flight));
+  }
+  // Cached bodies are stored identity-encoded: ask the upstream for exactly that.
+  removeHeader(out.headers, "Accept-Encoding");
+  CacheEntryMeta meta{upstream.name, path, identityTag(cache_id)};
+  auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
+                                                      upstream, *rule, key, std::move(meta), std::move(stale),
+                                                      config.cache.max_entry_bytes);
+  deps_.upstream->start(std::move(out), observer);
+}
+
+}  // namespace keyway::core

@@ -337,6 +337,80 @@ Status parseLog(const Ctx& ctx, const Entry& section, core::LogConfig& out) {
   return parseMap(ctx, section, kNullIsEmpty, fields);
 }
 
+// `cache:` (SPEC §7). Rules given here are tried before the built-in defaults (first match
+// wins), so a rule can tighten, loosen or disable caching for some paths and the rest keeps the
+// defaults; `default_rules: false` drops the defaults entirely.
+Status parseCacheRule(const Ctx& ctx, const Entry& section, core::CacheRule& out) {
+  milliseconds ttl = out.ttl, swr = out.stale_while_revalidate, sie = out.stale_if_error;
+  const std::vector<Field> fields = {
+      {"upstream", [&](const Entry& e) -> Status { return readScalar(ctx, e, "an upstream name or glob", out.upstream); }},
+      {"methods",
+       [&](const Entry& e) -> Status {
+         if (!e.value.IsSequence()) return ctx.error(e, "expected a list of methods, got " + describe(e.value));
+         out.methods.clear();
+         for (const auto& m : e.value) {
+           if (!m.IsScalar()) return ctx.error(e, "expected a list of methods");
+           out.methods.push_back(m.Scalar());
+         }
+         return core::okStatus();
+       }},
+      {"path", [&](const Entry& e) -> Status { return readScalar(ctx, e, "a path glob", out.path); }},
+      {"action", [&](const Entry& e) -> Status { return readScalar(ctx, e, "an action glob", out.action); }},
+      {"ttl", [&](const Entry& e) -> Status { return readDuration(ctx, e, milliseconds(0), limits::kMaxTimeout, ttl); }},
+      {"stale_while_revalidate",
+       [&](const Entry& e) -> Status { return readDuration(ctx, e, milliseconds(0), limits::kMaxTimeout, swr); }},
+      {"stale_if_error",
+       [&](const Entry& e) -> Status { return readDuration(ctx, e, milliseconds(0), limits::kMaxTimeout, sie); }},
+      {"ignore_upstream_cache_control",
+       [&](const Entry& e) -> Status { return readBool(ctx, e, out.ignore_upstream_cache_control); }},
+      {"enabled", [&](const Entry& e) -> Status { return readBool(ctx, e, out.enabled); }},
+  };
+  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
+  out.ttl = std::chrono::duration_cast<std::chrono::seconds>(ttl);
+  out.stale_while_revalidate = std::chrono::duration_cast<std::chrono::seconds>(swr);
+  out.stale_if_error = std::chrono::duration_cast<std::chrono::seconds>(sie);
+  return core::okStatus();
+}
+
+Status parseCache(const Ctx& ctx, const Entry& section, core::CachePolicyConfig& out) {
+  bool default_rules = true;
+  std::vector<core::CacheRule> rules;
+  const std::vector<Field> fields = {
+      {"enabled", [&](const Entry& e) -> Status { return readBool(ctx, e, out.enabled); }},
+      {"dir",
+       [&](const Entry& e) -> Status {
+         if (auto st = readString(ctx, e, true, out.dir); !st) return st;
+         return out.dir.empty() ? core::okStatus() : check(ctx, e, core::checkPath(out.dir));
+       }},
+      {"max_bytes",
+       [&](const Entry& e) -> Status { return readSize(ctx, e, 1u << 20, uint64_t{64} << 30, out.max_bytes); }},
+      {"max_entry_bytes",
+       [&](const Entry& e) -> Status { return readSize(ctx, e, 1, uint64_t{1} << 30, out.max_entry_bytes); }},
+      {"default_rules", [&](const Entry& e) -> Status { return readBool(ctx, e, default_rules); }},
+      {"rules",
+       [&](const Entry& e) -> Status {
+         if (!e.value.IsSequence()) return ctx.error(e, "expected a list of rules, got " + describe(e.value));
+         for (size_t i = 0; i < e.value.size(); ++i) {
+           Entry item;
+           item.value = e.value[i];
+           item.path = e.path + "[" + std::to_string(i) + "]";
+           item.key_line = item.value_line = lineOf(item.value, e.value_line);
+           core::CacheRule rule;
+           if (auto st = parseCacheRule(ctx, item, rule); !st) return st;
+           rules.push_back(std::move(rule));
+         }
+         return core::okStatus();
+       }},
+  };
+  if (auto st = parseMap(ctx, section, kNullIsEmpty, fields); !st) return st;
+  if (default_rules) {
+    for (auto& r : core::defaultCachePolicy().rules) rules.push_back(std::move(r));
+  }
+  out.rules = std::move(rules);
+  if (auto st = core::validateCachePolicy(out); !st) return ctx.error(section, st.error().message);
+  return core::okStatus();
+}
+
 // What an upstream's `credential:` said; unset fields come from the protocol's default.
 struct CredentialOverride {
   std::optional<std::string> header, prefix, secret;
@@ -524,6 +598,7 @@ Status parseTop(const Ctx& ctx, const YAML::Node& root, State& state, const EnvL
       {"limits",
        [&](const Entry& e) -> Status { return parseLimits(ctx, e, state.config.limits); }},
       {"log", [&](const Entry& e) -> Status { return parseLog(ctx, e, state.config.log); }},
+      {"cache", [&](const Entry& e) -> Status { return parseCache(ctx, e, state.config.cache); }},
       {"upstreams", [&](const Entry& e) -> Status { return parseUpstreams(ctx, e, state); }},
   };
   Entry top;

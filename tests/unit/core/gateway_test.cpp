@@ -1,1 +1,426 @@
-// PLACEHOLDER: to be written (owner assigned in the skeleton commit).
+// Unit tests of the request pipeline with an in-memory store, a scripted upstream client and a
+// recording responder: routing, authentication, injection, error mapping, streaming decisions.
+#include "core/gateway.hpp"
+
+#include <doctest/doctest.h>
+
+#include <deque>
+#include <mutex>
+
+#include "storage/memory_cache_store.hpp"
+#include "storage/memory_credential_store.hpp"
+
+namespace keyway::core {
+namespace {
+
+class RecordingResponder final : public Responder {
+ public:
+  void send(HttpResponse r) override {
+    ++sends;
+    response = std::move(r);
+  }
+  void startStream(int status, std::string_view reason, Headers headers) override {
+    streamed = true;
+    response.status = status;
+    response.reason = std::string(reason);
+    response.headers = std::move(headers);
+  }
+  bool writeChunk(std::string_view data, bool* paused, std::function<void()> drained) override {
+    response.body.append(data);
+    ++chunks;
+    if (pause_next && paused != nullptr) {
+      *paused = true;
+      pause_next = false;
+      on_drained = std::move(drained);
+    }
+    return !client_gone;
+  }
+  void endStream() override { ended = true; }
+  void abortStream() override { aborted = true; }
+  bool http10() const override { return is_http10; }
+
+  HttpResponse response;
+  int sends = 0;
+  int chunks = 0;
+  bool streamed = false, ended = false, aborted = false, is_http10 = false;
+  bool pause_next = false, client_gone = false;
+  std::function<void()> on_drained;
+};
+
+struct ScriptedCall final : UpstreamCall {
+  void cancel() override { ++cancels; }
+  void resume() override { ++resumes; }
+  int cancels = 0, resumes = 0;
+};
+
+// Records requests; the test decides when and how each completes.
+class FakeUpstream final : public UpstreamClient {
+ public:
+  std::shared_ptr<UpstreamCall> start(UpstreamRequest request, std::shared_ptr<UpstreamObserver> observer) override {
+    requests.push_back(std::move(request));
+    observers.push_back(observer);
+    auto call = std::make_shared<ScriptedCall>();
+    calls.push_back(call);
+    return call;
+  }
+  void respond(size_t i, int status, std::string body, Headers headers = {{"Content-Type", "application/json"}}) {
+    observers[i]->onHeaders(status, "", std::move(headers));
+    if (!body.empty()) observers[i]->onBody(body);
+    observers[i]->onComplete(UpstreamOutcome{});
+  }
+  void fail(size_t i, UpstreamFailure f) {
+    UpstreamOutcome o;
+    o.failure = f;
+    o.message = "simulated";
+    observers[i]->onComplete(o);
+  }
+  std::vector<UpstreamRequest> requests;
+  std::vector<std::shared_ptr<UpstreamObserver>> observers;
+  std::vector<std::shared_ptr<ScriptedCall>> calls;
+};
+
+class NullEvents final : public EventSink {
+ public:
+  void access(const AccessRecord& r) override { records.push_back(r); }
+  void warn(std::string_view m) override { warnings.emplace_back(m); }
+  std::vector<AccessRecord> records;
+  std::vector<std::string> warnings;
+};
+
+UpstreamConfig upstreamCfg(const std::string& name, Protocol p) {
+  UpstreamConfig u;
+  u.name = name;
+  u.base_url = "http://127.0.0.1:9/base";
+  u.protocol = p;
+  u.credential = defaultCredentialFor(p);
+  return u;
+}
+
+struct Fixture {
+  explicit Fixture(bool with_cache = false) {
+    auto cfg = std::make_shared<Config>();
+    cfg->upstreams.push_back(upstreamCfg("bundleup-api", Protocol::kBundleUp));
+    cfg->upstreams.push_back(upstreamCfg("bundleup-proxy", Protocol::kBundleUp));
+    cfg->upstreams.push_back(upstreamCfg("bundleiq", Protocol::kBundleIq));
+    cfg->upstreams.push_back(upstreamCfg("bosa", Protocol::kBosa));
+    config = cfg;
+    store = std::make_shared<storage::MemoryCredentialStore>();
+    REQUIRE(store->addTeam(TeamRecord{"core", true, {}, 0}).ok());
+    REQUIRE(store->addTeam(TeamRecord{"iq-only", false, {"bundleiq"}, 0}).ok());
+    auto t1 = store->addClient("app1", "core");
+    REQUIRE(t1.ok());
+    token = std::string(t1->view());
+    auto t2 = store->addClient("app2", "iq-only");
+    REQUIRE(t2.ok());
+    token_iq = std::string(t2->view());
+    REQUIRE(store->setSecret("bundleup.api_key", "", SecretString(std::string("real-shared-key"))).ok());
+    upstream = std::make_shared<FakeUpstream>();
+    events = std::make_shared<NullEvents>();
+    metrics = std::make_shared<Metrics>(std::vector<std::string>{"bundleup-api", "bundleup-proxy", "bundleiq", "bosa"});
+    clock = std::make_shared<ManualClock>();
+    if (with_cache) {
+      storage::MemoryCacheStoreOptions co;
+      co.clock = clock;
+      cache = std::make_shared<storage::MemoryCacheStore>(co);
+    }
+    GatewayDeps deps{store, upstream, metrics, events, clock, cache, nullptr};
+    gateway = std::make_unique<Gateway>(config, deps);
+  }
+
+  std::shared_ptr<RecordingResponder> call(HttpRequest req, ListenerContext ctx = {}) {
+    auto r = std::make_shared<RecordingResponder>();
+    gateway->handle(std::move(req), ctx, r);
+    return r;
+  }
+
+  static HttpRequest get(std::string target, Headers h = {}) {
+    HttpRequest r;
+    r.method = "GET";
+    r.target = std::move(target);
+    r.headers = std::move(h);
+    return r;
+  }
+
+  std::shared_ptr<const Config> config;
+  std::shared_ptr<storage::MemoryCredentialStore> store;
+  std::shared_ptr<FakeUpstream> upstream;
+  std::shared_ptr<NullEvents> events;
+  std::shared_ptr<Metrics> metrics;
+  std::shared_ptr<ManualClock> clock;
+  std::shared_ptr<storage::MemoryCacheStore> cache;
+  std::unique_ptr<Gateway> gateway;
+  std::string token, token_iq;
+};
+
+std::string errorCodeOf(const HttpResponse& r) {
+  const auto pos = r.body.find("\"code\":\"");
+  if (pos == std::string::npos) return "";
+  const auto end = r.body.find('"', pos + 8);
+  return r.body.substr(pos + 8, end - pos - 8);
+}
+
+}  // namespace
+
+TEST_CASE("gateway: health, ready and metrics need no token") {
+  Fixture f;
+  auto r = f.call(Fixture::get("/_keyway/health"));
+  CHECK(r->response.status == 200);
+  CHECK(r->response.body.find("ok") != std::string::npos);
+  r = f.call(Fixture::get("/_keyway/ready"));
+  CHECK(r->response.status == 200);
+  r = f.call(Fixture::get("/_keyway/metrics"));
+  CHECK(r->response.status == 200);
+  CHECK(r->response.body.find("keyway_requests_total") != std::string::npos);
+  r = f.call(Fixture::get("/_keyway/nope"));
+  CHECK(r->response.status == 404);
+  CHECK(f.upstream->requests.empty());
+}
+
+TEST_CASE("gateway: forwards byte-exact with the real key injected and the client token removed") {
+  Fixture f;
+  HttpRequest req = Fixture::get("/bundleup-api/v1/git/repos/acme%2Fapi/pulls/?b=2&a=1&b=1",
+                                 {{"Authorization", "Bearer " + f.token},
+                                  {"Content-Type", "application/json"},
+                                  {"Connection", "keep-alive, X-Hop"},
+                                  {"X-Hop", "1"},
+                                  {"BU-Connection-Id", "conn_1"}});
+  auto r = f.call(std::move(req));
+  INFO(r->response.body);
+  REQUIRE(f.upstream->requests.size() == 1);
+  const auto& out = f.upstream->requests[0];
+  CHECK(out.method == "GET");
+  CHECK(out.url == "http://127.0.0.1:9/base/v1/git/repos/acme%2Fapi/pulls/?b=2&a=1&b=1");
+  CHECK(headerValue(out.headers, "Authorization").value_or("") == "Bearer real-shared-key");
+  CHECK(headerValue(out.headers, "BU-Connection-Id").value_or("") == "conn_1");
+  CHECK(headerValue(out.headers, "Content-Type").value_or("") == "application/json");
+  CHECK_FALSE(findHeader(out.headers, "Connection"));
+  CHECK_FALSE(findHeader(out.headers, "X-Hop"));
+  for (const auto& h : out.headers) CHECK(h.value.find(f.token) == std::string::npos);
+  CHECK(r->sends == 0);  // waits for the upstream
+  f.upstream->respond(0, 201, "{\"id\":1}", {{"Content-Type", "application/json"}, {"Retry-After", "3"}});
+  CHECK(r->sends == 1);
+  CHECK(r->response.status == 201);
+  CHECK(r->response.body == "{\"id\":1}");
+  CHECK(headerValue(r->response.headers, "Retry-After").value_or("") == "3");
+  REQUIRE(f.events->records.size() == 1);
+  CHECK(f.events->records[0].client == "app1");
+  CHECK(f.events->records[0].team == "core");
+  CHECK(f.events->records[0].credential == "bundleup.api_key");
+  CHECK(f.events->records[0].path == "/v1/git/repos/acme%2Fapi/pulls/");
+}
+
+TEST_CASE("gateway: X-Keyway-Token wins and team secrets override shared ones") {
+  Fixture f;
+  REQUIRE(f.store->setSecret("bundleup.api_key", "core", SecretString(std::string("team-key"))).ok());
+  f.call(Fixture::get("/bundleup-api/v1/webhooks", {{"X-Keyway-Token", f.token}, {"Authorization", "Bearer junk"}}));
+  REQUIRE(f.upstream->requests.size() == 1);
+  CHECK(headerValue(f.upstream->requests[0].headers, "Authorization").value_or("") == "Bearer team-key");
+  CHECK_FALSE(findHeader(f.upstream->requests[0].headers, "X-Keyway-Token"));
+}
+
+TEST_CASE("gateway: 401, 403, 404, 503 and 400 never reach the upstream") {
+  Fixture f;
+  CHECK(f.call(Fixture::get("/bundleup-api/v1/x"))->response.status == 401);
+  CHECK(f.call(Fixture::get("/bundleup-api/v1/x", {{"Authorization", "Bearer kw_unknown"}}))->response.status == 401);
+  CHECK(f.call(Fixture::get("/bundleup-api/v1/x", {{"Authorization", "Bearer " + f.token_iq}}))->response.status == 403);
+  auto nf = f.call(Fixture::get("/nope/v1/x", {{"Authorization", "Bearer " + f.token}}));
+  CHECK(nf->response.status == 404);
+  CHECK(errorCodeOf(nf->response) == "not_found");
+  // BundleIQ secret missing: 503 naming the command to run.
+  auto un = f.call(Fixture::get("/bundleiq/v1/notes", {{"X-Api-Key", f.token_iq}}));
+  CHECK(un->response.status == 503);
+  CHECK(errorCodeOf(un->response) == "unavailable");
+  CHECK(un->response.body.find("keywayctl secret set bundleiq.api_key") != std::string::npos);
+  for (const char* bad : {"http://evil/x", "/bundleup-api//evil.com/x", "/bundleup-api/v1/../x",
+                          "/bundleup-api/v1/%2e%2E/x", "/bundleup-api/./x"}) {
+    auto r = f.call(Fixture::get(bad, {{"Authorization", "Bearer " + f.token}}));
+    CHECK_MESSAGE(r->response.status == 400, bad);
+    CHECK(errorCodeOf(r->response) == "bad_request");
+  }
+  CHECK(f.upstream->requests.empty());
+  // Revocation is visible at once (new store generation).
+  REQUIRE(f.store->revokeClient("app1").ok());
+  CHECK(f.call(Fixture::get("/bundleup-api/v1/x", {{"Authorization", "Bearer " + f.token}}))->response.status == 401);
+}
+
+TEST_CASE("gateway: compat listener serves one upstream at the root") {
+  Fixture f;
+  ListenerContext ctx;
+  ctx.main = false;
+  ctx.compat_upstream = "bundleup-api";
+  f.call(Fixture::get("/v1/connections/", {{"Authorization", "Bearer " + f.token}}), ctx);
+  REQUIRE(f.upstream->requests.size() == 1);
+  CHECK(f.upstream->requests[0].url == "http://127.0.0.1:9/base/v1/connections/");
+  // /_keyway/ is not reserved on compat ports: it is forwarded like any path.
+  f.call(Fixture::get("/_keyway/health", {{"Authorization", "Bearer " + f.token}}), ctx);
+  CHECK(f.upstream->requests.size() == 2);
+}
+
+TEST_CASE("gateway: upstream failures map to 502 and 504 JSON errors") {
+  Fixture f;
+  auto r1 = f.call(Fixture::get("/bundleup-api/v1/a", {{"Authorization", "Bearer " + f.token}}));
+  auto r2 = f.call(Fixture::get("/bundleup-api/v1/b", {{"Authorization", "Bearer " + f.token}}));
+  f.upstream->fail(0, UpstreamFailure::kConnectFailed);
+  f.upstream->fail(1, UpstreamFailure::kTimeout);
+  CHECK(r1->response.status == 502);
+  CHECK(errorCodeOf(r1->response) == "upstream_unreachable");
+  CHECK(r2->response.status == 504);
+  CHECK(errorCodeOf(r2->response) == "upstream_timeout");
+  CHECK(f.metrics->render().find("keyway_upstream_errors_total{upstream=\"bundleup-api\",kind=\"timeout\"} 1") !=
+        std::string::npos);
+}
+
+TEST_CASE("gateway: event streams and large bodies are streamed, with back-pressure") {
+  Fixture f;
+  auto r = f.call(Fixture::get("/bundleup-api/mcp", {{"Authorization", "Bearer " + f.token}}));
+  auto& obs = f.upstream->observers.at(0);
+  obs->onHeaders(200, "OK", {{"Content-Type", "text/event-stream"}});
+  CHECK(r->streamed);
+  CHECK(obs->onBody("data: 1\n\n"));
+  CHECK(r->response.body == "data: 1\n\n");
+  r->pause_next = true;
+  CHECK_FALSE(obs->onBody("data: 2\n\n"));  // paused
+  REQUIRE(r->on_drained);
+  r->on_drained();
+  CHECK(f.upstream->calls[0]->resumes == 1);
+  obs->onComplete(UpstreamOutcome{});
+  CHECK(r->ended);
+
+  // A client that went away cancels the upstream exchange.
+  auto r2 = f.call(Fixture::get("/bundleup-api/big", {{"Authorization", "Bearer " + f.token}}));
+  auto& obs2 = f.upstream->observers.at(1);
+  obs2->onHeaders(200, "OK", {{"Content-Type", "application/octet-stream"}});
+  CHECK_FALSE(r2->streamed);
+  r2->client_gone = true;
+  obs2->onBody(std::string(300 * 1024, 'x'));
+  CHECK(r2->streamed);
+  CHECK(f.upstream->calls[1]->cancels == 1);
+}
+
+TEST_CASE("gateway: draining answers 503") {
+  Fixture f;
+  f.gateway->setDraining(true);
+  auto r = f.call(Fixture::get("/bundleup-api/v1/x", {{"Authorization", "Bearer " + f.token}}));
+  CHECK(r->response.status == 503);
+  CHECK(f.upstream->requests.empty());
+}
+
+TEST_CASE("presentedToken: per-protocol places") {
+  auto bu = upstreamCfg("bundleup-api", Protocol::kBundleUp);
+  auto bosa = upstreamCfg("bosa", Protocol::kBosa);
+  CHECK(presentedToken({{"authorization", "bearer kw_x"}}, bu) == "kw_x");
+  CHECK(presentedToken({{"Authorization", "Bearer sk-real"}}, bu).empty());
+  CHECK(presentedToken({{"X-API-Key", "kw_b"}}, bosa) == "kw_b");
+  CHECK(presentedToken({{"x-api-key", "kw_b"}, {"X-Keyway-Token", "kw_w"}}, bosa) == "kw_w");
+  CHECK(presentedToken({{"Authorization", "Bearer kw_x"}}, bosa).empty());
+}
+
+
+namespace {
+std::string xcache(const HttpResponse& r) { return std::string(headerValue(r.headers, "X-Keyway-Cache").value_or("")); }
+}  // namespace
+
+TEST_CASE("cache: MISS then HIT with one upstream request, Age, and per-identity keys") {
+  Fixture f(true);
+  const Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto r1 = f.call(Fixture::get("/bundleup-api/v1/connections?b=1&a=2", auth));
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, "[1]");
+  CHECK(xcache(r1->response) == "MISS");
+  f.clock->advance(std::chrono::seconds(5));
+  auto r2 = f.call(Fixture::get("/bundleup-api/v1/connections?a=2&b=1", auth));  // query order ignored
+  CHECK(f.upstream->requests.size() == 1);
+  CHECK(xcache(r2->response) == "HIT");
+  CHECK(headerValue(r2->response.headers, "Age").value_or("") == "5");
+  CHECK(r2->response.body == "[1]");
+  // Another connection id is another identity.
+  Headers other = auth;
+  other.push_back({"BU-Connection-Id", "conn_2"});
+  f.call(Fixture::get("/bundleup-api/v1/connections?a=2&b=1", other));
+  CHECK(f.upstream->requests.size() == 2);
+  // A team with its own key never sees the shared key's entries.
+  REQUIRE(f.store->setSecret("bundleup.api_key", "core", SecretString(std::string("team-key"))).ok());
+  f.call(Fixture::get("/bundleup-api/v1/connections?a=2&b=1", auth));
+  CHECK(f.upstream->requests.size() == 3);
+  // The Proxy API is never cached.
+  auto p = f.call(Fixture::get("/bundleup-proxy/user/repos", auth));
+  f.upstream->respond(3, 200, "{}");
+  CHECK(xcache(p->response) == "BYPASS");
+}
+
+TEST_CASE("cache: concurrent misses coalesce into one upstream request") {
+  Fixture f(true);
+  const Headers auth{{"Authorization", "Bearer " + f.token}};
+  std::vector<std::shared_ptr<RecordingResponder>> rs;
+  for (int i = 0; i < 50; ++i) rs.push_back(f.call(Fixture::get("/bundleup-api/v1/webhooks", auth)));
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, "[\"w\"]");
+  for (auto& r : rs) {
+    CHECK(r->sends == 1);
+    CHECK(r->response.body == "[\"w\"]");
+  }
+  CHECK(f.metrics->render().find("keyway_cache_coalesced_waits_total{upstream=\"bundleup-api\"} 49") != std::string::npos);
+}
+
+TEST_CASE("cache: client no-store bypasses, no-cache refetches and stores") {
+  Fixture f(true);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  f.upstream->respond(0, 200, "[1]");
+  Headers ns = auth;
+  ns.push_back({"Cache-Control", "no-store"});
+  auto b = f.call(Fixture::get("/bundleup-api/v1/webhooks", ns));
+  REQUIRE(f.upstream->requests.size() == 2);
+  f.upstream->respond(1, 200, "[2]");
+  CHECK(xcache(b->response) == "BYPASS");
+  Headers nc = auth;
+  nc.push_back({"Cache-Control", "no-cache"});
+  auto m = f.call(Fixture::get("/bundleup-api/v1/webhooks", nc));
+  REQUIRE(f.upstream->requests.size() == 3);
+  f.upstream->respond(2, 200, "[3]");
+  CHECK(xcache(m->response) == "MISS");
+  auto h = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  CHECK(xcache(h->response) == "HIT");
+  CHECK(h->response.body == "[3]");
+}
+
+TEST_CASE("cache: a successful write invalidates the resource and its collection") {
+  Fixture f(true);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  f.call(Fixture::get("/bundleup-api/v1/webhooks?limit=5", auth));
+  f.upstream->respond(0, 200, "[1]");
+  HttpRequest del = Fixture::get("/bundleup-api/v1/webhooks/wh_1", auth);
+  del.method = "DELETE";
+  auto d = f.call(std::move(del));
+  f.upstream->respond(1, 204, "");
+  CHECK(xcache(d->response) == "BYPASS");
+  auto r = f.call(Fixture::get("/bundleup-api/v1/webhooks?limit=5", auth));
+  CHECK(f.upstream->requests.size() == 3);  // dropped: fetched again
+}
+
+TEST_CASE("cache: stale-while-revalidate refreshes once; stale-if-error serves stale on failure") {
+  Fixture f(true);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  f.upstream->respond(0, 200, "[1]");
+  f.clock->advance(std::chrono::seconds(70));  // past the 60 s ttl, within 30 s of swr
+  auto s1 = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  auto s2 = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  CHECK(xcache(s1->response) == "STALE");
+  CHECK(xcache(s2->response) == "STALE");
+  CHECK(f.upstream->requests.size() == 2);  // exactly one background refresh
+  f.upstream->respond(1, 200, "[2]");
+  CHECK(f.call(Fixture::get("/bundleup-api/v1/webhooks", auth))->response.body == "[2]");
+  f.clock->advance(std::chrono::seconds(600));  // past swr, within stale-if-error
+  auto e = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  REQUIRE(f.upstream->requests.size() == 3);
+  f.upstream->respond(2, 503, "{\"error\":\"down\"}");
+  CHECK(xcache(e->response) == "STALE");
+  CHECK(e->response.body == "[2]");
+  auto t = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  REQUIRE(f.upstream->requests.size() == 4);
+  f.upstream->fail(3, UpstreamFailure::kTimeout);
+  CHECK(xcache(t->response) == "STALE");
+}
+
+}  // namespace keyway::core

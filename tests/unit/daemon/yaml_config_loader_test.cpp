@@ -390,7 +390,7 @@ TEST_CASE("bad types are errors naming the key and its line") {
 TEST_CASE("unknown keys are errors at every level, listing the accepted keys") {
   const std::string top = expectError("listn: 127.0.0.1:1\n" + kMinimal, 1, "listn");
   CHECK(top.find("unknown key") != std::string::npos);
-  CHECK(top.find("listen, state_dir, master_key_file, server, limits, log, upstreams") !=
+  CHECK(top.find("listen, state_dir, master_key_file, server, limits, log, cache, upstreams") !=
         std::string::npos);
   expectError("server:\n  threads: 2\n  thread: 3\n" + kMinimal, 3, "server.thread");
   CHECK(expectError("limits: {max_body: 1}\n" + kMinimal, 1, "limits.max_body")
@@ -680,6 +680,23 @@ TEST_CASE("every value line of the shipped file is located when it goes wrong") 
     ++checked;
   }
   CHECK(checked >= 30);
+}
+
+TEST_CASE("cache section: rules before the defaults, validation with key paths") {
+  auto cfg = daemon::parseConfig("cache:\n  max_bytes: 8MiB\n  rules:\n    - { upstream: bundleiq, path: \"/v1/notes\", ttl: 5m }\n" + kMinimal,
+                                 "t.yaml", [](const char*) { return std::optional<std::string>(); });
+  REQUIRE(cfg.ok());
+  CHECK(cfg->cache.max_bytes == (size_t{8} << 20));
+  REQUIRE(cfg->cache.rules.size() > 1);
+  CHECK(cfg->cache.rules[0].upstream == "bundleiq");
+  CHECK(cfg->cache.rules[0].ttl == std::chrono::seconds(300));
+  CHECK(cfg->cache.rules.size() == core::defaultCachePolicy().rules.size() + 1);
+  auto only = daemon::parseConfig("cache:\n  default_rules: false\n" + kMinimal, "t.yaml",
+                                  [](const char*) { return std::optional<std::string>(); });
+  REQUIRE(only.ok());
+  CHECK(only->cache.rules.empty());
+  expectError("cache:\n  rules:\n    - { upstream: bundleiq, ttl: soon }\n" + kMinimal, 3, "cache.rules[0].ttl");
+  expectError("cache:\n  rules: 3\n" + kMinimal, 2, "cache.rules");
 }
 
 TEST_CASE("loadConfig reads files and reports unreadable ones") {

@@ -1,0 +1,73 @@
+// The HTTP/1.1 server: Pistache's TCP reactor (accept, epoll, writes) with keyway's own request
+// parser (core/http_parser) on top, one per listener (main and compat ports).
+//
+// Why not Pistache's Http::Handler: in Debian's 0.0.5 it drops query order and duplicate keys, has
+// no raw request-target, answers `Connection: Close` to HTTP/1.1 requests without a Connection
+// header, and discards pipelined bytes after each request. Parsing ourselves fixes all of it and
+// lets the same parser be unit-tested and fuzzed in core/.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+
+#include "core/config.hpp"
+#include "core/gateway.hpp"
+#include "core/metrics.hpp"
+#include "core/result.hpp"
+
+namespace Pistache::Tcp {
+class Listener;
+}
+
+namespace keyway::daemon {
+
+class Connection;
+class ServerShared;
+
+struct ServerOptions {
+  core::ListenAddress address;
+  size_t threads = 2;
+  core::LimitsConfig limits;
+  core::ListenerContext context;  // main or compat(upstream)
+  std::string name;               // for thread names and logs: "main", "compat:bosa"
+};
+
+// Thread-safe. start() binds and runs the reactor threads; stop() closes every connection and
+// joins them. Requests are handed to the gateway on reactor threads; responses may be sent from
+// any thread.
+class HttpServer {
+ public:
+  HttpServer(ServerOptions options, std::shared_ptr<core::Gateway> gateway,
+             std::shared_ptr<core::Metrics> metrics);
+  ~HttpServer();
+  HttpServer(const HttpServer&) = delete;
+  HttpServer& operator=(const HttpServer&) = delete;
+
+  // Binds and starts serving. Errors (address in use, bad address) are returned, not thrown.
+  core::Status start();
+  // The bound port (useful with port 0).
+  uint16_t port() const { return port_; }
+  std::string boundAddress() const;
+  // New limits (timeouts, sizes) for connections parsed from now on (SIGHUP).
+  void setLimits(const core::LimitsConfig& limits);
+  // Connections currently open and requests being handled on them.
+  size_t openConnections() const;
+  size_t busyConnections() const;
+  // Stops: closes all connections and joins the threads. Idempotent.
+  void stop();
+
+ private:
+  ServerOptions options_;
+  std::shared_ptr<ServerShared> shared_;
+  std::unique_ptr<Pistache::Tcp::Listener> listener_;
+  uint16_t port_ = 0;
+  std::thread housekeeper_;
+  std::atomic<bool> stopping_{false};
+};
+
+}  // namespace keyway::daemon

@@ -1,0 +1,78 @@
+// Structured logging: one JSON object per line on stderr (journald keeps each line as one entry).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <initializer_list>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+
+#include "core/gateway.hpp"
+
+namespace keyway::daemon {
+
+enum class LogLevel { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3 };
+std::optional<LogLevel> parseLogLevel(std::string_view name);
+
+// A field value: either a JSON string (escaped) or a raw JSON number/bool.
+struct LogField {
+  std::string_view key;
+  std::string value;
+  bool raw = false;
+};
+LogField field(std::string_view key, std::string_view value);
+LogField field(std::string_view key, int64_t value);
+LogField fieldMs(std::string_view key, double ms);
+
+// Thread-safe; each line is written with a single write(2) so lines never interleave.
+class Logger {
+ public:
+  explicit Logger(int fd = 2) : fd_(fd) {}
+  void setLevel(LogLevel level) { level_.store(level, std::memory_order_relaxed); }
+  void setAccessLog(bool on) { access_.store(on, std::memory_order_relaxed); }
+  bool accessLogEnabled() const { return access_.load(std::memory_order_relaxed); }
+  bool enabled(LogLevel level) const { return level >= level_.load(std::memory_order_relaxed); }
+
+  void log(LogLevel level, std::string_view msg, std::initializer_list<LogField> fields = {});
+  void info(std::string_view msg, std::initializer_list<LogField> fields = {}) { log(LogLevel::kInfo, msg, fields); }
+  void warn(std::string_view msg, std::initializer_list<LogField> fields = {}) { log(LogLevel::kWarn, msg, fields); }
+  void error(std::string_view msg, std::initializer_list<LogField> fields = {}) { log(LogLevel::kError, msg, fields); }
+  // Like warn(), but at most once per `every` for the same key; suppressed repeats are counted
+  // and reported with the next line that gets through.
+  void warnRateLimited(std::string_view key, std::string_view msg, std::chrono::seconds every,
+                       std::initializer_list<LogField> fields = {});
+
+  void writeLine(const std::string& line);
+
+ private:
+  int fd_;
+  std::atomic<LogLevel> level_{LogLevel::kInfo};
+  std::atomic<bool> access_{true};
+  std::mutex rl_mu_;
+  struct RateState {
+    std::chrono::steady_clock::time_point last{};
+    uint64_t suppressed = 0;
+  };
+  std::unordered_map<std::string, RateState> rate_;
+};
+
+// The gateway's events as log lines: access (SPEC §9) and an audit line for every use of a stored
+// credential (client, team, upstream, credential name and scope: never the value).
+class LogEventSink final : public core::EventSink {
+ public:
+  explicit LogEventSink(std::shared_ptr<Logger> logger) : logger_(std::move(logger)) {}
+  void access(const core::AccessRecord& r) override;
+  void warn(std::string_view message) override;
+
+ private:
+  std::shared_ptr<Logger> logger_;
+};
+
+void appendJsonString(std::string& out, std::string_view s);
+std::string isoTimeNow();
+
+}  // namespace keyway::daemon
