@@ -179,6 +179,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
       } else {
         const Error error = errorForFailure(upstream_, outcome);
         HttpResponse response = errorResponse(error);
+        response.headers.push_back({"X-Keyway-Cache", "BYPASS"});
         record_.status = response.status;
         record_.error = errorCodeName(error.code);
         record_.bytes_out = response.body.size();
@@ -478,7 +479,10 @@ void Gateway::respondLocal(const std::shared_ptr<Responder>& responder, HttpResp
 void Gateway::respondError(const std::shared_ptr<Responder>& responder, const Error& error,
                            AccessRecord record, std::chrono::steady_clock::time_point start) {
   record.error = errorCodeName(error.code);
-  respondLocal(responder, errorResponse(error), std::move(record), start);
+  HttpResponse response = errorResponse(error);
+  // SPEC §7: every response on an upstream route says how the cache treated it.
+  if (record.upstream != "-") response.headers.push_back({"X-Keyway-Cache", "BYPASS"});
+  respondLocal(responder, std::move(response), std::move(record), start);
 }
 
 void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listener,
