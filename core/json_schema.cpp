@@ -57,38 +57,26 @@ bool isIntegralNumber(const Value& v) {
 // The type bits an instance satisfies: an integral number (1 or 1.0) is both "number" and "integer".
 std::uint8_t instanceTypes(const Value& v) {
   switch (v.GetType()) {
-    case rapidjson::kNullType:
-      return kTNull;
+    case rapidjson::kNullType: return kTNull;
     case rapidjson::kFalseType:
-    case rapidjson::kTrueType:
-      return kTBoolean;
-    case rapidjson::kObjectType:
-      return kTObject;
-    case rapidjson::kArrayType:
-      return kTArray;
-    case rapidjson::kStringType:
-      return kTString;
-    case rapidjson::kNumberType:
-      return isIntegralNumber(v) ? (kTNumber | kTInteger) : kTNumber;
+    case rapidjson::kTrueType: return kTBoolean;
+    case rapidjson::kObjectType: return kTObject;
+    case rapidjson::kArrayType: return kTArray;
+    case rapidjson::kStringType: return kTString;
+    case rapidjson::kNumberType: return isIntegralNumber(v) ? (kTNumber | kTInteger) : kTNumber;
   }
   return 0;
 }
 
 const char* instanceTypeName(const Value& v) {
   switch (v.GetType()) {
-    case rapidjson::kNullType:
-      return "null";
+    case rapidjson::kNullType: return "null";
     case rapidjson::kFalseType:
-    case rapidjson::kTrueType:
-      return "boolean";
-    case rapidjson::kObjectType:
-      return "object";
-    case rapidjson::kArrayType:
-      return "array";
-    case rapidjson::kStringType:
-      return "string";
-    case rapidjson::kNumberType:
-      return isIntegralNumber(v) ? "integer" : "number";
+    case rapidjson::kTrueType: return "boolean";
+    case rapidjson::kObjectType: return "object";
+    case rapidjson::kArrayType: return "array";
+    case rapidjson::kStringType: return "string";
+    case rapidjson::kNumberType: return isIntegralNumber(v) ? "integer" : "number";
   }
   return "value";
 }
@@ -136,23 +124,17 @@ struct Num {
   }
   double asDouble() const {
     switch (kind) {
-      case kInt:
-        return static_cast<double>(i);
-      case kUint:
-        return static_cast<double>(u);
-      case kDouble:
-        break;
+      case kInt: return static_cast<double>(i);
+      case kUint: return static_cast<double>(u);
+      case kDouble: break;
     }
     return d;
   }
   bool positive() const {
     switch (kind) {
-      case kInt:
-        return i > 0;
-      case kUint:
-        return u > 0;
-      case kDouble:
-        break;
+      case kInt: return i > 0;
+      case kUint: return u > 0;
+      case kDouble: break;
     }
     return d > 0;
   }
@@ -206,12 +188,9 @@ std::string formatDouble(double d) {
 
 std::string formatNum(const Num& n) {
   switch (n.kind) {
-    case Num::kInt:
-      return std::to_string(n.i);
-    case Num::kUint:
-      return std::to_string(n.u);
-    case Num::kDouble:
-      break;
+    case Num::kInt: return std::to_string(n.i);
+    case Num::kUint: return std::to_string(n.u);
+    case Num::kDouble: break;
   }
   return formatDouble(n.d);
 }
@@ -302,18 +281,10 @@ std::string percentDecode(std::string_view s) {
 void renderValue(const Value& v, std::string* out, int depth) {
   if (out->size() > kMaxQuotedChars) return;
   switch (v.GetType()) {
-    case rapidjson::kNullType:
-      out->append("null");
-      return;
-    case rapidjson::kFalseType:
-      out->append("false");
-      return;
-    case rapidjson::kTrueType:
-      out->append("true");
-      return;
-    case rapidjson::kNumberType:
-      out->append(formatNum(Num::of(v)));
-      return;
+    case rapidjson::kNullType: out->append("null"); return;
+    case rapidjson::kFalseType: out->append("false"); return;
+    case rapidjson::kTrueType: out->append("true"); return;
+    case rapidjson::kNumberType: out->append(formatNum(Num::of(v))); return;
     case rapidjson::kStringType: {
       out->push_back('"');
       const char* s = v.GetString();
@@ -632,12 +603,8 @@ bool translateEscape(std::string_view p, std::size_t* i, bool in_class, std::str
     case '6':
     case '7':
     case '8':
-    case '9':
-      *why = "backreferences are not supported (RE2)";
-      return false;
-    case 'k':
-      *why = "named backreferences are not supported (RE2)";
-      return false;
+    case '9': *why = "backreferences are not supported (RE2)"; return false;
+    case 'k': *why = "named backreferences are not supported (RE2)"; return false;
     case 'x': {
       std::uint32_t v = 0;
       if (!readHex(p, *i, 2, &v)) {
@@ -708,8 +675,7 @@ bool translateEscape(std::string_view p, std::size_t* i, bool in_class, std::str
       *i = close + 1;
       return true;
     }
-    default:
-      break;
+    default: break;
   }
   if (std::strchr("^$\\.*+?()[]{}|/-", c) != nullptr && c != '\0') {
     out->push_back('\\');
@@ -1320,51 +1286,33 @@ bool checkJsonString(std::string_view s) {
 
 bool checkStringFormat(Format f, std::string_view s) {
   switch (f) {
-    case Format::kDateTime:
-      return checkDateTime(s);
-    case Format::kDate:
-      return checkDate(s);
-    case Format::kTime:
-      return checkTime(s);
-    case Format::kDuration:
-      return checkDuration(s);
-    case Format::kEmail:
-      return checkEmail(s);
-    case Format::kUuid:
-      return checkUuid(s);
-    case Format::kUri:
-      return checkUri(s, true);
-    case Format::kUriReference:
-      return checkUri(s, false);
-    case Format::kHostname:
-      return checkHostname(s);
-    case Format::kIpv4:
-      return checkIpv4(s);
-    case Format::kIpv6:
-      return checkIpv6(s);
-    case Format::kIpAny:
-      return checkIpv4(s) || checkIpv6(s);
-    case Format::kIpInterface:
-      return checkIpInterface(s);
+    case Format::kDateTime: return checkDateTime(s);
+    case Format::kDate: return checkDate(s);
+    case Format::kTime: return checkTime(s);
+    case Format::kDuration: return checkDuration(s);
+    case Format::kEmail: return checkEmail(s);
+    case Format::kUuid: return checkUuid(s);
+    case Format::kUri: return checkUri(s, true);
+    case Format::kUriReference: return checkUri(s, false);
+    case Format::kHostname: return checkHostname(s);
+    case Format::kIpv4: return checkIpv4(s);
+    case Format::kIpv6: return checkIpv6(s);
+    case Format::kIpAny: return checkIpv4(s) || checkIpv6(s);
+    case Format::kIpInterface: return checkIpInterface(s);
     case Format::kRegex: {
       std::string why;
       return compilePattern(s, 1 << 20, &why) != nullptr;
     }
-    case Format::kBase64:
-      return checkBase64(s, false);
-    case Format::kBase64Url:
-      return checkBase64(s, true);
-    case Format::kJsonString:
-      return checkJsonString(s);
-    case Format::kJsonPointer:
-      return checkJsonPointer(s);
+    case Format::kBase64: return checkBase64(s, false);
+    case Format::kBase64Url: return checkBase64(s, true);
+    case Format::kJsonString: return checkJsonString(s);
+    case Format::kJsonPointer: return checkJsonPointer(s);
     case Format::kNone:
     case Format::kBinary:
     case Format::kPassword:
     case Format::kInt32:
     case Format::kInt64:
-    case Format::kFloat:
-      return true;
+    case Format::kFloat: return true;
   }
   return true;
 }
@@ -1586,7 +1534,9 @@ class PatternCache {
   std::unordered_map<std::string, std::pair<std::shared_ptr<const Pattern>, std::string>> entries_;
 };
 
-std::shared_ptr<PatternCache> makePatternCache() { return std::make_shared<PatternCache>(); }
+std::shared_ptr<PatternCache> makePatternCache() {
+  return std::make_shared<PatternCache>();
+}
 
 CompiledSchema::CompiledSchema(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 CompiledSchema::~CompiledSchema() = default;
@@ -1855,11 +1805,8 @@ class Compiler {
         case Keyword::kNot:
         case Keyword::kIf:
         case Keyword::kThen:
-        case Keyword::kElse:
-          scanIds(m->value, child, base, depth + 1);
-          break;
-        default:
-          break;
+        case Keyword::kElse: scanIds(m->value, child, base, depth + 1); break;
+        default: break;
       }
     }
   }
@@ -2123,12 +2070,8 @@ class Compiler {
           }
           break;
         }
-        case Keyword::kMaxLength:
-          n.strings().max_length = count(val, ptr, "maxLength", &n);
-          break;
-        case Keyword::kMinLength:
-          n.strings().min_length = count(val, ptr, "minLength", &n);
-          break;
+        case Keyword::kMaxLength: n.strings().max_length = count(val, ptr, "maxLength", &n); break;
+        case Keyword::kMinLength: n.strings().min_length = count(val, ptr, "minLength", &n); break;
         case Keyword::kPattern: {
           if (!val.IsString()) {
             issue(ptr, "pattern must be a string", &n);
@@ -2163,21 +2106,11 @@ class Compiler {
           if (info->format == Format::kBinary) impl_->has_binary = true;
           break;
         }
-        case Keyword::kItems:
-          items = &val;
-          break;
-        case Keyword::kPrefixItems:
-          prefix_items = &val;
-          break;
-        case Keyword::kAdditionalItems:
-          additional_items = &val;
-          break;
-        case Keyword::kMaxItems:
-          n.arrays().max_items = count(val, ptr, "maxItems", &n);
-          break;
-        case Keyword::kMinItems:
-          n.arrays().min_items = count(val, ptr, "minItems", &n);
-          break;
+        case Keyword::kItems: items = &val; break;
+        case Keyword::kPrefixItems: prefix_items = &val; break;
+        case Keyword::kAdditionalItems: additional_items = &val; break;
+        case Keyword::kMaxItems: n.arrays().max_items = count(val, ptr, "maxItems", &n); break;
+        case Keyword::kMinItems: n.arrays().min_items = count(val, ptr, "minItems", &n); break;
         case Keyword::kUniqueItems:
           if (!val.IsBool()) {
             issue(ptr, "uniqueItems must be a boolean", &n);
@@ -2185,21 +2118,11 @@ class Compiler {
           }
           n.arrays().unique_items = val.GetBool();
           break;
-        case Keyword::kContains:
-          n.arrays().contains = subschema(val, ptr, base, w.depth);
-          break;
-        case Keyword::kMinContains:
-          n.arrays().min_contains = count(val, ptr, "minContains", &n);
-          break;
-        case Keyword::kMaxContains:
-          n.arrays().max_contains = count(val, ptr, "maxContains", &n);
-          break;
-        case Keyword::kMaxProperties:
-          n.objects().max_properties = count(val, ptr, "maxProperties", &n);
-          break;
-        case Keyword::kMinProperties:
-          n.objects().min_properties = count(val, ptr, "minProperties", &n);
-          break;
+        case Keyword::kContains: n.arrays().contains = subschema(val, ptr, base, w.depth); break;
+        case Keyword::kMinContains: n.arrays().min_contains = count(val, ptr, "minContains", &n); break;
+        case Keyword::kMaxContains: n.arrays().max_contains = count(val, ptr, "maxContains", &n); break;
+        case Keyword::kMaxProperties: n.objects().max_properties = count(val, ptr, "maxProperties", &n); break;
+        case Keyword::kMinProperties: n.objects().min_properties = count(val, ptr, "minProperties", &n); break;
         case Keyword::kRequired:
           if (!val.IsArray()) {
             issue(ptr, "required must be an array of strings", &n);
@@ -2249,9 +2172,7 @@ class Compiler {
         case Keyword::kAdditionalProperties:
           n.objects().additional_properties = subschema(val, ptr, base, w.depth);
           break;
-        case Keyword::kPropertyNames:
-          n.objects().property_names = subschema(val, ptr, base, w.depth);
-          break;
+        case Keyword::kPropertyNames: n.objects().property_names = subschema(val, ptr, base, w.depth); break;
         case Keyword::kDependencies:
         case Keyword::kDependentRequired:
         case Keyword::kDependentSchemas: {
@@ -2300,18 +2221,10 @@ class Compiler {
             list.push_back(subschema(val[i], childPointer(ptr, i), base, w.depth));
           break;
         }
-        case Keyword::kNot:
-          n.combinators().not_schema = subschema(val, ptr, base, w.depth);
-          break;
-        case Keyword::kIf:
-          n.combinators().if_schema = subschema(val, ptr, base, w.depth);
-          break;
-        case Keyword::kThen:
-          n.combinators().then_schema = subschema(val, ptr, base, w.depth);
-          break;
-        case Keyword::kElse:
-          n.combinators().else_schema = subschema(val, ptr, base, w.depth);
-          break;
+        case Keyword::kNot: n.combinators().not_schema = subschema(val, ptr, base, w.depth); break;
+        case Keyword::kIf: n.combinators().if_schema = subschema(val, ptr, base, w.depth); break;
+        case Keyword::kThen: n.combinators().then_schema = subschema(val, ptr, base, w.depth); break;
+        case Keyword::kElse: n.combinators().else_schema = subschema(val, ptr, base, w.depth); break;
         case Keyword::kRef:
           if (!val.IsString()) {
             issue(ptr, "$ref must be a string", &n);
@@ -2330,11 +2243,8 @@ class Compiler {
           if (!val.IsObject()) issue(ptr, std::string(key) + " must be an object", &n);
           break;  // compiled on demand, through $ref
         case Keyword::kStructural:
-        case Keyword::kAnnotation:
-          break;
-        case Keyword::kUnsupported:
-          issue(ptr, "keyword " + quote(key) + " is not supported by keyway", &n);
-          break;
+        case Keyword::kAnnotation: break;
+        case Keyword::kUnsupported: issue(ptr, "keyword " + quote(key) + " is not supported by keyway", &n); break;
       }
     }
 
@@ -2439,12 +2349,9 @@ std::uint64_t hashBytes(const char* s, std::size_t n) {
 std::uint64_t hashValue(const Value& v, int depth, std::uint64_t* steps) {
   ++*steps;
   switch (v.GetType()) {
-    case rapidjson::kNullType:
-      return 0x9e3779b97f4a7c15ULL;
-    case rapidjson::kFalseType:
-      return 0x51ed270b27a5c0ffULL;
-    case rapidjson::kTrueType:
-      return 0x2545f4914f6cdd1dULL;
+    case rapidjson::kNullType: return 0x9e3779b97f4a7c15ULL;
+    case rapidjson::kFalseType: return 0x51ed270b27a5c0ffULL;
+    case rapidjson::kTrueType: return 0x2545f4914f6cdd1dULL;
     case rapidjson::kNumberType: {
       // Integral values hash by exact sign and magnitude (1 and 1.0 alike, and distinct integers
       // near 2^64 apart); other doubles by their bits.
@@ -2466,8 +2373,7 @@ std::uint64_t hashValue(const Value& v, int depth, std::uint64_t* steps) {
       }
       return (magnitude ^ (negative && magnitude != 0 ? 0x8000000000000001ULL : 0)) * 0xc4ceb9fe1a85ec53ULL + 0x1234567;
     }
-    case rapidjson::kStringType:
-      return hashBytes(v.GetString(), v.GetStringLength());
+    case rapidjson::kStringType: return hashBytes(v.GetString(), v.GetStringLength());
     case rapidjson::kArrayType: {
       std::uint64_t h = 0xabcdef12345ULL + v.Size();
       if (depth < 16) {

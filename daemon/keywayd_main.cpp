@@ -109,6 +109,8 @@ int Daemon::run() {
   std::shared_ptr<core::CredentialStore> credential_store = std::move(store.value());
 
   daemon::CurlUpstreamClientOptions curl_options;
+  // One upstream I/O thread per reactor thread: a single curl thread saturates first under load.
+  curl_options.io_threads = static_cast<unsigned>(config.server.threads);
   auto upstream = std::make_shared<daemon::CurlUpstreamClient>(curl_options);
 
   metrics_ = std::make_shared<core::Metrics>(upstreamNames(config));

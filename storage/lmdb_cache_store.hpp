@@ -51,11 +51,14 @@ struct LmdbCacheStoreOptions {
 //    pending put or an in-memory copy from an older generation is never served or written.
 //    get() always reads the environment, so another process's purge is seen at once.
 //  - Failures: MDB_MAP_FULL -> evict a quarter, retry; then empty the cache, retry; then drop
-//    the batch's puts. A corrupt or unopenable environment is moved aside (<dir>.corrupt-<ms>)
-//    and recreated empty; if even that fails the store is degraded (healthy() false, every call
-//    a cheap no-op) and retries every recovery_interval. MDB_READERS_FULL: stale reader slots
-//    are cleared and the read retried once, else it is a miss. Every such event is logged
-//    (warn) and counted (stats().degraded_events).
+//    the batch's puts; a map still full even then is recreated. (Freed pages become reusable
+//    two commits later, so each eviction is followed by two tiny commits; when even eviction
+//    cannot get a page, the map grows by a quarter, up to twice its configured size.) A corrupt
+//    or unopenable environment is moved aside (<dir>.corrupt-<ms>) and recreated empty; if even
+//    that fails the store is degraded (healthy() false, every call a cheap no-op) and retries
+//    every recovery_interval. A directory holding anything but data.mdb/lock.mdb is never moved.
+//    MDB_READERS_FULL: stale reader slots are cleared and the read retried once, else it is a
+//    miss. Every such event is logged (warn) and counted (stats().degraded_events).
 class LmdbCacheStore final : public core::CacheStore {
  public:
   // Never fails: a store whose environment cannot be opened or recreated starts degraded (with a

@@ -1,4 +1,5 @@
-// libFuzzer target: BosaCatalog::parse (core/bosa_catalog) on arbitrary discovery documents, then lookups and validation.
+// libFuzzer target: BosaCatalog::parse (core/bosa_catalog) on arbitrary discovery documents, then lookups and
+// validation.
 #include <rapidjson/document.h>
 
 #include <cstddef>

@@ -592,7 +592,8 @@ TEST_CASE("json_schema: hostile: huge enum stays fast and its reason stays short
 TEST_CASE("json_schema: hostile: quadratic shapes stay bounded (uniqueItems, enum x items, required x members)") {
   // 20k distinct integers near 2^64: equal as doubles, distinct exactly.
   std::string big = "[";
-  for (int i = 0; i < 20000; ++i) big += (i ? "," : "") + std::to_string(18446744073709551615ULL - static_cast<unsigned>(i));
+  for (int i = 0; i < 20000; ++i)
+    big += (i ? "," : "") + std::to_string(18446744073709551615ULL - static_cast<unsigned>(i));
   big += "]";
   auto start = std::chrono::steady_clock::now();
   CHECK(check(compile(R"({"uniqueItems":true})"), big).empty());
