@@ -1,6 +1,8 @@
 // Master key file handling: strict load, exclusive durable creation.
 #include "storage/master_key.hpp"
 
+#include <cstdlib>
+
 #include <errno.h>
 #include <fcntl.h>
 #include <sodium.h>
@@ -59,7 +61,16 @@ Result<MasterKey> loadMasterKeyFile(const std::string& path) {
   if (!S_ISREG(st.st_mode)) {
     return Error::make(ErrorCode::kInternal, "master key file " + path + " is not a regular file");
   }
-  if ((st.st_mode & 0066) != 0) {
+  // systemd's LoadCredential= hands the key over in $CREDENTIALS_DIRECTORY, a private read-only
+  // mount, and may grant the (dynamic) service user read access through an ACL, which stat shows
+  // as group-read bits. There, group-read is the manager's doing and is accepted; write and
+  // other-read never are.
+  mode_t forbidden = 0066;
+  if (const char* creds = std::getenv("CREDENTIALS_DIRECTORY"); creds != nullptr && *creds != '\0') {
+    const std::string dir = std::string(creds) + "/";
+    if (path.compare(0, dir.size(), dir) == 0) forbidden = 0026;
+  }
+  if ((st.st_mode & forbidden) != 0) {
     return Error::make(ErrorCode::kInternal,
                        "master key file " + path + " has mode " + octalMode(st.st_mode) +
                            ", readable or writable by group or others; run `chmod 600 " + path +

@@ -126,6 +126,21 @@ TEST_CASE("master key file: raw, hex and hex+newline load to the same key") {
   }
 }
 
+TEST_CASE("master key file: group-read is accepted only inside $CREDENTIALS_DIRECTORY (systemd ACL)") {
+  TempDir creds;
+  TempDir elsewhere;
+  const std::string hex = "01080f161d242b323940474e555c636a71787f868d949ba2a9b0b7bec5ccd3da";
+  writeFile(creds / "master.key", hex, 0440);
+  writeFile(creds / "open.key", hex, 0444);
+  writeFile(elsewhere / "master.key", hex, 0440);
+  ::setenv("CREDENTIALS_DIRECTORY", creds.path().c_str(), 1);
+  CHECK(loadMasterKeyFile(creds / "master.key").ok());
+  CHECK_FALSE(loadMasterKeyFile(creds / "open.key").ok());       // other-read: never
+  CHECK_FALSE(loadMasterKeyFile(elsewhere / "master.key").ok());  // not systemd's directory
+  ::unsetenv("CREDENTIALS_DIRECTORY");
+  CHECK_FALSE(loadMasterKeyFile(creds / "master.key").ok());
+}
+
 TEST_CASE("master key file: bad files are refused naming the path, never the content") {
   TempDir dir;
   const std::string hex(64, 'a');
