@@ -572,7 +572,7 @@ void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listen
     respondError(responder, st.error(), std::move(record), start);
     return;
   }
-  forward(std::move(request), *config, *upstream, rest, listener, responder, start);
+  forward(std::move(request), *config, *upstream, rest, std::move(record), responder, start);
 }
 
 Result<std::optional<Gateway::Identity>> Gateway::lookupToken(std::string_view token) {
@@ -630,19 +630,9 @@ Result<Gateway::Identity> Gateway::authenticate(const HttpRequest& request, cons
 }
 
 void Gateway::forward(HttpRequest&& request, const Config& config, const UpstreamConfig& upstream,
-                      std::string_view rest, const ListenerContext& listener,
+                      std::string_view rest, AccessRecord record,
                       const std::shared_ptr<Responder>& responder,
                       std::chrono::steady_clock::time_point start) {
-  AccessRecord record;
-  record.method = request.method;
-  record.path = std::string(targetPath(rest));
-  record.bytes_in = request.body.size();
-  record.listener = listener.main ? "main" : "compat";
-  record.peer = listener.peer;
-  record.client = "-";
-  record.team = "-";
-  record.upstream = upstream.name;
-  record.cache = "BYPASS";
 
   auto identity = authenticate(request, upstream);
   if (!identity.ok()) {
@@ -695,12 +685,16 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
   const bool head = request.method == "HEAD";
 
   // --- response cache (SPEC §7) ---
-  const std::shared_ptr<CacheStore>& cache = deps_.cache;
-  if (!cache || !config.cache.enabled) {
+  // Forwards without the cache; `on_success` runs after a 2xx (write invalidation).
+  auto bypass = [&](std::function<void(int)> on_success) {
     if (um != nullptr) um->cache_bypass.fetch_add(1, std::memory_order_relaxed);
     auto observer = std::make_shared<ForwardObserver>(responder, deps_.metrics, um, deps_.events, deps_.clock,
-                                                      upstream, std::move(record), start, head);
+                                                      upstream, std::move(record), start, head, std::move(on_success));
     observer->setCall(deps_.upstream->start(std::move(out), observer));
+  };
+  const std::shared_ptr<CacheStore>& cache = deps_.cache;
+  if (!cache || !config.cache.enabled) {
+    bypass(nullptr);
     return;
   }
   const std::string path(targetPath(rest));
@@ -724,7 +718,6 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
     }
   }
   if (rule == nullptr || directive == ClientCacheDirective::kNoStore) {
-    if (um != nullptr) um->cache_bypass.fetch_add(1, std::memory_order_relaxed);
     std::function<void(int)> on_success;
     if (invalidatesOnSuccess(out.method)) {
       // A successful write makes this identity's cached view of the resource and its collection
@@ -737,9 +730,7 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
         }
       };
     }
-    auto observer = std::make_shared<ForwardObserver>(responder, deps_.metrics, um, deps_.events, deps_.clock,
-                                                      upstream, std::move(record), start, head, std::move(on_success));
-    observer->setCall(deps_.upstream->start(std::move(out), observer));
+    bypass(std::move(on_success));
     return;
   }
 

@@ -136,8 +136,7 @@ class Gateway {
                       const std::shared_ptr<Responder>& responder,
                       std::chrono::steady_clock::time_point start);
   void forward(HttpRequest&& request, const Config& config, const UpstreamConfig& upstream,
-               std::string_view rest, const ListenerContext& listener,
-               const std::shared_ptr<Responder>& responder,
+               std::string_view rest, AccessRecord record, const std::shared_ptr<Responder>& responder,
                std::chrono::steady_clock::time_point start);
   Result<Identity> authenticate(const HttpRequest& request, const UpstreamConfig& upstream);
   Result<std::optional<Identity>> lookupToken(std::string_view token);
