@@ -1,6 +1,8 @@
 // Response cache policy: rule matching, client/upstream directives, keys and invalidation paths.
 #include "core/cache_policy.hpp"
 
+#include <cstring>
+
 #include <algorithm>
 #include <functional>
 
@@ -172,51 +174,42 @@ Status validateCachePolicy(const CachePolicyConfig& config) {
   return okStatus();
 }
 
-bool globMatch(std::string_view pattern, std::string_view text) {
-  // Compile into tokens: a literal byte, '*' (no '/'), or '**' (anything).
-  enum Kind : unsigned char { kLit, kStar, kAny };
-  struct Tok {
-    Kind kind;
-    char c;
-  };
-  std::vector<Tok> toks;
-  toks.reserve(pattern.size());
-  for (size_t i = 0; i < pattern.size(); ++i) {
-    if (pattern[i] != '*') {
-      toks.push_back({kLit, pattern[i]});
-    } else if (i + 1 < pattern.size() && pattern[i + 1] == '*') {
-      toks.push_back({kAny, '*'});
-      while (i + 1 < pattern.size() && pattern[i + 1] == '*') ++i;  // "***" acts as "**"
-    } else {
-      toks.push_back({kStar, '*'});
-    }
-  }
-  // NFA simulation over token positions: O(|text| * |tokens|), no backtracking. State i means
-  // "tokens [0, i) have matched the text so far".
-  const size_t m = toks.size();
-  std::string cur(m + 1, '\0'), next(m + 1, '\0');
-  const auto closure = [&](std::string& set) {
+namespace {
+
+// The NFA of globMatch over token positions, with its state sets in caller-provided buffers so
+// that the common case (short patterns) allocates nothing: this runs for every rule on every
+// request.
+enum GlobKind : unsigned char { kGlobLit, kGlobStar, kGlobAny };
+struct GlobTok {
+  GlobKind kind;
+  char c;
+};
+
+bool globNfa(const GlobTok* toks, size_t m, std::string_view text, unsigned char* cur, unsigned char* next) {
+  // State i means "tokens [0, i) have matched the text so far".
+  const auto closure = [&](unsigned char* set) {
     for (size_t i = 0; i < m; ++i) {
-      if (set[i] != 0 && toks[i].kind != kLit) set[i + 1] = 1;  // a star may match nothing
+      if (set[i] != 0 && toks[i].kind != kGlobLit) set[i + 1] = 1;  // a star may match nothing
     }
   };
-  cur.replace(0, 1, 1, '\1');
+  std::memset(cur, 0, m + 1);
+  cur[0] = 1;
   closure(cur);
   for (const char c : text) {
-    next.assign(m + 1, '\0');
+    std::memset(next, 0, m + 1);
     bool any = false;
     for (size_t i = 0; i < m; ++i) {
       if (cur[i] == 0) continue;
       size_t to = i;  // stars stay on their own state
       switch (toks[i].kind) {
-        case kLit:
+        case kGlobLit:
           if (toks[i].c != c) continue;
           to = i + 1;
           break;
-        case kStar:
+        case kGlobStar:
           if (c == '/') continue;
           break;
-        case kAny:
+        case kGlobAny:
           break;
       }
       next[to] = 1;
@@ -224,9 +217,52 @@ bool globMatch(std::string_view pattern, std::string_view text) {
     }
     if (!any) return false;
     closure(next);
-    cur.swap(next);
+    std::swap(cur, next);
   }
   return cur[m] != 0;
+}
+
+}  // namespace
+
+bool globMatch(std::string_view pattern, std::string_view text) {
+  const size_t first_star = pattern.find('*');
+  if (first_star == std::string_view::npos) return pattern == text;  // most upstream names
+  if (pattern == "**") return true;                                  // the default path glob
+  // The literal prefix and suffix must match as they are: cheap, and it settles most misses.
+  if (text.substr(0, first_star) != pattern.substr(0, first_star)) return false;
+  const size_t last_star = pattern.rfind('*');
+  const std::string_view suffix = pattern.substr(last_star + 1);
+  if (text.size() < first_star + suffix.size() ||
+      text.substr(text.size() - suffix.size()) != suffix) {
+    return false;
+  }
+  // Compile into tokens: a literal byte, '*' (no '/'), or '**' (anything).
+  constexpr size_t kInline = 128;
+  GlobTok inline_toks[kInline];
+  unsigned char inline_sets[2 * (kInline + 1)];
+  std::vector<GlobTok> heap_toks;
+  std::vector<unsigned char> heap_sets;
+  GlobTok* toks = inline_toks;
+  unsigned char* sets = inline_sets;
+  if (pattern.size() > kInline) {
+    heap_toks.resize(pattern.size());
+    heap_sets.resize(2 * (pattern.size() + 1));
+    toks = heap_toks.data();
+    sets = heap_sets.data();
+  }
+  size_t m = 0;
+  for (size_t i = 0; i < pattern.size(); ++i) {
+    if (pattern[i] != '*') {
+      toks[m++] = {kGlobLit, pattern[i]};
+    } else if (i + 1 < pattern.size() && pattern[i + 1] == '*') {
+      toks[m++] = {kGlobAny, '*'};
+      while (i + 1 < pattern.size() && pattern[i + 1] == '*') ++i;  // "***" acts as "**"
+    } else {
+      toks[m++] = {kGlobStar, '*'};
+    }
+  }
+  // NFA simulation: O(|text| * |tokens|), no backtracking, whatever the pattern.
+  return globNfa(toks, m, text, sets, sets + m + 1);
 }
 
 const CacheRule* matchRule(const CachePolicyConfig& config, std::string_view upstream,

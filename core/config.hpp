@@ -31,6 +31,24 @@ struct CredentialInjection {
   std::string secret;        // secret name in the store, e.g. "bundleup.api_key"; empty = inject nothing
 };
 
+// Retries of BOSA action calls (SPEC §6). Other upstreams' requests are never retried: their
+// writes are not known to be idempotent and their SDKs retry themselves.
+struct RetryConfig {
+  int attempts = 3;                                   // total attempts per call, 1 = no retry
+  std::chrono::milliseconds budget{25000};            // all attempts and waits (SDK timeout is 30 s)
+  std::chrono::milliseconds retry_after_cap{10000};   // longer Retry-After: client gets the 429
+  std::chrono::milliseconds backoff{200};             // first wait; doubles, plus up to 100% jitter
+  // Read-like actions, also retried on 5xx and after-send failures (globs on the action name).
+  std::vector<std::string> safe_actions = {"list_*", "get_*", "search_*"};
+};
+
+// BOSA-only settings of an upstream (protocol bosa).
+struct BosaSettings {
+  std::chrono::milliseconds schema_ttl{3600000};          // background refresh after this age
+  std::chrono::milliseconds user_token_margin{60000};     // re-mint this long before expires_at
+  RetryConfig retry;
+};
+
 struct UpstreamConfig {
   std::string name;          // mount name: /<name>/
   std::string base_url;      // scheme://host[:port][/path], no trailing slash after normalisation
@@ -40,6 +58,7 @@ struct UpstreamConfig {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds timeout{60000};   // whole exchange (not applied to streams)
   size_t max_response_bytes = 64u << 20;      // buffered responses; streams are not limited
+  BosaSettings bosa;                          // used when protocol == kBosa
 };
 
 struct LimitsConfig {

@@ -5,6 +5,7 @@
 #include <cstring>
 
 #include "core/canonical_json.hpp"
+#include "core/json_schema.hpp"
 #include "core/errors.hpp"
 #include "core/header_rules.hpp"
 #include "core/target.hpp"
@@ -91,6 +92,14 @@ Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& out
                      who + " failed during the exchange (" + outcome.message + "); retry later");
 }
 
+// protocol bosa.md §2.2: the BOSA SDK crashes on a response without Content-Type, so keyway always
+// sends one (bytes of unknown type are application/octet-stream, RFC 9110 §8.3).
+void ensureContentType(const UpstreamConfig& upstream, Headers& headers) {
+  if (upstream.protocol == Protocol::kBosa && !headerValue(headers, "Content-Type")) {
+    headers.push_back({"Content-Type", "application/octet-stream"});
+  }
+}
+
 // Receives one upstream exchange and relays it to the client: buffered with an exact
 // Content-Length when small, streamed (chunked) when large or text/event-stream.
 class ForwardObserver final : public UpstreamObserver, public std::enable_shared_from_this<ForwardObserver> {
@@ -120,6 +129,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
     status_ = status;
     reason_ = std::string(reason);
     headers_ = clientResponseHeaders(headers);
+    ensureContentType(upstream_, headers_);
     headers_.push_back({"X-Keyway-Cache", "BYPASS"});
     const auto ct = headerValue(headers_, "Content-Type");
     if (ct && containsNoCase(*ct, "text/event-stream") && !responder_->http10() && !head_) {
@@ -267,6 +277,7 @@ class CacheFillObserver final : public UpstreamObserver {
     status_ = status;
     reason_ = std::string(reason);
     headers_ = clientResponseHeaders(headers);
+    ensureContentType(upstream_, headers_);
   }
   bool onBody(std::string_view chunk) override {
     body_.append(chunk.data(), chunk.size());
@@ -381,11 +392,21 @@ Gateway::Gateway(std::shared_ptr<const Config> config, GatewayDeps deps)
     : config_(std::move(config)), deps_(std::move(deps)) {
   if (!deps_.clock) deps_.clock = std::make_shared<RealClock>();
   if (!deps_.ready) deps_.ready = [] { return true; };
+  if (!deps_.schemas) deps_.schemas = std::make_shared<NullSchemaStore>();
+  std::weak_ptr<EventSink> events = deps_.events;
+  bosa_schemas_ = std::make_unique<BosaSchemaService>(deps_.schemas, deps_.upstream, deps_.clock, deps_.metrics,
+                                                      [events](std::string_view m) {
+                                                        if (auto e = events.lock()) e->warn(m);
+                                                      });
+  bosa_tokens_ = std::make_unique<BosaTokenService>(deps_.store, deps_.upstream, deps_.clock, deps_.metrics);
 }
 
 Gateway::~Gateway() {
-  // Completing transfers call back into this object (landFlight): end them while it is whole.
+  // Completing transfers call back into this object (landFlight) and into the BOSA services: end
+  // them while everything is whole (the services hold the last references to the client).
   deps_.upstream.reset();
+  bosa_tokens_.reset();
+  bosa_schemas_.reset();
 }
 
 std::vector<Gateway::Waiter> Gateway::landFlight(const std::string& key) {
@@ -572,7 +593,7 @@ void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listen
     respondError(responder, st.error(), std::move(record), start);
     return;
   }
-  forward(std::move(request), *config, *upstream, rest, std::move(record), responder, start);
+  forward(std::move(request), config, *upstream, std::move(rest), std::move(record), responder, start);
 }
 
 Result<std::optional<Gateway::Identity>> Gateway::lookupToken(std::string_view token) {
@@ -602,6 +623,31 @@ Result<std::optional<Gateway::Identity>> Gateway::lookupToken(std::string_view t
   return std::optional<Identity>(std::move(identity));
 }
 
+Result<std::optional<ResolvedSecret>> Gateway::resolveSecret(const std::string& name, const std::string& team) {
+  const uint64_t generation = deps_.store->generation();
+  std::string key;
+  key.reserve(name.size() + team.size() + 1);
+  key.append(name).append(1, '\0').append(team);
+  auto copy = [](const ResolvedSecret& s) { return ResolvedSecret{s.name, s.scope, s.value.clone()}; };
+  {
+    std::shared_lock<std::shared_mutex> lock(secrets_mu_);
+    if (generation == secrets_generation_) {
+      auto it = secret_cache_.find(key);
+      if (it != secret_cache_.end()) return std::optional<ResolvedSecret>(copy(it->second));
+    }
+  }
+  auto resolved = deps_.store->resolveSecret(name, team);
+  if (!resolved.ok() || !resolved->has_value()) return resolved;
+  std::unique_lock<std::shared_mutex> lock(secrets_mu_);
+  if (generation != secrets_generation_) {
+    secret_cache_.clear();
+    secrets_generation_ = generation;
+  }
+  if (secret_cache_.size() > 10000) secret_cache_.clear();  // names x teams: bounded in practice
+  secret_cache_.emplace(std::move(key), copy(**resolved));
+  return resolved;
+}
+
 Result<Gateway::Identity> Gateway::authenticate(const HttpRequest& request, const UpstreamConfig& upstream) {
   const std::string_view token = presentedToken(request.headers, upstream);
   if (token.empty()) {
@@ -629,10 +675,19 @@ Result<Gateway::Identity> Gateway::authenticate(const HttpRequest& request, cons
   return std::move(id);
 }
 
-void Gateway::forward(HttpRequest&& request, const Config& config, const UpstreamConfig& upstream,
-                      std::string_view rest, AccessRecord record,
-                      const std::shared_ptr<Responder>& responder,
+void Gateway::respondPendingError(const std::shared_ptr<Pending>& p, const Error& error) {
+  respondError(p->responder, error, std::move(p->record), p->start);
+}
+
+void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
+                      std::string rest, AccessRecord record, const std::shared_ptr<Responder>& responder,
                       std::chrono::steady_clock::time_point start) {
+  const bool bosa = upstream.protocol == Protocol::kBosa;
+  if (bosa && (request.method == "GET" || request.method == "HEAD") && isBosaDiscoveryPath(targetPath(rest))) {
+    // SPEC §4: discovery needs no client token (the SDK sends none) and is served from the store.
+    serveDiscovery(upstream, rest, std::move(record), responder, start);
+    return;
+  }
 
   auto identity = authenticate(request, upstream);
   if (!identity.ok()) {
@@ -642,14 +697,20 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
   record.client = identity->client.name;
   record.team = identity->team.name;
 
-  UpstreamRequest out;
+  auto p = std::make_shared<Pending>();
+  p->config = std::move(config);
+  p->upstream = &upstream;
+  p->responder = responder;
+  p->start = start;
+  p->head = request.method == "HEAD";
+  UpstreamRequest& out = p->out;
   out.method = request.method;
   out.url.reserve(upstream.base_url.size() + rest.size());
   out.url.append(upstream.base_url).append(rest.data(), rest.size());
   out.headers = upstreamRequestHeaders(request.headers);
   if (!upstream.credential.header.empty()) removeHeader(out.headers, upstream.credential.header);
   if (!upstream.credential.secret.empty()) {
-    auto secret = deps_.store->resolveSecret(upstream.credential.secret, identity->team.name);
+    auto secret = resolveSecret(upstream.credential.secret, identity->team.name);
     if (!secret.ok()) {
       deps_.metrics->degraded_events.fetch_add(1, std::memory_order_relaxed);
       respondError(responder, Error::make(ErrorCode::kUnavailable,
@@ -666,47 +727,250 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
                    std::move(record), start);
       return;
     }
-    const ResolvedSecret& resolved = **secret;
+    ResolvedSecret& resolved = **secret;
     std::string value;
     value.reserve(upstream.credential.prefix.size() + resolved.value.size());
     value.append(upstream.credential.prefix).append(resolved.value.view());
     out.headers.push_back(Header{upstream.credential.header, std::move(value)});
     record.credential = resolved.name;
     record.credential_scope = resolved.scope;
+    if (bosa) p->api_key = std::move(resolved);
   }
   out.body = std::move(request.body);
   out.connect_timeout = upstream.connect_timeout;
   out.total_timeout = upstream.timeout;
   out.max_response_bytes = upstream.max_response_bytes;
   out.allow_streaming = true;
-
   UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
   if (um != nullptr && !record.credential.empty()) um->credential_uses.fetch_add(1, std::memory_order_relaxed);
-  const bool head = request.method == "HEAD";
+  p->rest = std::move(rest);
+  p->record = std::move(record);
+  p->client_headers = std::move(request.headers);
+
+  if (!bosa) {
+    dispatch(std::move(p));
+    return;
+  }
+  // SPEC §4: act as a BOSA user named by X-Keyway-User (wins) or Authorization: Bearer kwu_<id>.
+  std::string user;
+  if (auto v = headerValue(p->client_headers, "X-Keyway-User")) user = std::string(trim(*v));
+  if (auto auth = headerValue(p->client_headers, "Authorization")) {
+    std::string_view v = trim(*auth);
+    if (startsWithNoCase(v, "Bearer ")) {
+      v = trim(v.substr(7));
+      if (v.substr(0, 4) == "kwu_") {
+        if (user.empty()) user = std::string(v.substr(4));
+        removeHeader(out.headers, "Authorization");
+      } else if (v.substr(0, kTokenPrefix.size()) == kTokenPrefix) {
+        removeHeader(out.headers, "Authorization");  // a keyway client token never goes upstream
+      }
+    }
+  }
+  if (!user.empty() || headerValue(p->client_headers, "X-Keyway-User")) {
+    removeHeader(out.headers, "Authorization");
+    const Error refused = Error::make(ErrorCode::kForbidden, "BOSA user '" + user + "' is unknown or not granted to team '" +
+                                                                 identity->team.name +
+                                                                 "'; an operator can run: keywayctl bosa-user grant " +
+                                                                 user + " --team " + identity->team.name);
+    auto found = user.empty() ? Result<std::optional<BosaUserRecord>>(std::optional<BosaUserRecord>())
+                              : deps_.store->findBosaUser(user);
+    if (!found.ok()) {
+      respondPendingError(p, Error::make(ErrorCode::kUnavailable,
+                                         "the credential store could not be read; see keyway's log and retry"));
+      return;
+    }
+    const auto& teams = found->has_value() ? (*found)->teams : std::vector<std::string>();
+    if (!found->has_value() || std::find(teams.begin(), teams.end(), identity->team.name) == teams.end()) {
+      deps_.metrics->auth_failures.fetch_add(1, std::memory_order_relaxed);
+      respondPendingError(p, refused);
+      return;
+    }
+    if (!p->api_key) {
+      respondPendingError(p, Error::make(ErrorCode::kUnavailable,
+                                         "upstream '" + upstream.name + "' injects no client key, so no BOSA user "
+                                         "token can be minted; configure its credential.secret"));
+      return;
+    }
+    p->bosa_user = std::move(user);
+  }
+  const std::string path(targetPath(p->rest));
+  if (out.method == "POST" && isBosaActionPath(path)) {
+    bosaValidate(std::move(p));
+    return;
+  }
+  bosaUserToken(std::move(p));
+}
+
+void Gateway::serveDiscovery(const UpstreamConfig& upstream, const std::string& rest, AccessRecord record,
+                             const std::shared_ptr<Responder>& responder, std::chrono::steady_clock::time_point start) {
+  const std::string path(targetPath(rest));
+  std::vector<std::string> modules = path == "/connectors/names" ? std::vector<std::string>()
+                                                                  : bosaModulesQuery(targetQuery(rest));
+  auto config = this->config();  // keeps `upstream` alive while a fetch runs
+  bosa_schemas_->get(upstream, modules,
+                     [this, config, path, modules, record = std::move(record), responder,
+                      start](Result<std::shared_ptr<const BosaSnapshot>> snap) mutable {
+                       if (!snap.ok()) {
+                         respondError(responder, snap.error(), std::move(record), start);
+                         return;
+                       }
+                       record.cache = "HIT";
+                       respondLocal(responder, bosaDiscoveryResponse(**snap, path, modules, unixMs(*deps_.clock)),
+                                    std::move(record), start);
+                     });
+}
+
+void Gateway::bosaValidate(std::shared_ptr<Pending> p) {
+  const std::string path(targetPath(p->rest));
+  // /connectors/{app}/{action}: the connector is wanted, so a new one triggers a refresh.
+  std::string_view after = std::string_view(path).substr(std::string_view("/connectors/").size());
+  std::vector<std::string> want{std::string(after.substr(0, after.find('/')))};
+  const UpstreamConfig& upstream = *p->upstream;
+  bosa_schemas_->get(upstream, want, [this, p, path, connector = want[0]](
+                                         Result<std::shared_ptr<const BosaSnapshot>> snap) mutable {
+    if (!snap.ok()) {
+      respondPendingError(p, snap.error());
+      return;
+    }
+    const BosaAction* action = (*snap)->actionForPath(path);
+    if (action == nullptr) {
+      std::string message;
+      const auto names = (*snap)->catalog->actionNames(connector);
+      if ((*snap)->catalog->connector(connector) == nullptr) {
+        std::string all;
+        for (const auto& c : (*snap)->catalog->connectorNames()) all += (all.empty() ? "" : ", ") + c;
+        message = "BOSA has no connector '" + connector + "'; available connectors: " + (all.empty() ? "none" : all);
+      } else {
+        std::string list;
+        for (const auto& n : names) list += (list.empty() ? "" : ", ") + n;
+        message = "BOSA connector '" + connector + "' has no action '" +
+                  std::string(path.substr(path.rfind('/') + 1)) + "'; available actions: " +
+                  (list.empty() ? "none" : list);
+      }
+      respondPendingError(p, Error::make(ErrorCode::kNotFound, message));
+      return;
+    }
+    p->action = action->name;
+    const auto content_type = headerValue(p->client_headers, "Content-Type");
+    const bool form = content_type && (containsNoCase(*content_type, "multipart/form-data") ||
+                                       containsNoCase(*content_type, "application/x-www-form-urlencoded"));
+    if (!form) {
+      // SPEC §6: the body is checked against the action's schema before anything leaves the host.
+      rapidjson::Document doc;
+      const std::string_view body = p->out.body.empty() ? std::string_view("{}") : std::string_view(p->out.body);
+      UpstreamMetrics* um = deps_.metrics->upstreamByName(p->upstream->name);
+      if (auto st = parseJsonText(body, &doc); !st.ok()) {
+        if (um != nullptr) um->validation_failures.fetch_add(1, std::memory_order_relaxed);
+        respondPendingError(p, Error::make(ErrorCode::kBadRequest, "the body of BOSA action '" + connector + "/" +
+                                                                       action->name + "' is " + st.error().message +
+                                                                       "; send a JSON object of its parameters"));
+        return;
+      }
+      std::vector<ErrorDetail> violations = validate(*action->schema, doc);
+      if (!violations.empty()) {
+        if (um != nullptr) um->validation_failures.fetch_add(1, std::memory_order_relaxed);
+        Error error = Error::make(ErrorCode::kInvalidParameters,
+                                  std::to_string(violations.size()) + " parameter problem(s) for BOSA action '" +
+                                      connector + "/" + action->name + "'; see details (nothing was sent upstream)");
+        error.details = std::move(violations);
+        respondPendingError(p, error);
+        return;
+      }
+    }
+    bosaUserToken(std::move(p));
+  });
+}
+
+void Gateway::bosaUserToken(std::shared_ptr<Pending> p) {
+  if (p->bosa_user.empty()) {
+    dispatch(std::move(p));
+    return;
+  }
+  const UpstreamConfig& upstream = *p->upstream;
+  bosa_tokens_->acquire(upstream, p->bosa_user, *p->api_key, {}, [this, p](Result<SecretString> token) mutable {
+    if (!token.ok()) {
+      if (token.error().code == ErrorCode::kForbidden) deps_.metrics->auth_failures.fetch_add(1, std::memory_order_relaxed);
+      respondPendingError(p, token.error());
+      return;
+    }
+    p->user_token_header = "Bearer ";
+    p->user_token_header.append(token->view());
+    p->out.headers.push_back({"Authorization", p->user_token_header});
+    dispatch(std::move(p));
+  });
+}
+
+std::shared_ptr<UpstreamCall> Gateway::startUpstream(const std::shared_ptr<Pending>& p, UpstreamRequest out,
+                                                     std::shared_ptr<UpstreamObserver> observer) {
+  const UpstreamConfig& upstream = *p->upstream;
+  if (upstream.protocol != Protocol::kBosa || !deps_.scheduler || (p->action.empty() && p->bosa_user.empty())) {
+    return deps_.upstream->start(std::move(out), std::move(observer));
+  }
+  RetryPolicy policy = retryPolicyFor(upstream.bosa.retry, p->action);
+  // Only action calls are retried (SPEC §6); users, tokens and integrations calls go once.
+  if (p->action.empty()) policy.max_attempts = 1;
+  RetryHooks hooks;
+  UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
+  hooks.on_retry = [um] {
+    if (um != nullptr) um->retries.fetch_add(1, std::memory_order_relaxed);
+  };
+  if (!p->bosa_user.empty()) {
+    // SPEC §4: a 401 to a minted token gets one fresh token and one more try.
+    hooks.on_unauthorized = [this, p](UpstreamRequest& request, std::function<void(bool)> done) {
+      const std::string rejected = p->user_token_header.substr(7);
+      UpstreamRequest* target = &request;
+      bosa_tokens_->acquire(*p->upstream, p->bosa_user, *p->api_key, rejected,
+                            [p, target, done = std::move(done)](Result<SecretString> token) {
+                              if (!token.ok()) {
+                                done(false);
+                                return;
+                              }
+                              p->user_token_header = "Bearer ";
+                              p->user_token_header.append(token->view());
+                              removeHeader(target->headers, "Authorization");
+                              target->headers.push_back({"Authorization", p->user_token_header});
+                              done(true);
+                            });
+    };
+  }
+  return startWithRetries(deps_.upstream, deps_.scheduler, deps_.clock, std::move(out), policy, std::move(hooks),
+                          std::move(observer));
+}
+
+void Gateway::dispatch(std::shared_ptr<Pending> p) {
+  const Config& config = *p->config;
+  const UpstreamConfig& upstream = *p->upstream;
+  UpstreamRequest& out = p->out;
+  const std::shared_ptr<Responder>& responder = p->responder;
+  const auto start = p->start;
+  const bool head = p->head;
+  UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
 
   // --- response cache (SPEC §7) ---
   // Forwards without the cache; `on_success` runs after a 2xx (write invalidation).
   auto bypass = [&](std::function<void(int)> on_success) {
     if (um != nullptr) um->cache_bypass.fetch_add(1, std::memory_order_relaxed);
     auto observer = std::make_shared<ForwardObserver>(responder, deps_.metrics, um, deps_.events, deps_.clock,
-                                                      upstream, std::move(record), start, head, std::move(on_success));
-    observer->setCall(deps_.upstream->start(std::move(out), observer));
+                                                      upstream, std::move(p->record), start, head, std::move(on_success));
+    observer->setCall(startUpstream(p, std::move(out), observer));
   };
   const std::shared_ptr<CacheStore>& cache = deps_.cache;
   if (!cache || !config.cache.enabled) {
     bypass(nullptr);
     return;
   }
-  const std::string path(targetPath(rest));
-  const std::string_view query = targetQuery(rest);
+  const std::string path(targetPath(p->rest));
+  const std::string_view query = targetQuery(p->rest);
   CacheIdentity cache_id;
+  const AccessRecord& record = p->record;
   cache_id.credential = record.credential.empty() ? "" : record.credential + "@" + record.credential_scope;
-  cache_id.connection_id = std::string(headerValue(request.headers, "BU-Connection-Id").value_or(""));
-  cache_id.bosa_integration = std::string(headerValue(request.headers, "X-Bosa-Integration").value_or(""));
-  cache_id.include_raw = std::string(headerValue(request.headers, "BU-Include-Raw").value_or(""));
+  cache_id.bosa_user = p->bosa_user;
+  cache_id.connection_id = std::string(headerValue(p->client_headers, "BU-Connection-Id").value_or(""));
+  cache_id.bosa_integration = std::string(headerValue(p->client_headers, "X-Bosa-Integration").value_or(""));
+  cache_id.include_raw = std::string(headerValue(p->client_headers, "BU-Include-Raw").value_or(""));
   const std::string_view action = upstream.protocol == Protocol::kBosa ? bosaActionName(path) : std::string_view();
   const CacheRule* rule = cache->healthy() ? matchRule(config.cache, upstream.name, out.method, path, action) : nullptr;
-  const ClientCacheDirective directive = clientDirective(request.headers);
+  const ClientCacheDirective directive = clientDirective(p->client_headers);
   std::string canonical_body;
   if (rule != nullptr && !out.body.empty()) {
     auto canon = out.body.size() <= config.cache.max_key_body_bytes ? canonicalJson(out.body)
@@ -726,7 +990,7 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
         if (auto prefix = bosaConnectorPrefix(path)) {
           cache->invalidatePrefix(name, tag, *prefix);
         } else {
-          for (const auto& p : invalidationPaths(path)) cache->invalidate(name, tag, p);
+          for (const auto& inv : invalidationPaths(path)) cache->invalidate(name, tag, inv);
         }
       };
     }
@@ -735,7 +999,7 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
   }
 
   std::string key = cacheKey(upstream.name, out.method, path, query, canonical_body, cache_id);
-  Waiter waiter{responder, std::move(record), start, head};
+  Waiter waiter{responder, std::move(p->record), start, head};
   std::optional<CachedResponse> stale;
   bool refresh_in_background = false;
   if (directive == ClientCacheDirective::kNormal) {
@@ -776,7 +1040,7 @@ void Gateway::forward(HttpRequest&& request, const Config& config, const Upstrea
   auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
                                                       upstream, *rule, key, std::move(meta), std::move(stale),
                                                       config.cache.max_entry_bytes);
-  deps_.upstream->start(std::move(out), observer);
+  startUpstream(p, std::move(out), observer);
 }
 
 }  // namespace keyway::core

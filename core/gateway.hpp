@@ -8,10 +8,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
 
+#include "core/bosa_service.hpp"
+#include "core/bosa_tokens.hpp"
 #include "core/cache_policy.hpp"
 #include "core/cache_store.hpp"
 #include "core/clock.hpp"
@@ -20,6 +23,8 @@
 #include "core/http_types.hpp"
 #include "core/metrics.hpp"
 #include "core/result.hpp"
+#include "core/retry.hpp"
+#include "core/schema_store.hpp"
 #include "core/upstream_client.hpp"
 
 namespace keyway::core {
@@ -86,6 +91,10 @@ struct GatewayDeps {
   std::shared_ptr<CacheStore> cache;
   // Readiness of parts outside the gateway (listeners bound). Defaults to true.
   std::function<bool()> ready;
+  // BOSA schema store (SPEC §6); null = schemas are fetched but kept in memory only.
+  std::shared_ptr<SchemaStore> schemas;
+  // Timers for retry waits; null = BOSA actions are never retried.
+  std::shared_ptr<Scheduler> scheduler;
 };
 
 class Gateway {
@@ -109,6 +118,11 @@ class Gateway {
   bool draining() const { return draining_.load(std::memory_order_relaxed); }
 
   Metrics& metrics() { return *deps_.metrics; }
+
+  // The BOSA schemas in memory for `upstream` (null before the first use), for metrics.
+  std::shared_ptr<const BosaSnapshot> bosaSchemas(std::string_view upstream) const {
+    return bosa_schemas_->peek(upstream);
+  }
 
  private:
   struct Identity {
@@ -135,11 +149,42 @@ class Gateway {
   void handleInternal(HttpRequest& request, const ListenerContext& listener,
                       const std::shared_ptr<Responder>& responder,
                       std::chrono::steady_clock::time_point start);
-  void forward(HttpRequest&& request, const Config& config, const UpstreamConfig& upstream,
-               std::string_view rest, AccessRecord record, const std::shared_ptr<Responder>& responder,
+  // A request on its way upstream, carried across the asynchronous BOSA stages (schema fetch,
+  // token mint). `upstream` points into `config`, which this keeps alive.
+  struct Pending {
+    std::shared_ptr<const Config> config;
+    const UpstreamConfig* upstream = nullptr;
+    Headers client_headers;  // as the client sent them (cache identity)
+    std::string rest;
+    AccessRecord record;
+    std::shared_ptr<Responder> responder;
+    std::chrono::steady_clock::time_point start;
+    UpstreamRequest out;
+    bool head = false;
+    // BOSA
+    std::optional<ResolvedSecret> api_key;  // the injected client key (user tokens are tied to it)
+    std::string bosa_user;                  // identifier acted as, "" for none
+    std::string action;                     // action name for action calls, "" otherwise
+    std::string user_token_header;          // the Authorization value injected (for a 401 re-mint)
+  };
+  void forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
+               std::string rest, AccessRecord record, const std::shared_ptr<Responder>& responder,
                std::chrono::steady_clock::time_point start);
+  // BOSA stages, then dispatch(): validation against the action's schema, then the user token.
+  void bosaValidate(std::shared_ptr<Pending> p);
+  void bosaUserToken(std::shared_ptr<Pending> p);
+  void dispatch(std::shared_ptr<Pending> p);
+  // Starts the upstream exchange of `p` (with retries and a 401 re-mint for BOSA).
+  std::shared_ptr<UpstreamCall> startUpstream(const std::shared_ptr<Pending>& p, UpstreamRequest out,
+                                              std::shared_ptr<UpstreamObserver> observer);
+  void serveDiscovery(const UpstreamConfig& upstream, const std::string& rest, AccessRecord record,
+                      const std::shared_ptr<Responder>& responder, std::chrono::steady_clock::time_point start);
+  void respondPendingError(const std::shared_ptr<Pending>& p, const Error& error);
   Result<Identity> authenticate(const HttpRequest& request, const UpstreamConfig& upstream);
   Result<std::optional<Identity>> lookupToken(std::string_view token);
+  // CredentialStore::resolveSecret, remembered for one store generation (decrypting the secret
+  // on every request cost more than the rest of the lookup).
+  Result<std::optional<ResolvedSecret>> resolveSecret(const std::string& name, const std::string& team);
 
   void respondLocal(const std::shared_ptr<Responder>& responder, HttpResponse response,
                     AccessRecord record, std::chrono::steady_clock::time_point start);
@@ -155,6 +200,13 @@ class Gateway {
   std::shared_mutex auth_mu_;
   uint64_t auth_generation_ = 0;
   std::unordered_map<std::string, Identity> auth_cache_;
+  // Resolved secrets by name and team, for the same generation; SecretStrings wipe on eviction.
+  std::shared_mutex secrets_mu_;
+  uint64_t secrets_generation_ = 0;
+  std::unordered_map<std::string, ResolvedSecret> secret_cache_;
+
+  std::unique_ptr<BosaSchemaService> bosa_schemas_;
+  std::unique_ptr<BosaTokenService> bosa_tokens_;
 
   // Cache fills in flight, by cache key: concurrent misses on one key make one upstream request.
   std::mutex flights_mu_;

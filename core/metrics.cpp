@@ -105,6 +105,8 @@ void Metrics::addGauge(std::string name, std::string help, GaugeFn fn) {
   gauges_.push_back(Gauge{std::move(name), std::move(help), std::move(fn)});
 }
 
+void Metrics::addRenderer(RenderFn fn) { renderers_.push_back(std::move(fn)); }
+
 std::string Metrics::render() const {
   std::string out;
   out.reserve(16384);
@@ -210,7 +212,12 @@ std::string Metrics::render() const {
   scalar("keyway_degraded_events_total", "counter",
          "Storage or cache failures the gateway survived by degrading (see the log).",
          static_cast<double>(degraded_events.load(std::memory_order_relaxed)));
+  scalar("keyway_bosa_token_mints_total", "counter", "BOSA user tokens minted through POST /auth/tokens.",
+         static_cast<double>(token_mints.load(std::memory_order_relaxed)));
+  scalar("keyway_bosa_token_mint_failures_total", "counter", "BOSA user token mints that failed.",
+         static_cast<double>(token_mint_failures.load(std::memory_order_relaxed)));
   for (const auto& g : gauges_) scalar(g.name.c_str(), "gauge", g.help.c_str(), g.fn());
+  for (const auto& r : renderers_) r(out);
   return out;
 }
 

@@ -75,6 +75,15 @@ class Metrics {
   using GaugeFn = std::function<double()>;
   void addGauge(std::string name, std::string help, GaugeFn fn);
 
+  // Appends whole series (HELP, TYPE and samples, labels included) at scrape time, for families
+  // whose label sets only their owner knows (e.g. per-upstream BOSA schema ages). Register before
+  // serving starts; the function must be thread-safe.
+  using RenderFn = std::function<void(std::string& out)>;
+  void addRenderer(RenderFn fn);
+
+  std::atomic<uint64_t> token_mints{0};            // BOSA user tokens minted
+  std::atomic<uint64_t> token_mint_failures{0};
+
   std::string render() const;
 
  private:
@@ -86,6 +95,7 @@ class Metrics {
     GaugeFn fn;
   };
   std::vector<Gauge> gauges_;
+  std::vector<RenderFn> renderers_;
 };
 
 // "2xx" -> index 1 etc.; out-of-range statuses count as 5xx.

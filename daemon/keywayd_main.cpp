@@ -18,9 +18,11 @@
 #include "daemon/curl_upstream_client.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/log.hpp"
+#include "daemon/timer_scheduler.hpp"
 #include "daemon/yaml_config_loader.hpp"
 #include "storage/lmdb_cache_store.hpp"
 #include "storage/lmdb_credential_store.hpp"
+#include "storage/lmdb_schema_store.hpp"
 
 namespace {
 
@@ -145,7 +147,42 @@ int Daemon::run() {
   deps.events = std::make_shared<daemon::LogEventSink>(logger_);
   deps.clock = std::make_shared<core::RealClock>();
   deps.ready = [this] { return ready_.load(std::memory_order_relaxed); };
+  // BOSA schemas survive restarts so validation keeps working while BOSA is down (SPEC §6).
+  if (auto schemas = storage::LmdbSchemaStore::open(config.state_dir); schemas.ok()) {
+    deps.schemas = std::move(schemas.value());
+  } else {
+    logger_->error("cannot open the BOSA schema store; schemas are kept in memory only until it is fixed",
+                   {daemon::field("error", schemas.error().message)});
+  }
+  deps.scheduler = std::make_shared<daemon::TimerScheduler>();
   gateway_ = std::make_shared<core::Gateway>(config_, deps);
+  {
+    std::weak_ptr<core::Gateway> weak = gateway_;
+    metrics_->addRenderer([weak](std::string& out) {
+      auto gateway = weak.lock();
+      if (!gateway) return;
+      std::vector<std::string> names;
+      for (const auto& u : gateway->config()->upstreams) {
+        if (u.protocol == core::Protocol::kBosa) names.push_back(u.name);
+      }
+      const auto now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                              std::chrono::system_clock::now().time_since_epoch()).count();
+      auto family = [&](const char* name, const char* help, auto&& value) {
+        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n";
+        for (const auto& n : names) {
+          auto snap = gateway->bosaSchemas(n);
+          if (!snap) continue;
+          out += std::string(name) + "{upstream=\"" + n + "\"} " + std::to_string(value(*snap)) + "\n";
+        }
+      };
+      family("keyway_bosa_schema_age_seconds", "Age of the BOSA schemas in use.",
+             [&](const core::BosaSnapshot& s) { return (now_ms - s.fetched_unix_ms) / 1000; });
+      family("keyway_bosa_schema_actions", "BOSA actions known from the schemas in use.",
+             [](const core::BosaSnapshot& s) { return static_cast<int64_t>(s.catalog->actionCount()); });
+      family("keyway_bosa_schema_unenforced", "Schema constructs keyway cannot enforce (keywayctl schemas list).",
+             [](const core::BosaSnapshot& s) { return static_cast<int64_t>(s.catalog->issueCount()); });
+    });
+  }
 
   // Main listener, then one compat listener per upstream that asks for one.
   std::vector<daemon::ServerOptions> listeners;

@@ -454,6 +454,79 @@ Status parseCredential(const Ctx& ctx, const Entry& section, CredentialOverride&
   return parseMap(ctx, section, kNullIsEmpty, fields);
 }
 
+// ---- BOSA settings (core::BosaSettings): accepted on any upstream, used for protocol bosa ----
+
+constexpr milliseconds kMinSchemaTtl{std::chrono::seconds(1)};
+constexpr milliseconds kMaxSchemaTtl{std::chrono::hours(24 * 30)};
+constexpr milliseconds kMaxTokenMargin{std::chrono::hours(24)};
+constexpr milliseconds kMaxBackoff{std::chrono::minutes(10)};
+constexpr uint64_t kMaxRetryAttempts = 10;
+constexpr size_t kMaxSafeActions = 256;
+constexpr size_t kMaxActionGlobBytes = 128;
+
+bool isActionGlob(const std::string& text) {
+  if (text.empty() || text.size() > kMaxActionGlobBytes) return false;
+  return std::all_of(text.begin(), text.end(), [](char c) {
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '*';
+  });
+}
+
+// `safe_actions: [list_*, get_*]`: globs over BOSA action names. An empty list is allowed (no
+// action is retried on 5xx). Items are checked one by one so an error points at its own line.
+Status readSafeActions(const Ctx& ctx, const Entry& e, std::vector<std::string>& out) {
+  if (!e.value.IsSequence()) {
+    return ctx.error(e, "expected a list of action globs (e.g. [list_*, get_*]), got " +
+                            describe(e.value));
+  }
+  if (e.value.size() > kMaxSafeActions) {
+    return ctx.error(e, "at most " + std::to_string(kMaxSafeActions) + " entries");
+  }
+  std::vector<std::string> globs;
+  for (size_t i = 0; i < e.value.size(); ++i) {
+    Entry item;
+    item.value = e.value[i];
+    item.path = e.path + "[" + std::to_string(i) + "]";
+    item.key_line = item.value_line = lineOf(item.value, e.value_line);
+    std::string text;
+    if (auto s = readScalar(ctx, item, "an action glob (e.g. list_*)", text); !s) return s;
+    // The value is not echoed: whatever was pasted here stays out of logs.
+    if (!isActionGlob(text)) {
+      return ctx.error(item, "must be an action name glob of 1.." +
+                                 std::to_string(kMaxActionGlobBytes) +
+                                 " letters, digits, '_', '-' and '*' (e.g. list_*)");
+    }
+    globs.push_back(std::move(text));
+  }
+  out = std::move(globs);
+  return core::okStatus();
+}
+
+Status parseRetry(const Ctx& ctx, const Entry& section, core::RetryConfig& out) {
+  const std::vector<Field> fields = {
+      {"attempts",
+       [&](const Entry& e) -> Status {
+         size_t attempts = 0;
+         if (auto s = readCount(ctx, e, 1, kMaxRetryAttempts, attempts); !s) return s;
+         out.attempts = static_cast<int>(attempts);
+         return core::okStatus();
+       }},
+      {"budget",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, kOneMs, limits::kMaxTimeout, out.budget);
+       }},
+      {"retry_after_cap",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, milliseconds(0), limits::kMaxTimeout, out.retry_after_cap);
+       }},
+      {"backoff",
+       [&](const Entry& e) -> Status { return readDuration(ctx, e, kOneMs, kMaxBackoff, out.backoff); }},
+      {"safe_actions",
+       [&](const Entry& e) -> Status { return readSafeActions(ctx, e, out.safe_actions); }},
+  };
+  return parseMap(ctx, section, kNullIsEmpty, fields);
+}
+
 Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
   core::UpstreamConfig up;
   up.name = entry.key.Scalar();
@@ -509,6 +582,17 @@ Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
        [&](const Entry& e) -> Status {
          return readSize(ctx, e, 1, limits::kMaxResponseBytes, up.max_response_bytes);
        }},
+      // BOSA settings: accepted on every upstream (a renamed mount may set protocol later in
+      // the entry), used only when the protocol is bosa.
+      {"schema_ttl",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, kMinSchemaTtl, kMaxSchemaTtl, up.bosa.schema_ttl);
+       }},
+      {"user_token_margin",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, milliseconds(0), kMaxTokenMargin, up.bosa.user_token_margin);
+       }},
+      {"retry", [&](const Entry& e) -> Status { return parseRetry(ctx, e, up.bosa.retry); }},
   };
   if (auto status = parseMap(ctx, entry, !kNullIsEmpty, fields); !status) return status;
   if (!have_base_url) {

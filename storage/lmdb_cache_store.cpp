@@ -338,12 +338,14 @@ bool isCorruption(int rc) {
 
 // One rwlock per environment directory, shared by every LmdbCacheStore of this process on it:
 // held shared by every transaction, exclusively to remap (adopt a grown map) or replace the
-// environment, which LMDB allows only with no transaction live in the process.
+// environment, which LMDB allows only with no transaction live in the process. Keyed by pid too:
+// a forked child (keywayctl in tests) must not inherit a lock the parent's writer thread held at
+// the fork, as LmdbEnv's registry does for the environments themselves.
 std::shared_ptr<std::shared_mutex> envLockFor(const std::string& dir) {
   static std::mutex mu;
   static auto* locks = new std::map<std::string, std::weak_ptr<std::shared_mutex>>();
   std::lock_guard<std::mutex> guard(mu);
-  auto& weak = (*locks)[dir];
+  auto& weak = (*locks)[std::to_string(::getpid()) + ":" + dir];
   if (auto existing = weak.lock()) return existing;
   auto created = std::make_shared<std::shared_mutex>();
   weak = created;

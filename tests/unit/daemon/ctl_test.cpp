@@ -1,7 +1,8 @@
 // keywayctl end to end on a temp state dir: every command, exit codes, outputs (the token alone on
 // the last line, never a secret value), --config placement, secret input rules, and that a store
 // already open (the daemon) sees keywayctl's writes at once, also from another process; cache
-// stats and purge against a cache store held open by the "daemon".
+// stats and purge against a cache store held open by the "daemon"; schemas list and refresh
+// against a fake BOSA on port 0 (stored byte for byte, module merge, bad answers never stored).
 #include "daemon/ctl.hpp"
 
 #include <doctest/doctest.h>
@@ -17,9 +18,17 @@
 #include "core/cache_store.hpp"
 #include "core/config.hpp"
 #include "storage/crypto.hpp"
+#include "storage/file_util.hpp"
 #include "storage/lmdb_cache_store.hpp"
 #include "storage/lmdb_credential_store.hpp"
+#include "storage/lmdb_schema_store.hpp"
+#include "daemon/schema_fetch.hpp"
+#include "tests/unit/daemon/raw_http_server.hpp"
 #include "tests/unit/storage/test_util.hpp"
+
+#include <rapidjson/document.h>
+
+#include <mutex>
 
 namespace keyway::daemon {
 namespace {
@@ -349,15 +358,29 @@ TEST_CASE("keywayctl: BOSA users") {
   CHECK_FALSE(store->findBosaUser("alice@example.com")->has_value());
 }
 
-TEST_CASE("keywayctl: schemas are not available yet") {
+TEST_CASE("keywayctl: schemas usage errors; list on a fresh state dir creates nothing") {
   Ctl ctl;
-  for (std::vector<std::string> args :
-       {std::vector<std::string>{"schemas", "list"}, {"schemas", "refresh", "github"},
-        {"schemas", "refresh"}}) {
-    auto o = ctl.run(args);
-    CHECK_RC(o, 2);
-    CHECK(contains(o.err, "not available yet"));
+  auto list = ctl.run({"schemas", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "no schemas stored yet for upstream 'bosa'"));
+  CHECK(contains(list.out, "keywayctl schemas refresh"));
+  CHECK_FALSE(contains(list.out, "bundleiq"));  // only protocol bosa upstreams
+  CHECK_FALSE(storage::pathExists(ctl.dir / "state"));
+  CHECK_RC(ctl.run({"schemas", "list", "extra"}), 1);
+  CHECK_RC(ctl.run({"schemas", "refresh", "a", "b"}), 1);
+  CHECK_RC(ctl.run({"schemas", "refresh", "--all"}), 1);
+  CHECK_RC(ctl.run({"schemas", "bogus"}), 1);
+  for (const char* bad : {"a,b", "a b", "../x", "x?y=1", "a/b", ""}) {
+    auto o = ctl.run({"schemas", "refresh", bad});
+    CHECK_RC(o, 1);
+    CHECK(contains(o.err, "invalid connector name"));
   }
+  CHECK_RC(ctl.run({"schemas", "refresh", std::string(129, 'a')}), 1);
+  // Without a state directory nothing is fetched or created.
+  auto refresh = ctl.run({"schemas", "refresh"});
+  CHECK_RC(refresh, 2);
+  CHECK(contains(refresh.err, "keywayctl init"));
+  CHECK_FALSE(storage::pathExists(ctl.dir / "state"));
   CHECK_RC(ctl.run({"cache", "bogus"}), 1);
   auto help = ctl.run({"cache", "--help"});
   CHECK_RC(help, 0);
@@ -619,6 +642,453 @@ TEST_CASE("keywayctl: through the real YAML loader") {
   std::ostringstream err3;
   CHECK(runCtl({"--config", dir / "missing.yaml", "team", "list"}, in, out, err3) != 0);
   CHECK(contains(err3.str(), "missing.yaml"));
+}
+
+
+// --- schemas list | refresh against a fake BOSA on port 0 ---------------------------------------
+
+using core::ErrorCode;
+
+// Two connectors; github/list_pull_requests has a pattern RE2 cannot enforce (a backreference),
+// slack has a malformed entry (a catalog problem), github/integrations is not an action.
+const std::string kDiscovery = R"({
+  "github": {
+    "list_pull_requests": {"method": "POST", "path": "/connectors/github/list_pull_requests",
+      "docstring": "List pull requests", "parameters": {},
+      "request_body": {"title": "R", "type": "object", "required": ["owner"],
+        "properties": {"owner": {"type": "string"}, "repo": {"type": "string", "pattern": "^(a)\\1$"}}}},
+    "create_issue": {"method": "POST", "path": "/connectors/github/create_issue", "docstring": "",
+      "parameters": {}, "request_body": {"title": "C", "type": "object",
+        "properties": {"title": {"type": "string", "maxLength": 10}}}},
+    "integrations": {"method": "POST", "path": "/connectors/github/integrations"}
+  },
+  "slack": {"send_message": {"method": "POST", "path": "/connectors/slack/send_message",
+              "docstring": "", "parameters": {},
+              "request_body": {"title": "S", "type": "object", "properties": {"text": {"type": "string"}}}},
+            "broken": 1.50E1}
+}
+)";
+
+// What `?modules=github` answers after github gained an action.
+const std::string kGithubModule = R"({"github": {
+  "list_pull_requests": {"method": "POST", "path": "/connectors/github/list_pull_requests",
+    "docstring": "", "parameters": {}, "request_body": {"title": "R", "type": "object",
+      "properties": {"owner": {"type": "string"}}}},
+  "create_issue": {"method": "POST", "path": "/connectors/github/create_issue", "docstring": "",
+    "parameters": {}, "request_body": {"title": "C", "type": "object"}},
+  "get_repo": {"method": "POST", "path": "/connectors/github/get_repo", "docstring": "",
+    "parameters": {}, "request_body": {"title": "G", "type": "object", "properties": {"r": {"$ref": "https://example.com/remote.json"}}}}
+}})";
+
+// A fake BOSA: answers each path from a table the test changes as it goes.
+class FakeBosa {
+ public:
+  FakeBosa()
+      : server_([this](const testing::ReceivedRequest& request) {
+          std::lock_guard<std::mutex> lock(mutex_);
+          auto it = answers_.find(request.target);
+          if (it == answers_.end()) {
+            return testing::Script{testing::send(testing::response(404, "Not Found", {}, "no"))};
+          }
+          return testing::Script{testing::send(it->second)};
+        }) {}
+  void answer(const std::string& target, int status, const std::string& body,
+              const std::string& content_type = "application/json") {
+    std::lock_guard<std::mutex> lock(mutex_);
+    answers_[target] = testing::response(status, status == 200 ? "OK" : "Error",
+                                         {{"Content-Type", content_type}}, body);
+  }
+  std::string baseUrl() const { return server_.url(""); }
+  std::vector<testing::ReceivedRequest> requests() const { return server_.requests(); }
+
+ private:
+  std::mutex mutex_;
+  std::map<std::string, std::string> answers_;
+  testing::RawHttpServer server_;
+};
+
+// A keywayctl whose configuration has the given BOSA upstreams (name -> base URL) and one
+// BundleIQ upstream; the state directory exists (as after keywayd's first start).
+struct SchemaCtl {
+  TempDir dir;
+  core::Config config;
+
+  explicit SchemaCtl(const std::vector<std::pair<std::string, std::string>>& bosa,
+                     bool make_state_dir = true) {
+    config.state_dir = dir / "state";
+    config.master_key_file = dir / "state/master.key";
+    for (const auto& [name, base] : bosa) {
+      core::UpstreamConfig u;
+      u.name = name;
+      u.base_url = base;
+      u.protocol = core::Protocol::kBosa;
+      u.credential.header = "X-API-Key";
+      u.credential.secret = "bosa.api_key";
+      u.connect_timeout = std::chrono::milliseconds(2000);
+      config.upstreams.push_back(u);
+    }
+    core::UpstreamConfig iq;
+    iq.name = "bundleiq";
+    iq.base_url = "http://127.0.0.1:1";
+    iq.protocol = core::Protocol::kBundleIq;
+    config.upstreams.push_back(iq);
+    if (make_state_dir) REQUIRE(storage::ensurePrivateDirectory(config.state_dir).ok());
+  }
+
+  Outcome run(std::vector<std::string> args) {
+    std::istringstream in;
+    std::ostringstream out;
+    std::ostringstream err;
+    Outcome o;
+    o.rc = runCtl(std::move(args), in, out, err,
+                  [this](const std::optional<std::string>&) -> core::Result<core::Config> {
+                    return config;
+                  });
+    o.out = out.str();
+    o.err = err.str();
+    return o;
+  }
+
+  std::shared_ptr<storage::LmdbSchemaStore> store() {
+    auto s = storage::LmdbSchemaStore::open(config.state_dir);
+    REQUIRE(s.ok());
+    return s.value();
+  }
+  std::optional<core::StoredSchemas> stored(const std::string& upstream = "bosa") {
+    auto loaded = store()->load(upstream);
+    REQUIRE(loaded.ok());
+    return *loaded;
+  }
+};
+
+void checkNoCredentials(const testing::ReceivedRequest& r) {
+  CHECK(r.method == "GET");
+  CHECK(core::headerValue(r.headers, "Accept").value_or("") == "application/json");
+  CHECK(core::findHeader(r.headers, "X-API-Key") == nullptr);
+  CHECK(core::findHeader(r.headers, "Authorization") == nullptr);
+  CHECK(core::findHeader(r.headers, "Cookie") == nullptr);
+  CHECK(r.body.empty());
+}
+
+TEST_CASE("keywayctl schemas: refresh stores the document, list shows it") {
+  FakeBosa bosa;
+  bosa.answer("/connectors", 200, kDiscovery);
+  SchemaCtl ctl({{"bosa", bosa.baseUrl()}});
+  const uint64_t g0 = ctl.store()->generation();  // the "daemon" holds the store open
+
+  const int64_t before = nowMs();
+  auto refresh = ctl.run({"schemas", "refresh"});
+  const int64_t after = nowMs();
+  CHECK_RC(refresh, 0);
+  CHECK(refresh.out ==
+        "bosa: 2 connectors, 3 actions, 1 unenforced construct, 1 catalog problem, stored\n");
+  CHECK(refresh.err.empty());
+  const auto requests = bosa.requests();
+  REQUIRE(requests.size() == 1);
+  CHECK(requests[0].target == "/connectors");
+  checkNoCredentials(requests[0]);
+
+  auto stored = ctl.stored();
+  REQUIRE(stored.has_value());
+  CHECK(stored->document == kDiscovery);  // byte for byte, as the upstream sent it
+  CHECK(stored->fetched_unix_ms >= before);
+  CHECK(stored->fetched_unix_ms <= after);
+  CHECK(ctl.store()->generation() != g0);
+  CHECK(fileMode(storage::schemaEnvPath(ctl.config.state_dir)) == 0700);
+
+  auto list = ctl.run({"schemas", "list"});
+  CHECK_RC(list, 0);
+  INFO(list.out);
+  CHECK(contains(list.out, "upstream bosa (" + bosa.baseUrl() + ")"));
+  CHECK(contains(list.out, "fetched:"));
+  CHECK(contains(list.out, "Z ("));
+  CHECK(contains(list.out, "s ago)"));
+  CHECK(contains(list.out, "2 connectors, 3 actions, 1 unenforced construct"));
+  CHECK(contains(list.out, "CONNECTOR"));
+  // Per connector: actions and unenforced constructs, aligned columns.
+  CHECK(contains(list.out, "  github     2        1\n"));
+  CHECK(contains(list.out, "  slack      1        0\n"));
+  CHECK(contains(list.out,
+                 "    github/list_pull_requests: "
+                 "/github/list_pull_requests/request_body/properties/repo/pattern: "));
+  CHECK(contains(list.out, "backreference"));
+  CHECK(contains(list.out, "    slack/broken: endpoint entry is not an object; skipped\n"));
+  CHECK_FALSE(contains(list.out, "integrations"));
+  CHECK_FALSE(contains(list.out, "no schemas stored"));
+  CHECK(list.err.empty());
+}
+
+TEST_CASE("keywayctl schemas: a refresh by another process is seen by the daemon's store") {
+  FakeBosa bosa;
+  bosa.answer("/connectors", 200, kDiscovery);
+  SchemaCtl ctl({{"bosa", bosa.baseUrl()}});
+  auto daemon = ctl.store();
+  const uint64_t g0 = daemon->generation();
+  CHECK_FALSE(daemon->load("bosa")->has_value());
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(ctl.run({"schemas", "refresh"}).rc);
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  REQUIRE(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(daemon->generation() != g0);
+  auto loaded = daemon->load("bosa");
+  REQUIRE(loaded.ok());
+  REQUIRE(loaded->has_value());
+  CHECK((*loaded)->document == kDiscovery);
+}
+
+TEST_CASE("keywayctl schemas: refresh CONNECTOR merges that connector only") {
+  FakeBosa bosa;
+  bosa.answer("/connectors", 200, kDiscovery);
+  bosa.answer("/connectors/?modules=github", 200, kGithubModule);
+  bosa.answer("/connectors/?modules=nope", 200, "{}");
+  SchemaCtl ctl({{"bosa", bosa.baseUrl()}});
+  CHECK_RC(ctl.run({"schemas", "refresh"}), 0);
+  const int64_t first_fetch = ctl.stored()->fetched_unix_ms;
+
+  auto module = ctl.run({"schemas", "refresh", "github"});
+  CHECK_RC(module, 0);
+  CHECK(module.out ==
+        "bosa: connector 'github' refreshed (3 actions, 1 unenforced construct); document: "
+        "2 connectors, 4 actions, 1 unenforced construct, 1 catalog problem, stored\n");
+  const auto requests = bosa.requests();
+  REQUIRE(requests.size() == 2);
+  CHECK(requests[1].target == "/connectors/?modules=github");
+  checkNoCredentials(requests[1]);
+
+  auto stored = ctl.stored();
+  REQUIRE(stored.has_value());
+  CHECK(stored->fetched_unix_ms >= first_fetch);
+  rapidjson::Document merged, original, fresh;
+  merged.Parse(stored->document.c_str());
+  original.Parse(kDiscovery.c_str());
+  fresh.Parse(kGithubModule.c_str());
+  REQUIRE(merged.IsObject());
+  CHECK(merged.MemberCount() == 2);
+  CHECK(merged.MemberBegin()->name == "github");  // kept in place
+  CHECK(merged["github"] == fresh["github"]);
+  CHECK(merged["slack"] == original["slack"]);
+  // The other connectors are the very bytes the upstream sent (1.50E1 would come out of a
+  // re-encoding as 15.0), and so is the refreshed one.
+  const size_t slack_begin = kDiscovery.find("\"slack\"");
+  const size_t slack_end = kDiscovery.find("1.50E1}") + 7;
+  CHECK(contains(stored->document, kDiscovery.substr(slack_begin, slack_end - slack_begin)));
+  CHECK(contains(stored->document, kGithubModule.substr(1, kGithubModule.size() - 2)));
+
+  auto list = ctl.run({"schemas", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "  github     3        1\n"));
+  CHECK(contains(list.out, "github/get_repo: /github/get_repo/request_body/properties/r"));
+
+  // A connector the upstream does not have: usage error, nothing changes.
+  const uint64_t g = ctl.store()->generation();
+  const std::string doc = ctl.stored()->document;
+  auto nope = ctl.run({"schemas", "refresh", "nope"});
+  CHECK_RC(nope, 1);
+  CHECK(contains(nope.out, "bosa: no connector 'nope'"));
+  CHECK(contains(nope.err, "no configured BOSA upstream has a connector 'nope'"));
+  CHECK(ctl.store()->generation() == g);
+  CHECK(ctl.stored()->document == doc);
+}
+
+TEST_CASE("keywayctl schemas: a module refresh with nothing stored stores just that module") {
+  FakeBosa bosa;
+  bosa.answer("/connectors/?modules=github", 200, kGithubModule);
+  SchemaCtl ctl({{"bosa", bosa.baseUrl()}});
+  auto o = ctl.run({"schemas", "refresh", "github"});
+  CHECK_RC(o, 0);
+  CHECK(contains(o.out, "document: 1 connector, 3 actions"));
+  CHECK(ctl.stored()->document == kGithubModule);
+  CHECK(bosa.requests().size() == 1);
+}
+
+TEST_CASE("keywayctl schemas: a bad answer never replaces the stored document") {
+  FakeBosa bosa;
+  bosa.answer("/connectors", 200, kDiscovery);
+  SchemaCtl ctl({{"bosa", bosa.baseUrl()}});
+  CHECK_RC(ctl.run({"schemas", "refresh"}), 0);
+  const auto good = ctl.stored();
+  const uint64_t g = ctl.store()->generation();
+
+  struct Bad {
+    int status;
+    std::string body;
+    std::string expect;
+  };
+  for (const Bad& bad : {Bad{500, "{\"detail\":\"boom\"}", "answered HTTP 500 ({\"detail\":\"boom\"})"},
+                         Bad{503, "", "answered HTTP 503;"},
+                         Bad{200, "<html>maintenance</html>", "not a discovery document"},
+                         Bad{200, "[\"github\"]", "not a discovery document"},
+                         Bad{200, "{\"github\": {", "not a discovery document"},
+                         Bad{200, "{}", "without any connector"},
+                         Bad{404, "no", "answered HTTP 404"}}) {
+    CAPTURE(bad.body);
+    bosa.answer("/connectors", bad.status, bad.body);
+    bosa.answer("/connectors/?modules=github", bad.status, bad.body);
+    auto full = ctl.run({"schemas", "refresh"});
+    CHECK_RC(full, 2);
+    CHECK(contains(full.err, "keywayctl: bosa: "));
+    CHECK(contains(full.err, bad.expect));
+    CHECK(contains(full.err, "the stored document was kept"));
+    CHECK(full.out.empty());
+    if (bad.body != "{}") {  // `{}` is a valid (empty) module answer: "no connector", exit 1
+      auto module = ctl.run({"schemas", "refresh", "github"});
+      CHECK_RC(module, 2);
+      CHECK(contains(module.err, "the stored document was kept"));
+    }
+    CHECK(ctl.stored()->document == good->document);
+    CHECK(ctl.stored()->fetched_unix_ms == good->fetched_unix_ms);
+    CHECK(ctl.store()->generation() == g);
+  }
+  // A control character in the error body is shown escaped, never sent to the terminal raw.
+  bosa.answer("/connectors", 502, "bad\x1b[31mgateway");
+  auto escaped = ctl.run({"schemas", "refresh"});
+  CHECK_RC(escaped, 2);
+  CHECK(contains(escaped.err, "bad\\x1b[31mgateway"));
+  CHECK_FALSE(contains(escaped.err, "\x1b"));
+}
+
+TEST_CASE("keywayctl schemas: unreachable upstream exits 2; nothing stored stays nothing") {
+  SchemaCtl ctl({{"bosa", std::string("http://127.0.0.1:1")}});  // nothing listens on port 1
+  auto o = ctl.run({"schemas", "refresh"});
+  CHECK_RC(o, 2);
+  CHECK(contains(o.err, "keywayctl: bosa: GET http://127.0.0.1:1/connectors: unreachable"));
+  CHECK(contains(o.err, "nothing was stored"));
+  CHECK_FALSE(ctl.stored().has_value());
+  auto list = ctl.run({"schemas", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "no schemas stored yet for upstream 'bosa'"));
+}
+
+TEST_CASE("keywayctl schemas: every BOSA upstream is refreshed; one failing gives exit 2") {
+  FakeBosa prod;
+  FakeBosa staging;
+  prod.answer("/connectors", 200, kDiscovery);
+  staging.answer("/connectors", 200, kGithubModule);
+  SchemaCtl ctl({{"bosa", prod.baseUrl()}, {"bosa-staging", staging.baseUrl()}});
+  auto o = ctl.run({"schemas", "refresh"});
+  CHECK_RC(o, 0);
+  CHECK(contains(o.out, "bosa: 2 connectors, 3 actions"));
+  CHECK(contains(o.out, "bosa-staging: 1 connector, 3 actions"));
+  CHECK(ctl.stored("bosa")->document == kDiscovery);
+  CHECK(ctl.stored("bosa-staging")->document == kGithubModule);
+  auto list = ctl.run({"schemas", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "upstream bosa ("));
+  CHECK(contains(list.out, "upstream bosa-staging ("));
+
+  staging.answer("/connectors", 500, "down");
+  prod.answer("/connectors", 200, kGithubModule);
+  auto partial = ctl.run({"schemas", "refresh"});
+  CHECK_RC(partial, 2);
+  CHECK(contains(partial.out, "bosa: 1 connector, 3 actions"));  // the healthy one is stored
+  CHECK(contains(partial.err, "bosa-staging: GET "));
+  CHECK(ctl.stored("bosa")->document == kGithubModule);
+  CHECK(ctl.stored("bosa-staging")->document == kGithubModule);
+}
+
+TEST_CASE("keywayctl schemas: no BOSA upstream configured; a damaged stored document") {
+  SchemaCtl none({});
+  auto list = none.run({"schemas", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "no BOSA upstreams configured"));
+  auto refresh = none.run({"schemas", "refresh"});
+  CHECK_RC(refresh, 1);
+  CHECK(contains(refresh.err, "no BOSA upstreams configured"));
+
+  SchemaCtl ctl({{"bosa", std::string("http://127.0.0.1:1")}});
+  REQUIRE(ctl.store()->save("bosa", {"not json", nowMs()}).ok());
+  auto damaged = ctl.run({"schemas", "list"});
+  CHECK_RC(damaged, 2);
+  CHECK(contains(damaged.err, "the stored document is unusable"));
+  CHECK(contains(damaged.err, "keywayctl schemas refresh"));
+}
+
+TEST_CASE("keywayctl schemas: list escapes control characters from the document") {
+  SchemaCtl ctl({{"bosa", std::string("http://127.0.0.1:1")}});
+  const std::string doc =
+      R"({"evil\u001b[2J": {"act": {"method": "POST", "path": "/x", "request_body": {"type": "object", "properties": {"a": {"type": "string", "pattern": "(a)\\1"}}}}}})";
+  REQUIRE(ctl.store()->save("bosa", {doc, nowMs() - 3'725'000}).ok());
+  auto list = ctl.run({"schemas", "list"});
+  CHECK_RC(list, 0);
+  CHECK(contains(list.out, "evil\\x1b[2J"));
+  CHECK_FALSE(contains(list.out, "\x1b"));
+  CHECK(contains(list.out, "(1h 2m ago)"));
+}
+
+TEST_CASE("schema fetch: merge splices bytes; spans; bounds") {
+  const std::string stored = "{ \"a\" : [1, 2.50] ,\n\"b\":{\"x\":1.50E1}, \"a\": 3 , \"c\\u0041\": \"s\"}";
+  const std::string module = "{\"a\": {\"new\" : true}}";
+  auto merged = mergeConnector(&stored, module, "a");
+  REQUIRE(merged.ok());
+  // a replaced in place (the later duplicate dropped), b and cA verbatim.
+  CHECK(*merged == "{\"a\": {\"new\" : true},\"b\":{\"x\":1.50E1},\"c\\u0041\": \"s\"}");
+  auto appended = mergeConnector(&stored, "{\"z\":{}, \"y\":{}}", "z");
+  REQUIRE(appended.ok());
+  CHECK(*appended ==
+        "{\"a\" : [1, 2.50],\"b\":{\"x\":1.50E1},\"a\": 3,\"c\\u0041\": \"s\",\"z\":{}}");
+  auto alone = mergeConnector(nullptr, "{\"z\":{}, \"y\":{}}", "y");
+  REQUIRE(alone.ok());
+  CHECK(*alone == "{\"y\":{}}");
+  auto cA = mergeConnector(&stored, "{\"cA\":{\"k\":1}}", "cA");  // keys compare decoded
+  REQUIRE(cA.ok());
+  CHECK(contains(*cA, "\"cA\":{\"k\":1}}"));
+  CHECK_FALSE(contains(*cA, "\\u0041"));
+
+  CHECK(mergeConnector(&stored, "{\"a\": 5}", "a").error().code == ErrorCode::kNotFound);
+  CHECK(mergeConnector(&stored, "{}", "a").error().code == ErrorCode::kNotFound);
+  CHECK(mergeConnector(&stored, "[]", "a").error().code == ErrorCode::kBadRequest);
+  CHECK(mergeConnector(&stored, "{\"a\":{}} x", "a").error().code == ErrorCode::kBadRequest);
+  const std::string bad_stored = "\"text\"";
+  auto e = mergeConnector(&bad_stored, module, "a");
+  REQUIRE_FALSE(e.ok());
+  CHECK(contains(e.error().message, "stored document"));
+
+  // Deep nesting is no problem for the iterative reader.
+  const std::string deep = "{\"d\":" + std::string(200000, '[') + std::string(200000, ']') + "}";
+  auto spans = topLevelMembers(deep);
+  REQUIRE(spans.ok());
+  REQUIRE(spans->size() == 1);
+  CHECK((*spans)[0].value_end == deep.size() - 1);
+  CHECK_FALSE((*spans)[0].value_is_object);
+  for (const std::string& not_object : {std::string(""), std::string("1"), std::string("null"),
+                                        std::string("{\"a\":"), std::string("{\"a\":1}}"),
+                                        std::string("{\"\xff\":1}")}) {
+    CAPTURE(not_object);
+    CHECK(topLevelMembers(not_object).error().code == ErrorCode::kBadRequest);
+  }
+}
+
+TEST_CASE("schema fetch: size bound, timeout, bad URLs") {
+  FakeBosa bosa;
+  bosa.answer("/big", 200, std::string(5000, 'x'));
+  SchemaFetchOptions small;
+  small.max_body_bytes = 1000;
+  auto big = fetchSchemaDocument(bosa.baseUrl() + "/big", small);
+  REQUIRE_FALSE(big.ok());
+  CHECK(big.error().code == ErrorCode::kPayloadTooLarge);
+  auto ok = fetchSchemaDocument(bosa.baseUrl() + "/big");
+  REQUIRE(ok.ok());
+  CHECK(ok->status == 200);
+  CHECK(ok->body.size() == 5000);
+  CHECK(ok->content_type == "application/json");
+
+  testing::RawHttpServer stalled([](const testing::ReceivedRequest&) {
+    return testing::Script{testing::stall()};
+  });
+  SchemaFetchOptions quick;
+  quick.total_timeout = std::chrono::milliseconds(300);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto slow = fetchSchemaDocument(stalled.url("/connectors"), quick);
+  CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(5));
+  REQUIRE_FALSE(slow.ok());
+  CHECK(slow.error().code == ErrorCode::kUpstreamTimeout);
+  CHECK(contains(slow.error().message, "timed out"));
+
+  CHECK(fetchSchemaDocument("ftp://127.0.0.1/x").error().code == ErrorCode::kBadRequest);
+  CHECK(fetchSchemaDocument("file:///etc/passwd").error().code == ErrorCode::kBadRequest);
+  CHECK(fetchSchemaDocument("http://[::1/").error().code == ErrorCode::kBadRequest);
 }
 
 }  // namespace

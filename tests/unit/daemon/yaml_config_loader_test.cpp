@@ -741,3 +741,174 @@ TEST_CASE("processEnv reads the process environment") {
   ::unsetenv("KEYWAY_CONFIG_TEST_VAR");
   CHECK_FALSE(daemon::processEnv("KEYWAY_CONFIG_TEST_VAR").has_value());
 }
+
+// ---- BOSA settings: schema_ttl, user_token_margin, retry ----
+
+namespace {
+
+const std::string kBosaHead = "upstreams:\n  bosa:\n    base_url: https://api.bosa.id\n";
+
+}  // namespace
+
+TEST_CASE("BOSA settings: defaults, every key set, and empty retry") {
+  auto defaults = parse(kMinimal);
+  REQUIRE(defaults.ok());
+  const core::BosaSettings& d = defaults->upstreams[0].bosa;
+  CHECK(d.schema_ttl == milliseconds(3600000));
+  CHECK(d.user_token_margin == milliseconds(60000));
+  CHECK(d.retry.attempts == 3);
+  CHECK(d.retry.budget == milliseconds(25000));
+  CHECK(d.retry.retry_after_cap == milliseconds(10000));
+  CHECK(d.retry.backoff == milliseconds(200));
+  CHECK(d.retry.safe_actions == std::vector<std::string>{"list_*", "get_*", "search_*"});
+
+  auto set = parse(kBosaHead +
+                   "    schema_ttl: 5m\n"
+                   "    user_token_margin: 0s\n"
+                   "    retry:\n"
+                   "      attempts: 10\n"
+                   "      budget: 1m\n"
+                   "      retry_after_cap: 0s\n"
+                   "      backoff: 50ms\n"
+                   "      safe_actions: [list_*, \"get-*\", Fetch_Report, \"*\"]\n");
+  REQUIRE(set.ok());
+  const core::BosaSettings& b = set->upstreams[0].bosa;
+  CHECK(b.schema_ttl == milliseconds(300000));
+  CHECK(b.user_token_margin == milliseconds(0));
+  CHECK(b.retry.attempts == 10);
+  CHECK(b.retry.budget == milliseconds(60000));
+  CHECK(b.retry.retry_after_cap == milliseconds(0));
+  CHECK(b.retry.backoff == milliseconds(50));
+  CHECK(b.retry.safe_actions == std::vector<std::string>{"list_*", "get-*", "Fetch_Report", "*"});
+
+  auto empty = parse(kBosaHead + "    retry:\n    schema_ttl: 720h\n");
+  REQUIRE(empty.ok());
+  CHECK(empty->upstreams[0].bosa.retry.attempts == 3);
+  CHECK(empty->upstreams[0].bosa.schema_ttl == milliseconds(std::chrono::hours(720)));
+
+  auto none = parse(kBosaHead + "    retry: {safe_actions: []}\n");
+  REQUIRE(none.ok());
+  CHECK(none->upstreams[0].bosa.retry.safe_actions.empty());
+  CHECK(none->upstreams[0].bosa.retry.budget == milliseconds(25000));
+
+  // Accepted on any upstream (a mount of another protocol simply does not use them).
+  auto other = parse(
+      "upstreams:\n  bundleiq:\n    base_url: https://api.bundleiq.com\n"
+      "    retry: {attempts: 1}\n    schema_ttl: 10s\n");
+  REQUIRE(other.ok());
+  CHECK(other->upstreams[0].protocol == Protocol::kBundleIq);
+  CHECK(other->upstreams[0].bosa.retry.attempts == 1);
+  CHECK(other->upstreams[0].bosa.schema_ttl == milliseconds(10000));
+}
+
+TEST_CASE("BOSA settings: bad values name the key and its line") {
+  struct Case {
+    std::string yaml;  // after kBosaHead (line 3 is base_url)
+    int line;
+    const char* path;
+    const char* says;
+  };
+  const Case cases[] = {
+      {"    schema_ttl: 0s\n", 4, "upstreams.bosa.schema_ttl", "between 1s and 720h"},
+      {"    schema_ttl: 721h\n", 4, "upstreams.bosa.schema_ttl", "between 1s and 720h"},
+      {"    schema_ttl: 60\n", 4, "upstreams.bosa.schema_ttl", "unit"},
+      {"    schema_ttl: [1h]\n", 4, "upstreams.bosa.schema_ttl", "got a list"},
+      {"    user_token_margin: 25h\n", 4, "upstreams.bosa.user_token_margin", "between 0s and 24h"},
+      {"    user_token_margin: -1s\n", 4, "upstreams.bosa.user_token_margin", "duration"},
+      {"    retry: 3\n", 4, "upstreams.bosa.retry", "expected a mapping"},
+      {"    retry: [attempts]\n", 4, "upstreams.bosa.retry", "expected a mapping"},
+      {"    retry:\n      attempts: 0\n", 5, "upstreams.bosa.retry.attempts", "1..10"},
+      {"    retry:\n      attempts: 11\n", 5, "upstreams.bosa.retry.attempts", "1..10"},
+      {"    retry:\n      attempts: \"3\"\n", 5, "upstreams.bosa.retry.attempts", "quoted"},
+      {"    retry:\n      attempts: 2.5\n", 5, "upstreams.bosa.retry.attempts", "integer"},
+      {"    retry:\n      budget: 0s\n", 5, "upstreams.bosa.retry.budget", "above 0"},
+      {"    retry:\n      budget: 25\n", 5, "upstreams.bosa.retry.budget", "unit"},
+      {"    retry:\n      budget: 25h\n", 5, "upstreams.bosa.retry.budget", "at most 24h"},
+      {"    retry:\n      retry_after_cap: 2d\n", 5, "upstreams.bosa.retry.retry_after_cap", "ms"},
+      {"    retry:\n      retry_after_cap: 25h\n", 5, "upstreams.bosa.retry.retry_after_cap",
+       "between 0s and 24h"},
+      {"    retry:\n      backoff: 0ms\n", 5, "upstreams.bosa.retry.backoff", "above 0"},
+      {"    retry:\n      backoff: 11m\n", 5, "upstreams.bosa.retry.backoff", "at most 10m"},
+      {"    retry:\n      backoff: {a: 1}\n", 5, "upstreams.bosa.retry.backoff", "got a mapping"},
+      {"    retry:\n      safe_actions: list_*\n", 5, "upstreams.bosa.retry.safe_actions",
+       "expected a list of action globs"},
+      {"    retry:\n      safe_actions:\n", 5, "upstreams.bosa.retry.safe_actions",
+       "expected a list of action globs"},
+      {"    retry:\n      safe_actions:\n        - list_*\n        - \"list issues\"\n", 7,
+       "upstreams.bosa.retry.safe_actions[1]", "letters, digits"},
+      {"    retry:\n      safe_actions: [\"a/b\"]\n", 5, "upstreams.bosa.retry.safe_actions[0]",
+       "letters, digits"},
+      {"    retry:\n      safe_actions: [\"\"]\n", 5, "upstreams.bosa.retry.safe_actions[0]",
+       "letters, digits"},
+      {"    retry:\n      safe_actions: [\"" + std::string(129, 'a') + "\"]\n", 5,
+       "upstreams.bosa.retry.safe_actions[0]", "1..128"},
+      {"    retry:\n      safe_actions:\n        - {a: b}\n", 6,
+       "upstreams.bosa.retry.safe_actions[0]", "got a mapping"},
+      {"    retry:\n      safe_actions: [[x]]\n", 5, "upstreams.bosa.retry.safe_actions[0]",
+       "got a list"},
+      {"    retry:\n      max_attempts: 3\n", 5, "upstreams.bosa.retry.max_attempts",
+       "accepted here: attempts, budget, retry_after_cap, backoff, safe_actions"},
+      {"    retry:\n      attempts: 2\n      attempts: 3\n", 6, "upstreams.bosa.retry.attempts",
+       "duplicate key (first at line 5)"},
+  };
+  for (const Case& test : cases) {
+    const std::string message = expectError(kBosaHead + test.yaml, test.line, test.path);
+    CAPTURE(message);
+    CHECK(message.find(test.says) != std::string::npos);
+  }
+  // Too many safe actions.
+  std::string many = "    retry:\n      safe_actions: [";
+  for (int i = 0; i < 257; ++i) many += std::string(i ? ", " : "") + "a" + std::to_string(i);
+  many += "]\n";
+  CHECK(expectError(kBosaHead + many, 5, "upstreams.bosa.retry.safe_actions").find("at most 256") !=
+        std::string::npos);
+  // The upstream's list of accepted keys names the new ones.
+  CHECK(expectError(kBosaHead + "    retries: {}\n", 4, "upstreams.bosa.retries")
+            .find("schema_ttl, user_token_margin, retry") != std::string::npos);
+}
+
+TEST_CASE("BOSA settings: a bad safe_actions entry is not echoed") {
+  const std::string message = expectError(
+      kBosaHead + "    retry:\n      safe_actions: [\"sk-live-0123456789SECRET key\"]\n", 5,
+      "upstreams.bosa.retry.safe_actions[0]");
+  CHECK(message.find("SECRET") == std::string::npos);
+}
+
+TEST_CASE("BOSA settings: the commented example in conf/keyway.yaml parses to the defaults") {
+  // Uncomment the key lines of the bosa entry's example block and compare with the defaults, so
+  // the documented defaults cannot drift from the code.
+  const std::string shipped = daemon::embeddedDefaultConfig();
+  std::istringstream in(shipped);
+  std::string out;
+  int uncommented = 0;
+  const char* keys[] = {"schema_ttl:", "user_token_margin:", "retry:",      "attempts:",
+                        "budget:",     "retry_after_cap:",   "backoff:",    "safe_actions:"};
+  for (std::string line; std::getline(in, line);) {
+    for (const char* prefix : {"    # ", "    #   "}) {
+      const std::string p(prefix);
+      if (line.rfind(p, 0) != 0) continue;
+      const std::string rest = line.substr(p.size());
+      for (const char* key : keys) {
+        if (rest.rfind(key, 0) == 0) {
+          line = std::string(p.size() - 2, ' ') + rest;
+          ++uncommented;
+          break;
+        }
+      }
+    }
+    out += line + "\n";
+  }
+  CHECK(uncommented == 8);
+  auto result = parse(out);
+  REQUIRE(result.ok());
+  const core::UpstreamConfig* bosa = result->findUpstream("bosa");
+  REQUIRE(bosa != nullptr);
+  const core::BosaSettings defaults;
+  CHECK(bosa->bosa.schema_ttl == defaults.schema_ttl);
+  CHECK(bosa->bosa.user_token_margin == defaults.user_token_margin);
+  CHECK(bosa->bosa.retry.attempts == defaults.retry.attempts);
+  CHECK(bosa->bosa.retry.budget == defaults.retry.budget);
+  CHECK(bosa->bosa.retry.retry_after_cap == defaults.retry.retry_after_cap);
+  CHECK(bosa->bosa.retry.backoff == defaults.retry.backoff);
+  CHECK(bosa->bosa.retry.safe_actions == defaults.retry.safe_actions);
+}

@@ -1,0 +1,68 @@
+// BOSA user tokens (SPEC §4): minted through POST /auth/tokens with the user's stored secret, kept
+// (encrypted in the credential store, and in memory) until shortly before they expire, minted once
+// for all concurrent requests of a user, and re-minted when the upstream rejects one.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <optional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "core/clock.hpp"
+#include "core/config.hpp"
+#include "core/credential_store.hpp"
+#include "core/metrics.hpp"
+#include "core/result.hpp"
+#include "core/secret.hpp"
+#include "core/upstream_client.hpp"
+
+namespace keyway::core {
+
+class BosaTokenService {
+ public:
+  BosaTokenService(std::shared_ptr<CredentialStore> store, std::shared_ptr<UpstreamClient> upstream,
+                   std::shared_ptr<Clock> clock, std::shared_ptr<Metrics> metrics);
+  ~BosaTokenService();
+
+  using Callback = std::function<void(Result<SecretString>)>;
+
+  // Calls `done` exactly once with a token for `identifier` usable with `api_key` (a token is tied
+  // to the client key it was minted under): inline when a kept token is valid for longer than the
+  // upstream's user_token_margin, else after a mint shared by every concurrent caller for the
+  // same user and key (then on the upstream client's thread). `rejected` is a token the upstream
+  // just answered 401 to: it is never handed out again. Errors: kForbidden when BOSA refuses the
+  // stored secret (or the user has none), kUpstreamUnreachable / kUpstreamTimeout when the mint
+  // could not be made, kUnavailable when the store cannot be read. Never logs or returns a secret.
+  void acquire(const UpstreamConfig& upstream, const std::string& identifier, const ResolvedSecret& api_key,
+               std::string_view rejected, Callback done);
+
+ private:
+  struct Kept {
+    SecretString token;
+    int64_t expires_unix = 0;
+  };
+  struct Mint {
+    std::vector<Callback> waiters;
+  };
+  friend class TokenMintObserver;
+  void finishMint(const std::string& key, const std::string& identifier, bool persist, Result<Kept> result);
+
+  std::shared_ptr<CredentialStore> store_;
+  std::shared_ptr<UpstreamClient> upstream_;
+  std::shared_ptr<Clock> clock_;
+  std::shared_ptr<Metrics> metrics_;
+  std::mutex mu_;
+  std::map<std::string, Kept> kept_;    // by upstream, identifier and key scope
+  std::map<std::string, Mint> mints_;   // mints in flight, same keys
+};
+
+// Parses BOSA's naive ISO timestamp ("2025-07-31T20:20:01.970582", optionally with "Z" or
+// "+00:00") as UTC Unix seconds. Empty on malformed input.
+std::optional<int64_t> parseBosaTimestamp(std::string_view text);
+
+}  // namespace keyway::core
