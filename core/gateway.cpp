@@ -288,6 +288,10 @@ class CacheFillObserver final : public UpstreamObserver {
     const auto now = clock_->monotonicNow();
     if (um_ != nullptr) {
       um_->upstream_latency.observe(outcome.elapsed);
+      if (outcome.headers_received) {
+        (outcome.connection_reused ? um_->connections_reused : um_->connections_new)
+            .fetch_add(1, std::memory_order_relaxed);
+      }
       if (outcome.failure != UpstreamFailure::kNone && outcome.failure != UpstreamFailure::kCancelled) {
         um_->errors[static_cast<size_t>(errorKindFor(outcome.failure))].fetch_add(1, std::memory_order_relaxed);
       }
@@ -523,6 +527,17 @@ void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listen
   if (draining()) {
     respondError(responder, Error::make(ErrorCode::kUnavailable,
                                         "keyway is shutting down; retry on a new connection"),
+                 std::move(record), start);
+    return;
+  }
+
+  // CONNECT would turn a pooled upstream connection into a tunnel, and a TRACE response reflects
+  // the request, injected credentials included (RFC 9110 §9.3.6, §9.3.8): neither is forwarded.
+  if (request.method == "CONNECT" || request.method == "TRACE") {
+    deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+    respondError(responder, Error::make(ErrorCode::kBadRequest,
+                                        request.method + " is not supported: keyway forwards API calls, "
+                                        "it is not a tunnel and never reflects requests"),
                  std::move(record), start);
     return;
   }

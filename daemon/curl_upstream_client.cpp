@@ -15,10 +15,12 @@
 #include <pthread.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <climits>
+#include <condition_variable>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
@@ -153,10 +155,18 @@ class NullObserver final : public core::UpstreamObserver {
 
 class Transfer;
 
-enum class CommandKind { kStart, kCancel, kResume };
+// A liveness probe (CurlUpstreamClient::probeIoThreads): each I/O thread counts itself in.
+struct Probe {
+  std::mutex mutex;
+  std::condition_variable cv;
+  size_t answered = 0;
+};
+
+enum class CommandKind { kStart, kCancel, kResume, kProbe };
 struct Command {
   CommandKind kind;
-  std::shared_ptr<Transfer> transfer;
+  std::shared_ptr<Transfer> transfer;  // null for kProbe
+  std::shared_ptr<Probe> probe = nullptr;  // kProbe only
 };
 
 // The queue into one I/O thread. post() wakes the thread only when the queue goes from empty to
@@ -244,6 +254,7 @@ class Transfer final : public core::UpstreamCall, public std::enable_shared_from
   // Response state.
   int status = 0;
   std::string reason;
+  std::string content_length;  // the response's Content-Length, to refuse a conflicting second one
   core::Headers headers;
   bool in_header_block = false;
   bool interim = false;  // the current header block belongs to a 1xx response
@@ -276,6 +287,23 @@ std::string invalidRequestReason(const core::UpstreamRequest& request) {
 
 size_t onHeaderLine(char* data, size_t size, size_t count, void* userp);
 size_t onBodyData(char* data, size_t size, size_t count, void* userp);
+
+// libcurl's socket open/close hooks, only to count the upstream sockets open (idle pooled
+// connections included: libcurl 7.88 reports no such number). The counter outlives every
+// connection: the multi handles, which own the connection caches, die before the client's
+// counters. libcurl stores the close hook with the connection when it creates it, so a pooled
+// connection closed later by another transfer (or by curl_multi_cleanup) is still counted.
+curl_socket_t onOpenSocket(void* clientp, curlsocktype, curl_sockaddr* address) {
+  const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+  if (fd < 0) return CURL_SOCKET_BAD;
+  static_cast<std::atomic<int64_t>*>(clientp)->fetch_add(1, std::memory_order_relaxed);
+  return fd;
+}
+
+int onCloseSocket(void* clientp, curl_socket_t fd) {
+  static_cast<std::atomic<int64_t>*>(clientp)->fetch_sub(1, std::memory_order_relaxed);
+  return ::close(fd);
+}
 
 }  // namespace
 
@@ -489,6 +517,12 @@ void CurlUpstreamClient::Worker::processCommands(std::vector<Command>& commands)
       case CommandKind::kResume:
         resumeTransfer(transfer);
         break;
+      case CommandKind::kProbe: {
+        std::lock_guard<std::mutex> lock(command.probe->mutex);
+        ++command.probe->answered;
+        command.probe->cv.notify_all();
+        break;
+      }
     }
   }
 }
@@ -612,6 +646,10 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
   if (!options_.ca_file.empty()) set(CURLOPT_CAINFO, options_.ca_file.c_str());
   if (!options_.ca_path.empty()) set(CURLOPT_CAPATH, options_.ca_path.c_str());
   set(CURLOPT_SHARE, share_.get());
+  set(CURLOPT_OPENSOCKETFUNCTION, &onOpenSocket);
+  set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&counters_->open_sockets));
+  set(CURLOPT_CLOSESOCKETFUNCTION, &onCloseSocket);
+  set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(&counters_->open_sockets));
   set(CURLOPT_CONNECTTIMEOUT_MS, clampMs(request.connect_timeout));
   set(CURLOPT_TIMEOUT_MS, clampMs(request.total_timeout));
   set(CURLOPT_PRIVATE, static_cast<void*>(&transfer));
@@ -865,6 +903,7 @@ size_t onHeaderLine(char* data, size_t size, size_t count, void* userp) {
     transfer->in_header_block = true;
     transfer->interim = transfer->status < 200;
     transfer->headers.clear();
+    transfer->content_length.clear();
     return length;
   }
   if (line.empty()) {  // end of a header block
@@ -896,9 +935,26 @@ size_t onHeaderLine(char* data, size_t size, size_t count, void* userp) {
   const size_t colon = line.find(':');
   if (colon == std::string_view::npos || colon == 0) return length;  // not a field: dropped
   const std::string_view name = line.substr(0, colon);
-  if (core::iequals(name, "Content-Length") || core::iequals(name, "Transfer-Encoding")) {
+  if (core::iequals(name, "Content-Length")) {
+    // RFC 9112 §6.3: differing Content-Length values make the framing invalid; a proxy must
+    // discard the response and answer 502 (libcurl 7.88 takes one of them). Identical repeats,
+    // also as one comma-separated list, are allowed.
+    std::string_view values = line.substr(colon + 1);
+    while (!values.empty()) {
+      const size_t comma = values.find(',');
+      const std::string_view value = trimOws(values.substr(0, comma));
+      values = comma == std::string_view::npos ? std::string_view() : values.substr(comma + 1);
+      if (transfer->content_length.empty()) {
+        transfer->content_length = std::string(value);
+      } else if (transfer->content_length != value) {
+        transfer->local_failure = UpstreamFailure::kProtocol;
+        transfer->local_message = "upstream sent conflicting Content-Length values";
+        return 0;
+      }
+    }
     return length;
   }
+  if (core::iequals(name, "Transfer-Encoding")) return length;
   transfer->headers.push_back(core::Header{std::string(name), std::string(trimOws(line.substr(colon + 1)))});
   return length;
 }
@@ -995,7 +1051,17 @@ CurlStats CurlUpstreamClient::stats() const {
   stats.connections_opened = counters_->connections_opened.load(std::memory_order_relaxed);
   stats.connections_reused = counters_->connections_reused.load(std::memory_order_relaxed);
   stats.in_flight = counters_->in_flight.load(std::memory_order_relaxed);
+  stats.open_connections = counters_->open_sockets.load(std::memory_order_relaxed);
   return stats;
+}
+
+bool CurlUpstreamClient::probeIoThreads(std::chrono::milliseconds deadline) {
+  auto probe = std::make_shared<Probe>();
+  for (auto& worker : workers_) {
+    if (!worker->mailbox()->post(Command{CommandKind::kProbe, nullptr, probe})) return false;
+  }
+  std::unique_lock<std::mutex> lock(probe->mutex);
+  return probe->cv.wait_for(lock, deadline, [&] { return probe->answered == workers_.size(); });
 }
 
 }  // namespace keyway::daemon

@@ -40,12 +40,15 @@ struct CurlUpstreamClientOptions {
   size_t max_header_bytes = 256u << 10;
 };
 
-// Counters for metrics. Monotonic except in_flight.
+// Counters for metrics. Monotonic except in_flight and open_connections.
 struct CurlStats {
   uint64_t requests = 0;            // start() calls
   uint64_t connections_opened = 0;  // new upstream connections (CURLINFO_NUM_CONNECTS summed)
   uint64_t connections_reused = 0;  // exchanges served on an already open connection
   int64_t in_flight = 0;            // started and not yet completed
+  // Upstream sockets open right now, idle pooled connections included (counted where libcurl
+  // opens and closes them; a connect racing IPv6 against IPv4 briefly counts twice).
+  int64_t open_connections = 0;
 };
 
 // Contract: core::UpstreamClient (core/upstream_client.hpp).
@@ -82,6 +85,12 @@ class CurlUpstreamClient final : public core::UpstreamClient {
 
   CurlStats stats() const;
 
+  // Liveness probe for a watchdog: asks every I/O thread to answer through its command queue
+  // and waits until all did or `deadline` passed. True only if every thread answered, which
+  // proves none is stuck (in a callback, a lock, a blocking call). Blocks the caller for at most
+  // `deadline`: never call it from an I/O thread or an observer. False once shutdown began.
+  bool probeIoThreads(std::chrono::milliseconds deadline);
+
  private:
   class Worker;  // one I/O thread
   struct Counters {
@@ -89,6 +98,7 @@ class CurlUpstreamClient final : public core::UpstreamClient {
     std::atomic<uint64_t> connections_opened{0};
     std::atomic<uint64_t> connections_reused{0};
     std::atomic<int64_t> in_flight{0};
+    std::atomic<int64_t> open_sockets{0};
   };
 
   CurlUpstreamClientOptions options_;

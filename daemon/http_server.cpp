@@ -2,10 +2,20 @@
 // buffered and streamed responses, back-pressure.
 #include "daemon/http_server.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
+#include <cstring>
+#include <utility>
+#include <vector>
 #include <pistache/async.h>
 #include <pistache/listener.h>
 #include <pistache/net.h>
@@ -32,6 +42,39 @@ core::ParserLimits parserLimits(const core::LimitsConfig& l) {
   p.max_headers = l.max_headers;
   p.max_body_bytes = l.max_body_bytes;
   return p;
+}
+
+struct DirCloser {
+  void operator()(DIR* d) const { ::closedir(d); }
+};
+
+// Descriptors of this process's listening sockets (SO_ACCEPTCONN), from /proc/self/fd.
+std::vector<int> listeningSockets() {
+  std::vector<int> out;
+  std::unique_ptr<DIR, DirCloser> dir(::opendir("/proc/self/fd"));
+  if (!dir) return out;
+  const int own = ::dirfd(dir.get());
+  while (const dirent* entry = ::readdir(dir.get())) {
+    char* end = nullptr;
+    const long fd = std::strtol(entry->d_name, &end, 10);
+    if (end == entry->d_name || *end != '\0' || fd < 0 || fd == own) continue;
+    int accepting = 0;
+    socklen_t len = sizeof accepting;
+    if (::getsockopt(static_cast<int>(fd), SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) == 0 && accepting != 0) {
+      out.push_back(static_cast<int>(fd));
+    }
+  }
+  return out;
+}
+
+// The local port and address family of a socket, or {0, AF_UNSPEC}.
+std::pair<uint16_t, int> localPort(int fd) {
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return {0, AF_UNSPEC};
+  if (ss.ss_family == AF_INET) return {ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port), AF_INET};
+  if (ss.ss_family == AF_INET6) return {ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port), AF_INET6};
+  return {0, AF_UNSPEC};
 }
 
 }  // namespace
@@ -64,7 +107,12 @@ class ServerShared {
     return connections_.size();
   }
 
+  // Cleared by HttpServer::stopAccepting(): connections accepted from then on are closed at once.
+  bool accepting() const { return accepting_.load(std::memory_order_acquire); }
+  void stopAccepting() { accepting_.store(false, std::memory_order_release); }
+
  private:
+  std::atomic<bool> accepting_{true};
   std::shared_ptr<core::Gateway> gateway_;
   std::shared_ptr<core::Metrics> metrics_;
   std::mutex limits_mu_;
@@ -150,6 +198,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   bool busy() {
     std::lock_guard<std::mutex> lock(mu_);
     return busy_;
+  }
+
+  // A request is being handled, or response bytes are still on their way to the client.
+  bool active() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return !closed_ && (busy_ || pending_bytes_ > 0 || !outq_.empty());
   }
 
   // --- used by ConnResponder ---
@@ -467,7 +521,9 @@ class TcpHandler final : public Pistache::Tcp::Handler {
     auto conn = std::make_shared<Connection>(peer, shared_);
     connections_.emplace(peer.get(), conn);
     shared_->add(conn);
-    if (shared_->count() > shared_->limits().max_connections) {
+    if (!shared_->accepting()) {
+      conn->closeNow();  // accepted in the instant before stopAccepting() closed the socket
+    } else if (shared_->count() > shared_->limits().max_connections) {
       conn->closeNow();  // over the configured limit: refuse by closing at once
     }
   }
@@ -512,8 +568,18 @@ core::Status HttpServer::start() {
                                           Pistache::Tcp::Options::NoDelay,
                     "kw-" + options_.name.substr(0, 10));
     listener_->setHandler(std::make_shared<TcpHandler>(shared_));
+    const std::vector<int> before = listeningSockets();
     listener_->bind();
     port_ = static_cast<uint16_t>(listener_->getPort());
+    // Our listening socket is the one bind() just added on our port (listeners start one after
+    // another on one thread, and nothing else in keywayd listens).
+    std::vector<int> found;
+    for (int fd : listeningSockets()) {
+      if (std::find(before.begin(), before.end(), fd) == before.end() && localPort(fd).first == port_) {
+        found.push_back(fd);
+      }
+    }
+    if (found.size() == 1) listen_fd_ = found.front();
     listener_->runThreaded();
   } catch (const std::exception& e) {
     listener_.reset();
@@ -550,7 +616,51 @@ size_t HttpServer::busyConnections() const {
   return n;
 }
 
+size_t HttpServer::activeConnections() const {
+  size_t n = 0;
+  for (auto& c : shared_->snapshot()) n += c->active() ? 1 : 0;
+  return n;
+}
+
+core::Status HttpServer::stopAccepting() {
+  shared_->stopAccepting();
+  std::lock_guard<std::mutex> lock(accept_mu_);
+  if (stopping_.load() || !listener_ || accept_stopped_) return core::okStatus();
+  accept_stopped_ = true;
+  if (listen_fd_ < 0) {
+    return core::Error::make(core::ErrorCode::kInternal,
+                             "cannot close the listening socket of " + options_.name + " (" + boundAddress() +
+                                 "): it was not identified at start; new connections are closed as they arrive");
+  }
+  // Pistache 0.0.5 can only stop its accept loop together with the reactors that serve the open
+  // connections. Instead, an unbound non-listening socket takes over the listening descriptor's
+  // number (dup3): the listening socket is released at once, so the kernel refuses new
+  // connections and resets the ones not yet accepted; epoll drops a released socket from
+  // Pistache's accept loop by itself; and Pistache's eventual close() of that number closes the
+  // placeholder, never a descriptor reused by someone else. An accept already under way fails
+  // on the placeholder with EINVAL, which Pistache logs and ignores (SocketError).
+  const int family = localPort(listen_fd_).second;
+  const int placeholder = ::socket(family == AF_UNSPEC ? AF_INET : family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (placeholder < 0) {
+    const int err = errno;
+    return core::Error::make(core::ErrorCode::kInternal,
+                             "cannot close the listening socket of " + options_.name + ": socket(): " +
+                                 std::strerror(err) + "; new connections are closed as they arrive");
+  }
+  const int rc = ::dup3(placeholder, listen_fd_, O_CLOEXEC);
+  const int err = errno;
+  ::close(placeholder);
+  if (rc < 0) {
+    return core::Error::make(core::ErrorCode::kInternal,
+                             "cannot close the listening socket of " + options_.name + ": dup3(): " +
+                                 std::strerror(err) + "; new connections are closed as they arrive");
+  }
+  listen_fd_ = -1;
+  return core::okStatus();
+}
+
 void HttpServer::stop() {
+  std::lock_guard<std::mutex> accept_lock(accept_mu_);  // never concurrently with stopAccepting()
   if (stopping_.exchange(true)) return;
   if (housekeeper_.joinable()) housekeeper_.join();
   if (listener_) {

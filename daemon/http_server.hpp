@@ -58,6 +58,16 @@ class HttpServer {
   // Connections currently open and requests being handled on them.
   size_t openConnections() const;
   size_t busyConnections() const;
+  // Connections with a request being handled or response bytes not yet handed to the kernel:
+  // what a drain waits for. Idle keep-alive connections do not count.
+  size_t activeConnections() const;
+  // Drain (SIGTERM): closes the listening socket at once, so new connection attempts are refused
+  // by the kernel (connections still waiting in its accept queue are reset), while connections
+  // already open keep being served. A connection accepted concurrently with the call is closed at
+  // once. Idempotent; thread-safe; a no-op after stop(). Error (kInternal) when the listening
+  // socket could not be identified at start(): new connections are then still closed as they
+  // arrive, but the port stays bound until stop().
+  core::Status stopAccepting();
   // Stops: closes all connections and joins the threads. Idempotent.
   void stop();
 
@@ -66,6 +76,12 @@ class HttpServer {
   std::shared_ptr<ServerShared> shared_;
   std::unique_ptr<Pistache::Tcp::Listener> listener_;
   uint16_t port_ = 0;
+  // Pistache keeps its listening descriptor private; start() finds it (listeningSockets() in the
+  // .cpp) so that stopAccepting() can close it without stopping the reactor. -1 = unknown or
+  // already closed.
+  std::mutex accept_mu_;
+  int listen_fd_ = -1;
+  bool accept_stopped_ = false;
   std::thread housekeeper_;
   std::atomic<bool> stopping_{false};
 };

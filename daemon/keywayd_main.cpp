@@ -1,12 +1,22 @@
-// keywayd: the gateway daemon's process — config, store, listeners, signals, sd_notify.
+// keywayd: the gateway daemon's process — config, store, listeners, signals, sd_notify, watchdog.
+#include <netdb.h>
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
+#include <unistd.h>
 
+#include <array>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
@@ -74,10 +84,165 @@ std::vector<std::string> upstreamNames(const core::Config& c) {
 
 void notify(const std::string& state) { sd_notify(0, state.c_str()); }
 
+using SteadyClock = std::chrono::steady_clock;
+
+// An owned file descriptor.
+class FdGuard {
+ public:
+  explicit FdGuard(int fd) : fd_(fd) {}
+  ~FdGuard() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FdGuard(const FdGuard&) = delete;
+  FdGuard& operator=(const FdGuard&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Where the watchdog's self-check connects: the main listener's bound port on its host, with a
+// wildcard bind (0.0.0.0 / ::) reached through loopback.
+struct SelfCheckTarget {
+  std::vector<sockaddr_storage> addresses;
+  std::vector<socklen_t> lengths;
+};
+
+SelfCheckTarget resolveSelfCheckTarget(const std::string& host, uint16_t port) {
+  SelfCheckTarget target;
+  std::string h = host;
+  if (h.empty() || h == "0.0.0.0") h = "127.0.0.1";
+  if (h == "::" || h == "[::]") h = "::1";
+  if (h.size() > 2 && h.front() == '[' && h.back() == ']') h = h.substr(1, h.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* result = nullptr;
+  if (::getaddrinfo(h.c_str(), std::to_string(port).c_str(), &hints, &result) != 0) return target;
+  for (const addrinfo* a = result; a != nullptr; a = a->ai_next) {
+    sockaddr_storage ss{};
+    std::memcpy(&ss, a->ai_addr, a->ai_addrlen);
+    target.addresses.push_back(ss);
+    target.lengths.push_back(static_cast<socklen_t>(a->ai_addrlen));
+  }
+  ::freeaddrinfo(result);
+  return target;
+}
+
+// What one self-check exchange saw.
+struct SelfCheckOutcome {
+  bool ok = false;
+  bool closed_without_answer = false;  // accepted, then closed before any response byte
+  std::string error;                   // why it failed (no secrets: only our own endpoint)
+};
+
+// Waits for `events` on fd until `deadline`; false on timeout or poll error.
+bool waitFor(int fd, short events, SteadyClock::time_point deadline) {
+  for (;;) {
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now()).count();
+    if (left <= 0) return false;
+    pollfd p{fd, events, 0};
+    const int n = ::poll(&p, 1, static_cast<int>(std::min<long long>(left, 60000)));
+    if (n > 0) return true;
+    if (n < 0 && errno != EINTR) return false;
+  }
+}
+
+// One HTTP exchange with our own main listener, exactly as a client does it: connect, send
+// `GET /_keyway/health` with Connection: close, read to EOF, expect 200. A pass proves that the
+// accept loop, the reactor thread the connection lands on, the request parser, the gateway and
+// the response path all work within `deadline`.
+SelfCheckOutcome httpSelfCheck(const SelfCheckTarget& target, SteadyClock::time_point deadline) {
+  SelfCheckOutcome out;
+  if (target.addresses.empty()) {
+    out.error = "the main listener's address does not resolve";
+    return out;
+  }
+  static constexpr char kRequest[] =
+      "GET /_keyway/health HTTP/1.1\r\nHost: localhost\r\nUser-Agent: keywayd-watchdog\r\n"
+      "Connection: close\r\n\r\n";
+  for (size_t i = 0; i < target.addresses.size(); ++i) {
+    const auto& address = target.addresses[i];
+    FdGuard fd(::socket(address.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+    if (fd.get() < 0) {
+      out.error = std::string("cannot create a socket: ") + std::strerror(errno);
+      return out;
+    }
+    if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&address), target.lengths[i]) != 0) {
+      if (errno != EINPROGRESS) {
+        out.error = std::string("cannot connect to the main listener: ") + std::strerror(errno);
+        continue;  // e.g. "localhost" resolving to ::1 first while the listener is on 127.0.0.1
+      }
+      if (!waitFor(fd.get(), POLLOUT, deadline)) {
+        out.error = "the main listener did not accept within the deadline";
+        return out;
+      }
+      int err = 0;
+      socklen_t len = sizeof err;
+      ::getsockopt(fd.get(), SOL_SOCKET, SO_ERROR, &err, &len);
+      if (err != 0) {
+        out.error = std::string("cannot connect to the main listener: ") + std::strerror(err);
+        continue;
+      }
+    }
+    size_t sent = 0;
+    const size_t total = sizeof kRequest - 1;
+    while (sent < total) {
+      const ssize_t n = ::send(fd.get(), kRequest + sent, total - sent, MSG_NOSIGNAL);
+      if (n > 0) {
+        sent += static_cast<size_t>(n);
+      } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
+        if (!waitFor(fd.get(), POLLOUT, deadline)) {
+          out.error = "could not send the health request within the deadline";
+          return out;
+        }
+      } else {
+        out.error = std::string("sending the health request failed: ") + std::strerror(errno);
+        return out;
+      }
+    }
+    std::string response;
+    for (;;) {
+      if (!waitFor(fd.get(), POLLIN, deadline)) {
+        out.error = response.empty() ? "no response from the main listener within the deadline"
+                                     : "incomplete response from the main listener within the deadline";
+        return out;
+      }
+      char buf[4096];
+      const ssize_t n = ::recv(fd.get(), buf, sizeof buf, 0);
+      if (n > 0) {
+        if (response.size() < 65536) response.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      if (n < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+      if (n < 0 && errno != ECONNRESET) {
+        out.error = std::string("reading the health response failed: ") + std::strerror(errno);
+        return out;
+      }
+      break;  // EOF (or a reset after the response): Connection: close was honoured
+    }
+    if (response.empty()) {
+      out.closed_without_answer = true;
+      out.error = "the main listener closed the connection without answering";
+      return out;
+    }
+    if (response.rfind("HTTP/1.1 200 ", 0) == 0) {
+      out.ok = true;
+      return out;
+    }
+    const auto eol = response.find("\r\n");
+    out.error = "the health endpoint answered \"" + response.substr(0, std::min<size_t>(eol, 64)) + "\"";
+    return out;
+  }
+  return out;
+}
+
 class Daemon {
  public:
   Daemon(Args args, core::Config config, std::shared_ptr<daemon::Logger> logger)
       : args_(std::move(args)), config_(std::make_shared<const core::Config>(std::move(config))), logger_(std::move(logger)) {}
+  ~Daemon() { stopWatchdog(); }
 
   int run();
 
@@ -85,20 +250,121 @@ class Daemon {
   void reload();
   int drainAndStop();
   std::string statusLine() const;
+  // WATCHDOG=1 from the serving path (see watchdogLoop). No-op without WATCHDOG_USEC.
+  void startWatchdog(std::shared_ptr<daemon::CurlUpstreamClient> upstream);
+  // Stops the pings at once (the thread may finish its round); stopWatchdog() also joins.
+  void haltWatchdog();
+  void stopWatchdog();
+  void watchdogLoop(std::chrono::microseconds period, SelfCheckTarget target,
+                    std::shared_ptr<daemon::CurlUpstreamClient> upstream);
+  bool watchdogRound(SteadyClock::time_point deadline, const SelfCheckTarget& target,
+                     daemon::CurlUpstreamClient& upstream);
+  // Connections and requests a drain still waits for.
+  int64_t drainPending() const;
 
   Args args_;
-  std::shared_ptr<const core::Config> config_;
+  std::shared_ptr<const core::Config> config_;  // main thread only; other threads use gateway_->config()
   std::shared_ptr<daemon::Logger> logger_;
   std::shared_ptr<core::Metrics> metrics_;
   std::shared_ptr<core::Gateway> gateway_;
   std::vector<std::unique_ptr<daemon::HttpServer>> servers_;
   std::atomic<bool> ready_{false};
+
+  std::thread watchdog_;
+  std::mutex watchdog_mu_;
+  std::condition_variable watchdog_cv_;
+  bool watchdog_stop_ = false;  // guarded by watchdog_mu_
 };
 
 std::string Daemon::statusLine() const {
-  return "serving " + std::to_string(config_->upstreams.size()) + " upstreams on " +
+  // Called from the watchdog thread too: the config comes from the gateway (atomic), servers_
+  // and metrics_ are fixed once serving starts.
+  return "serving " + std::to_string(gateway_->config()->upstreams.size()) + " upstreams on " +
          (servers_.empty() ? std::string("-") : servers_.front()->boundAddress()) + ", " +
          std::to_string(metrics_->in_flight.load()) + " requests in flight";
+}
+
+void Daemon::startWatchdog(std::shared_ptr<daemon::CurlUpstreamClient> upstream) {
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0 || servers_.empty()) return;
+  SelfCheckTarget target = resolveSelfCheckTarget(gateway_->config()->listen.host, servers_.front()->port());
+  const auto period = std::chrono::microseconds(usec);
+  logger_->info("watchdog enabled", {daemon::field("watchdog_ms", static_cast<int64_t>(usec / 1000)),
+                                     daemon::field("check_every_ms", static_cast<int64_t>(usec / 3000))});
+  watchdog_ = std::thread([this, period, target = std::move(target), upstream = std::move(upstream)]() mutable {
+    watchdogLoop(period, std::move(target), std::move(upstream));
+  });
+}
+
+void Daemon::haltWatchdog() {
+  {
+    std::lock_guard<std::mutex> lock(watchdog_mu_);
+    watchdog_stop_ = true;
+  }
+  watchdog_cv_.notify_all();
+}
+
+void Daemon::stopWatchdog() {
+  haltWatchdog();
+  if (watchdog_.joinable()) watchdog_.join();
+}
+
+// Why here and not in the signal loop: a ping from a thread that proves nothing would keep
+// a wedged server alive forever. A ping is sent only after a round of checks passed:
+//  1. an HTTP self-check through the main listener (httpSelfCheck);
+//  2. every upstream I/O thread answering a probe through its command queue.
+// Rounds start every WatchdogSec/3; a round must pass within max(WatchdogSec/6, the shorter of
+// WatchdogSec/3 and 250 ms), so one slow or failed round leaves the next one time to ping
+// before systemd's deadline, and two in a row get keywayd restarted (sd_watchdog_enabled(3)).
+void Daemon::watchdogLoop(std::chrono::microseconds period, SelfCheckTarget target,
+                          std::shared_ptr<daemon::CurlUpstreamClient> upstream) {
+  const auto interval = period / 3;
+  const auto budget = std::max<std::chrono::microseconds>(
+      period / 6, std::min<std::chrono::microseconds>(interval, std::chrono::milliseconds(250)));
+  auto next = SteadyClock::now();
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(watchdog_mu_);
+      if (watchdog_cv_.wait_until(lock, next, [this] { return watchdog_stop_; })) return;
+    }
+    const auto start = SteadyClock::now();
+    next = start + interval;
+    const bool ok = watchdogRound(start + budget, target, *upstream);
+    std::lock_guard<std::mutex> lock(watchdog_mu_);
+    // No ping once stopping began: the manager is no longer waiting for them, and after the
+    // drain closed the listener the port may even belong to someone else.
+    if (watchdog_stop_) return;
+    if (ok) notify("WATCHDOG=1\nSTATUS=" + statusLine());
+  }
+}
+
+bool Daemon::watchdogRound(SteadyClock::time_point deadline, const SelfCheckTarget& target,
+                           daemon::CurlUpstreamClient& upstream) {
+  SelfCheckOutcome http = httpSelfCheck(target, deadline);
+  if (!http.ok && http.closed_without_answer &&
+      servers_.front()->openConnections() >= gateway_->config()->limits.max_connections) {
+    // Refused at limits.max_connections: the listener is alive and enforcing its limit. A
+    // restart would only drop every open connection, so this counts as a pass.
+    logger_->warnRateLimited("watchdog-saturated",
+                             "watchdog self-check refused at limits.max_connections; the listener is alive",
+                             std::chrono::seconds(30));
+    http.ok = true;
+  }
+  if (!http.ok) {
+    logger_->warnRateLimited("watchdog-http", "watchdog self-check failed: not pinging systemd",
+                             std::chrono::seconds(5),
+                             {daemon::field("check", "http"), daemon::field("error", http.error)});
+    return false;
+  }
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - SteadyClock::now());
+  if (!upstream.probeIoThreads(std::max(left, std::chrono::milliseconds(1)))) {
+    logger_->warnRateLimited("watchdog-upstream", "watchdog self-check failed: not pinging systemd",
+                             std::chrono::seconds(5),
+                             {daemon::field("check", "upstream_io_threads"),
+                              daemon::field("error", "an upstream I/O thread did not answer within the deadline")});
+    return false;
+  }
+  return true;
 }
 
 int Daemon::run() {
@@ -120,6 +386,59 @@ int Daemon::run() {
                      [upstream] { return static_cast<double>(upstream->stats().in_flight); });
   metrics_->addGauge("keyway_credential_store_generation", "Last committed credential store transaction id.",
                      [credential_store] { return static_cast<double>(credential_store->generation()); });
+  metrics_->addGauge("keyway_upstream_connections_open",
+                     "Upstream connections open now, idle pooled ones included.",
+                     [upstream] { return static_cast<double>(upstream->stats().open_connections); });
+  {
+    // Store size without a storage/ stats call: the LMDB data file's size (LMDB grows it page
+    // by page, without MDB_WRITEMAP it is not preallocated to the map size).
+    const std::string data_file = storage::credentialEnvPath(config.state_dir) + "/data.mdb";
+    metrics_->addGauge("keyway_credential_store_file_bytes", "Size of the credential store's LMDB data file.",
+                       [data_file] {
+                         struct stat st {};
+                         return ::stat(data_file.c_str(), &st) == 0 ? static_cast<double>(st.st_size) : 0.0;
+                       });
+    // Records by kind, recounted only when the store's generation moved (keywayctl or a token
+    // mint committed something), so a scrape costs no LMDB scan in the steady state.
+    struct Counts {
+      std::mutex mu;
+      uint64_t generation = 0;
+      bool valid = false;
+      std::array<int64_t, 4> n{};
+    };
+    auto counts = std::make_shared<Counts>();
+    std::weak_ptr<core::CredentialStore> weak_store = credential_store;
+    metrics_->addRenderer([weak_store, counts](std::string& out) {
+      auto live_store = weak_store.lock();
+      if (!live_store) return;
+      std::array<int64_t, 4> n{};
+      {
+        std::lock_guard<std::mutex> lock(counts->mu);
+        const uint64_t generation = live_store->generation();
+        if (!counts->valid || counts->generation != generation) {
+          auto teams = live_store->listTeams();
+          auto clients = live_store->listClients();
+          auto secrets = live_store->listSecrets();
+          auto users = live_store->listBosaUsers();
+          counts->n = {teams.ok() ? static_cast<int64_t>(teams->size()) : -1,
+                       clients.ok() ? static_cast<int64_t>(clients->size()) : -1,
+                       secrets.ok() ? static_cast<int64_t>(secrets->size()) : -1,
+                       users.ok() ? static_cast<int64_t>(users->size()) : -1};
+          // A failed listing is retried at the next scrape instead of being cached.
+          counts->valid = teams.ok() && clients.ok() && secrets.ok() && users.ok();
+          counts->generation = generation;
+        }
+        n = counts->n;
+      }
+      static constexpr const char* kKinds[4] = {"teams", "clients", "secrets", "bosa_users"};
+      out += "# HELP keyway_credential_store_entries Records in the credential store by kind (names only, never values).\n"
+             "# TYPE keyway_credential_store_entries gauge\n";
+      for (size_t i = 0; i < n.size(); ++i) {
+        if (n[i] < 0) continue;
+        out += std::string("keyway_credential_store_entries{kind=\"") + kKinds[i] + "\"} " + std::to_string(n[i]) + "\n";
+      }
+    });
+  }
 
   std::shared_ptr<core::CacheStore> cache;
   if (config.cache.enabled) {
@@ -137,6 +456,11 @@ int Daemon::run() {
                        [cache] { return cache->healthy() ? 1.0 : 0.0; });
     metrics_->addGauge("keyway_cache_evictions", "Entries evicted from the response cache (LRU) since start.",
                        [cache] { return static_cast<double>(cache->stats().evictions); });
+    // A full or failing disk shows here while the gateway keeps forwarding (issue 7).
+    metrics_->addGauge("keyway_cache_dropped_writes", "Cache writes not stored (too large, full, failing) since start.",
+                       [cache] { return static_cast<double>(cache->stats().dropped_writes); });
+    metrics_->addGauge("keyway_cache_degraded_events", "Cache storage failures survived since start.",
+                       [cache] { return static_cast<double>(cache->stats().degraded_events); });
   }
 
   core::GatewayDeps deps;
@@ -226,6 +550,7 @@ int Daemon::run() {
   logger_->info("ready", {daemon::field("version", KEYWAY_VERSION), daemon::field("state_dir", config.state_dir),
                           daemon::field("upstreams", static_cast<int64_t>(config.upstreams.size()))});
   notify("READY=1\nSTATUS=" + statusLine());
+  startWatchdog(upstream);
 
   // Signals were blocked before any thread started; only this thread receives them.
   sigset_t set;
@@ -233,22 +558,14 @@ int Daemon::run() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
-  uint64_t watchdog_usec = 0;
-  const bool watchdog = sd_watchdog_enabled(0, &watchdog_usec) > 0;
   for (;;) {
     struct timespec timeout {1, 0};
-    if (watchdog) {
-      const uint64_t half = watchdog_usec / 2;
-      timeout.tv_sec = static_cast<time_t>(half / 1000000);
-      timeout.tv_nsec = static_cast<long>((half % 1000000) * 1000);
-    }
     const int sig = sigtimedwait(&set, nullptr, &timeout);
     if (sig == SIGHUP) {
       reload();
     } else if (sig == SIGTERM || sig == SIGINT) {
       return drainAndStop();
     }
-    if (watchdog) notify("WATCHDOG=1\nSTATUS=" + statusLine());
   }
 }
 
@@ -275,41 +592,81 @@ void Daemon::reload() {
       restart_needed.push_back("upstreams." + u.name + ".compat_listen");
     }
   }
-  if (auto level = daemon::parseLogLevel(next.log.level)) logger_->setLevel(*level);
+  const auto level = daemon::parseLogLevel(next.log.level);
   logger_->setAccessLog(next.log.access_log);
   for (auto& s : servers_) s->setLimits(next.limits);
   config_ = std::make_shared<const core::Config>(std::move(next));
   gateway_->setConfig(config_);
   std::string pending;
   for (const auto& r : restart_needed) pending += (pending.empty() ? "" : ", ") + r;
+  // Said at the old level, so that raising the level to warn still leaves a trace of the reload.
   logger_->info("configuration reloaded", {daemon::field("needs_restart", pending.empty() ? "none" : pending)});
+  if (!pending.empty()) {
+    logger_->warn("configuration changes that apply only after a restart (the running values stay)",
+                  {daemon::field("needs_restart", pending)});
+  }
+  if (level) logger_->setLevel(*level);
   notify("READY=1\nSTATUS=" + statusLine());
 }
 
+int64_t Daemon::drainPending() const {
+  int64_t n = metrics_->in_flight.load();
+  for (const auto& s : servers_) n += static_cast<int64_t>(s->activeConnections());
+  return n;
+}
+
+// SIGTERM (SPEC §9): stop accepting at once, answer requests that still arrive on open
+// connections with 503 + Connection: close, let in-flight requests finish (their responses
+// fully written) for up to server.shutdown_grace, then exit. A second SIGTERM/SIGINT or the end
+// of the grace stops at once.
+// Exit status: 0 in every case. The stop was asked for; a non-zero status would mark the unit
+// failed (and, for a SIGTERM not sent by systemd, make Restart=on-failure start it again). What
+// was cut short is logged at warn level ("stopped" with abandoned_requests and reason).
 int Daemon::drainAndStop() {
+  haltWatchdog();
   notify("STOPPING=1");
+  for (auto& s : servers_) {
+    if (auto st = s->stopAccepting(); !st.ok()) {
+      logger_->warn("cannot stop accepting", {daemon::field("error", st.error().message)});
+    }
+  }
+  gateway_->setDraining(true);
   const auto grace = config_->server.shutdown_grace;
   logger_->info("draining", {daemon::field("in_flight", metrics_->in_flight.load()),
                              daemon::field("grace_ms", static_cast<int64_t>(grace.count()))});
-  gateway_->setDraining(true);
-  const auto deadline = std::chrono::steady_clock::now() + grace;
+  const auto deadline = SteadyClock::now() + grace;
   sigset_t set;
   sigemptyset(&set);
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
-  bool forced = false;
-  while (metrics_->in_flight.load() > 0 && std::chrono::steady_clock::now() < deadline) {
-    struct timespec tick {0, 50 * 1000 * 1000};
+  const char* reason = "drained";
+  // Requests count until their last byte is handed to the kernel, not merely until the gateway
+  // is done with them: closing a connection earlier could cut a queued response.
+  while (drainPending() > 0) {
+    if (SteadyClock::now() >= deadline) {
+      reason = "grace ended";
+      break;
+    }
+    struct timespec tick {0, 20 * 1000 * 1000};
     const int sig = sigtimedwait(&set, nullptr, &tick);
     if (sig == SIGTERM || sig == SIGINT) {
-      forced = true;
+      reason = "second signal";
       break;
     }
   }
-  const auto left = metrics_->in_flight.load();
+  const auto in_flight = metrics_->in_flight.load();
+  size_t unfinished = 0;
+  for (const auto& s : servers_) unfinished += s->activeConnections();
   for (auto& s : servers_) s->stop();
-  logger_->info("stopped", {daemon::field("abandoned_requests", static_cast<int64_t>(left)),
-                            daemon::field("forced", forced ? "yes" : "no")});
+  stopWatchdog();
+  const std::initializer_list<daemon::LogField> fields = {
+      daemon::field("reason", reason), daemon::field("abandoned_requests", static_cast<int64_t>(in_flight)),
+      daemon::field("unfinished_connections", static_cast<int64_t>(unfinished))};
+  if (in_flight > 0 || unfinished > 0) {
+    logger_->warn("stopped", fields);
+  } else {
+    logger_->info("stopped", fields);
+  }
   return 0;
 }
 

@@ -6,11 +6,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include <yaml-cpp/depthguard.h>
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <cstdlib>
 #include <map>
+#include <sstream>
 #include <system_error>
 #include <utility>
 #include <vector>
@@ -40,6 +42,40 @@ struct Entry {
 };
 
 using FieldParser = std::function<Status(const Entry&)>;
+
+// Sees the parse events of a document only to note where a second one starts.
+class DocumentCounter final : public YAML::EventHandler {
+ public:
+  // The second document is located at its first node (where LoadAll's node would be), else at
+  // its start.
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    if (++documents == 2) second_line = lineAt(mark);
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnAlias(const YAML::Mark& m, YAML::anchor_t) override { node(m); }
+  void OnScalar(const YAML::Mark& m, const std::string&, YAML::anchor_t, const std::string&) override { node(m); }
+  void OnSequenceStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& m, const std::string&, YAML::anchor_t, YAML::EmitterStyle::value) override {
+    node(m);
+  }
+  void OnMapEnd() override {}
+  int documents = 0;
+  int second_line = 1;
+
+ private:
+  static int lineAt(const YAML::Mark& m) { return m.is_null() ? 1 : m.line + 1; }
+  void node(const YAML::Mark& m) {
+    if (documents == 2 && !located_) {
+      located_ = true;
+      if (!m.is_null()) second_line = lineAt(m);
+    }
+  }
+  bool located_ = false;
+};
 
 // A key a mapping accepts and how to parse its value. A section's list of fields is also its
 // list of allowed keys: adding a key is adding one Field.
@@ -123,7 +159,20 @@ Status walkMap(const Ctx& ctx, const YAML::Node& node, const std::string& path, 
                        "keys must be plain strings, got " + describe(entry.key));
     }
     const std::string& name = entry.key.Scalar();
-    entry.path = path.empty() ? name : path + "." + name;
+    // Error messages are one line: a key holding control bytes is shown escaped.
+    std::string shown;
+    for (const char c : name) {
+      const auto u = static_cast<unsigned char>(c);
+      if (u < 0x20 || u == 0x7f) {
+        static const char kHex[] = "0123456789abcdef";
+        shown += "\\x";
+        shown += kHex[u >> 4];
+        shown += kHex[u & 15];
+      } else {
+        shown += c;
+      }
+    }
+    entry.path = path.empty() ? shown : path + "." + shown;
     auto [where, inserted] = seen.emplace(name, entry.key_line);
     if (!inserted) {
       return ctx.error(entry.key_line, entry.path,
@@ -767,14 +816,20 @@ core::Result<core::Config> parseConfig(std::string_view yaml, std::string_view s
     return ctx.error(line, "", "a NUL byte is not allowed in a configuration file");
   }
   try {
-    const std::vector<YAML::Node> documents = YAML::LoadAll(std::string(yaml));
-    if (documents.size() > 1) {
-      return ctx.error(lineOf(documents[1], 1), "",
-                       "only one YAML document is allowed (found a second '---')");
+    // Count documents with a bounded loop instead of YAML::LoadAll: yaml-cpp 0.7 yields empty
+    // documents forever on some inputs (a lone ",": jbeder/yaml-cpp#1040), so LoadAll never ends.
+    const std::string text(yaml);
+    {
+      std::istringstream stream(text);
+      YAML::Parser parser(stream);
+      DocumentCounter counter;
+      if (parser.HandleNextDocument(counter) && parser.HandleNextDocument(counter)) {
+        return ctx.error(counter.second_line, "", "only one YAML document is allowed (found a second '---')");
+      }
     }
     State state;
     state.config.listen = core::ListenAddress{"127.0.0.1", 8750};
-    const YAML::Node root = documents.empty() ? YAML::Node() : documents[0];
+    const YAML::Node root = YAML::Load(text);
     if (auto status = parseTop(ctx, root, state, env); !status) return status.takeError();
     // The loader enforces everything validateConfig does, with lines; this is the safety net
     // that keeps the two in agreement.

@@ -6,8 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <string>
 #include <utility>
 
 #include "storage/file_util.hpp"
@@ -97,6 +99,17 @@ Error lmdbError(int rc, std::string_view operation, std::string_view env_path) {
       break;
     case MDB_DBS_FULL:
       msg += "too many named databases (raise max_dbs)";
+      break;
+    case EIO:
+      // LMDB reports a write cut short by a full filesystem as EIO (a short pwrite): say so
+      // when the filesystem is indeed full, since that is what an operator can act on.
+      if (struct statvfs fs{}; statvfs(std::string(env_path).c_str(), &fs) == 0 &&
+                              static_cast<unsigned long long>(fs.f_bavail) * fs.f_frsize < (1ull << 20)) {
+        code = ErrorCode::kUnavailable;
+        msg += "no space left on device (input/output error while the filesystem is full); free disk space";
+      } else {
+        msg += mdb_strerror(rc);
+      }
       break;
     case ENOSPC:
       code = ErrorCode::kUnavailable;
