@@ -5,6 +5,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <lmdb.h>
+#include <malloc.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <unistd.h>
@@ -43,8 +44,31 @@ constexpr size_t kHeadSize = 16;
 // still found: the full path is the index value and every match is verified against it.
 constexpr size_t kMaxIndexedPath = 400;
 constexpr size_t kMaxPooledReaders = 64;
-constexpr size_t kMaxTouches = 100'000;
-constexpr size_t kMaxDeletesPerTxn = 10'000;
+// Bounds on one write transaction. LMDB (without MDB_WRITEMAP) mallocs every page a write
+// transaction dirties and, after the commit, keeps those pages on the environment's free list
+// (me_dpages) until the environment is closed: the largest transaction ever run sets a floor
+// under the process's heap for good. A burst of 20,000 puts applied in one transaction pinned
+// ~32 MiB (bench scenario f, issue 4), so bursts are split into transactions of at most this
+// many queued operations, recency updates and swept entries (each touches a few pages in each of
+// the seven databases).
+constexpr size_t kMaxOpsPerTxn = 64;
+constexpr size_t kMaxTouchesPerTxn = 256;
+constexpr size_t kMaxDeletesPerTxn = 64;
+// A periodic sweep runs this many transactions per writer turn, so queued puts are applied in
+// between when a large part of the cache expires at once.
+constexpr int kMaxSweepTxnsPerTurn = 16;
+// Recency records kept in memory between two writer batches. The writer is woken early once
+// kTouchFlushAt are waiting; beyond kMaxTouches (a writer that cannot keep up) reads are not
+// recorded, which only makes the LRU order approximate.
+constexpr size_t kTouchFlushAt = 16 * kMaxTouchesPerTxn;
+constexpr size_t kMaxTouches = 64 * kMaxTouchesPerTxn;
+// LRU ticks are wall-clock milliseconds shifted left by this much, plus a counter for accesses
+// within one millisecond (kept strictly increasing): a tick says when, not only in what order.
+constexpr unsigned kTickShift = 10;
+// Heap a pending put costs beyond the bytes of its strings: the PendingPut, its shared_ptr
+// control block, the queue entry and the pending_ map node (a generous estimate, so that
+// max_pending_bytes bounds what the pending puts really hold).
+constexpr size_t kPendingOverhead = 384;
 constexpr int kMaxOpAttempts = 3;
 constexpr unsigned char kRecordVersion = 1;
 constexpr unsigned char kMetaVersion = 1;
@@ -55,6 +79,7 @@ constexpr int kNoEnv = -1;
 // Hashes and byte encodings
 
 using Hash = std::array<unsigned char, kHashSize>;
+using Touch = std::pair<Hash, uint64_t>;  // entry hash, access tick
 struct HashHasher {
   size_t operator()(const Hash& h) const noexcept {
     size_t v = 0;
@@ -453,8 +478,9 @@ class LmdbCacheStore::Impl {
     CacheEntryMeta meta;
     CachedResponse response;
     uint64_t generation = 0;  // the store generation this response belongs to
-    uint64_t seq = 0;         // access order (LRU)
-    size_t bytes = 0;         // approximate, for the pending bound
+    uint64_t tick = 0;        // LRU tick of the put (nextTickLocked)
+    size_t bytes = 0;         // approximate entry size, for the byte bounds
+    size_t cost = 0;          // heap held while pending (bytes, key copy, overheads)
   };
 
   enum class OpKind { kPut, kDelete, kInvalidate, kPurge, kSweep, kBarrier };
@@ -512,15 +538,23 @@ class LmdbCacheStore::Impl {
   void releaseRead(MDB_txn* txn);
   void clearReadPoolLocked();
   uint64_t readGeneration(MDB_txn* txn);
+  bool readRecord(std::string_view key, const Hash& h, std::optional<CachedResponse>* stored,
+                  uint64_t* generation, bool* corrupt_record);
   int collect(MDB_txn* txn, std::string_view upstream, std::string_view identity,
               std::string_view path, bool prefix, std::vector<Hash>* out);
 
   // --- writer
   void writerLoop();
-  void runBatch(std::vector<Op>& ops, std::unordered_map<Hash, uint64_t, HashHasher>& touches);
-  int tryBatch(std::vector<Op>& ops, const std::unordered_map<Hash, uint64_t, HashHasher>& touches,
+  // Applies `ops` and the recency updates touches[first, last) in one write transaction.
+  void runBatch(std::vector<Op>& ops, const std::vector<Touch>& touches, size_t first,
+                size_t last);
+  int tryBatch(std::vector<Op>& ops, const std::vector<Touch>& touches, size_t first, size_t last,
                const std::array<uint64_t, kNumCounters>& deltas, bool include_puts,
                TxnState* out_state);
+  // Runs up to kMaxSweepTxnsPerTurn sweep transactions; true when nothing expired is left (or
+  // the store is unusable), false when more remain.
+  bool sweepSome();
+  void releaseFreeHeap();
   int beginWrite(std::shared_lock<std::shared_mutex>& lock, MDB_txn** txn);
   void adoptMapSize();
   int readState(MDB_txn* txn, TxnState* st);
@@ -528,7 +562,12 @@ class LmdbCacheStore::Impl {
                  const std::array<uint64_t, kNumCounters>& deltas);
   int deleteEntry(MDB_txn* txn, TxnState* st, const Hash& h, bool* existed);
   int insertEntry(MDB_txn* txn, TxnState* st, const PendingPut& p);
-  int touchEntry(MDB_txn* txn, const Hash& h, uint64_t tick);
+  // When a read's recency may be left unwritten (see touchEntry).
+  struct TouchPolicy {
+    uint64_t interval_ticks = 0;  // options_.touch_interval in ticks
+    bool far_from_bound = false;  // accounted bytes below half of max_bytes
+  };
+  int touchEntry(MDB_txn* txn, const Hash& h, uint64_t tick, const TouchPolicy& policy);
   int evictTo(MDB_txn* txn, TxnState* st, uint64_t target);
   int sweep(MDB_txn* txn, TxnState* st, int64_t now_ms, size_t* removed);
   int clearAll(MDB_txn* txn, TxnState* st);
@@ -544,6 +583,13 @@ class LmdbCacheStore::Impl {
   int64_t nowMs() const;
   void warn(const std::string& message);
   void warnRateLimited(const std::string& message);
+  // The next LRU tick (state_mu_ held): from the clock, strictly increasing, and above every
+  // tick already in the environment.
+  uint64_t nextTickLocked(int64_t now_ms) {
+    const uint64_t from_clock = static_cast<uint64_t>(std::max<int64_t>(now_ms, 0)) << kTickShift;
+    last_tick_ = std::max(last_tick_ + 1, from_clock);
+    return last_tick_;
+  }
   void count(Counter c, uint64_t n = 1) {
     local_[c].fetch_add(n, std::memory_order_relaxed);
   }
@@ -557,7 +603,6 @@ class LmdbCacheStore::Impl {
   // Guarded by env_lock_ (written only with it held exclusively, or before the writer starts).
   std::shared_ptr<LmdbEnv> env_;
   Dbis dbis_;
-  uint64_t tick_base_ = 0;
 
   std::atomic<bool> healthy_{false};
   std::atomic<bool> resize_requested_{false};
@@ -573,8 +618,18 @@ class LmdbCacheStore::Impl {
   std::unordered_map<Hash, std::shared_ptr<const PendingPut>, HashHasher> pending_;
   size_t pending_bytes_ = 0;
   std::unordered_map<Hash, uint64_t, HashHasher> tombstones_;  // hash -> seq of its invalidation
-  std::unordered_map<Hash, uint64_t, HashHasher> touches_;     // hash -> latest access seq
-  uint64_t seq_ = 0;
+  // Bumped (under state_mu_) whenever a pending put or a tombstone of a key in the stripe is
+  // retired, i.e. after the commit that wrote it. get() reads the environment before it looks
+  // at pending_ and tombstones_: when its stripe moved in between, its snapshot may predate the
+  // commit. Striped so that other keys' commits rarely make a read try again.
+  static constexpr size_t kRetiredStripes = 4096;
+  static size_t stripeOf(const Hash& h) {
+    return ((size_t{h[0]} << 8) | h[1]) % kRetiredStripes;
+  }
+  std::array<std::atomic<uint64_t>, kRetiredStripes> retired_epochs_{};
+  std::unordered_map<Hash, uint64_t, HashHasher> touches_;     // hash -> latest access tick
+  uint64_t seq_ = 0;        // invalidation order (tombstones)
+  uint64_t last_tick_ = 0;  // the last LRU tick handed out (nextTickLocked)
   uint64_t observed_generation_ = 0;
   bool stop_ = false;
   bool recovery_requested_ = false;
@@ -586,6 +641,7 @@ class LmdbCacheStore::Impl {
 
   // Writer-thread only.
   bool dirty_ = false;
+  bool sweep_unfinished_ = false;  // a periodic sweep stopped at kMaxSweepTxnsPerTurn
   std::chrono::steady_clock::time_point last_sync_, last_sweep_, last_recovery_;
 
   std::thread writer_;
@@ -738,11 +794,10 @@ core::Status LmdbCacheStore::Impl::attachEnvLocked(std::shared_ptr<LmdbEnv> env)
   if (!status) return status;
   env_ = std::move(env);
   dbis_ = d;
-  tick_base_ = tick;
   {
     std::lock_guard<std::mutex> lock(state_mu_);
     observed_generation_ = generation;
-    seq_ = 0;
+    last_tick_ = std::max(last_tick_, tick);  // even if the clock is behind the stored ticks
   }
   return core::okStatus();
 }
@@ -870,6 +925,38 @@ int LmdbCacheStore::Impl::collect(MDB_txn* txn, std::string_view upstream,
                     });
 }
 
+// One read of `key`'s record from a fresh snapshot. Returns whether the environment answered
+// (found or not found); *stored holds the response when found.
+bool LmdbCacheStore::Impl::readRecord(std::string_view key, const Hash& h,
+                                      std::optional<CachedResponse>* stored,
+                                      uint64_t* generation, bool* corrupt_record) {
+  // Never wait: the lock is exclusive only while the map is replaced or remapped.
+  std::shared_lock<std::shared_mutex> lock(*env_lock_, std::try_to_lock);
+  if (!lock.owns_lock() || !env_) return false;
+  ReadTxn txn = acquireRead();
+  if (!txn) return false;
+  *generation = readGeneration(txn.get());
+  std::string_view value;
+  const int rc = rawGet(txn.get(), dbis_.entries, hashView(h), &value);
+  if (rc == MDB_SUCCESS) {
+    CachedResponse r;
+    const Decoded d = decodeRecord(value, key, &r);
+    if (d == Decoded::kMatch) *stored = std::move(r);
+    *corrupt_record = d == Decoded::kCorrupt;
+    return true;
+  }
+  if (rc == MDB_NOTFOUND) return true;
+  count(kDegraded);
+  warnRateLimited(lmdbError(rc, "cache read", options_.dir).message);
+  if (isCorruption(rc)) {
+    std::lock_guard<std::mutex> state(state_mu_);
+    recovery_requested_ = true;
+    recovery_reason_ = mdb_strerror(rc);
+    cv_.notify_all();
+  }
+  return false;
+}
+
 std::optional<CachedResponse> LmdbCacheStore::Impl::get(std::string_view key) {
   if (!healthy()) {
     count(kMisses);
@@ -877,50 +964,23 @@ std::optional<CachedResponse> LmdbCacheStore::Impl::get(std::string_view key) {
   }
   const Hash h = hashKey(key);
   const int64_t now = nowMs();
-  std::optional<CachedResponse> stored;
-  bool db_ok = false;
-  uint64_t generation = 0;
-  bool corrupt_record = false;
-  {
-    // Never wait: the lock is exclusive only while the map is replaced or remapped.
-    std::shared_lock<std::shared_mutex> lock(*env_lock_, std::try_to_lock);
-    if (lock.owns_lock() && env_) {
-      ReadTxn txn = acquireRead();
-      if (txn) {
-        generation = readGeneration(txn.get());
-        std::string_view value;
-        const int rc = rawGet(txn.get(), dbis_.entries, hashView(h), &value);
-        if (rc == MDB_SUCCESS) {
-          CachedResponse r;
-          const Decoded d = decodeRecord(value, key, &r);
-          if (d == Decoded::kMatch) stored = std::move(r);
-          corrupt_record = d == Decoded::kCorrupt;
-          db_ok = true;
-        } else if (rc == MDB_NOTFOUND) {
-          db_ok = true;
-        } else {
-          count(kDegraded);
-          warnRateLimited(lmdbError(rc, "cache read", options_.dir).message);
-          if (isCorruption(rc)) {
-            std::lock_guard<std::mutex> state(state_mu_);
-            recovery_requested_ = true;
-            recovery_reason_ = mdb_strerror(rc);
-            cv_.notify_all();
-          }
-        }
-      }
-    }
-  }
-  if (corrupt_record) {
-    Op op;
-    op.kind = OpKind::kDelete;
-    op.hash = h;
-    enqueue(std::move(op));
-  }
-
   std::shared_ptr<const PendingPut> pending;
+  std::optional<CachedResponse> stored;
   bool hit = false;
-  {
+  bool wake_writer = false;
+  for (int attempt = 0;; ++attempt) {
+    stored.reset();
+    uint64_t generation = 0;
+    bool corrupt_record = false;
+    // Read before the snapshot is taken: see the retired-epoch check below.
+    const uint64_t retired_epoch = retired_epochs_[stripeOf(h)].load(std::memory_order_acquire);
+    const bool db_ok = readRecord(key, h, &stored, &generation, &corrupt_record);
+    if (corrupt_record) {
+      Op op;
+      op.kind = OpKind::kDelete;
+      op.hash = h;
+      enqueue(std::move(op));
+    }
     std::lock_guard<std::mutex> lock(state_mu_);
     if (db_ok) observed_generation_ = generation;
     auto it = pending_.find(h);
@@ -930,11 +990,23 @@ std::optional<CachedResponse> LmdbCacheStore::Impl::get(std::string_view key) {
       hit = pending->response.stale_until_unix_ms > now;
     } else if (tombstones_.count(h) != 0) {
       stored.reset();
+    } else if (retired_epochs_[stripeOf(h)].load(std::memory_order_relaxed) != retired_epoch) {
+      // A put or an invalidation was committed and left pending_/tombstones_ after our snapshot
+      // was taken: the snapshot may lack that put (a miss, or an older stale copy, right after
+      // the response was stored) or still hold an invalidated entry. Read again from a newer
+      // snapshot; if commits keep landing there, a miss (never a possibly invalidated entry).
+      stored.reset();
+      if (attempt < 3) continue;
     } else {
       hit = stored && stored->stale_until_unix_ms > now;
     }
-    if (hit && touches_.size() < kMaxTouches) touches_[h] = ++seq_;
+    if (hit && touches_.size() < kMaxTouches) {
+      touches_[h] = nextTickLocked(now);
+      wake_writer = touches_.size() == kTouchFlushAt;  // once, not on every read past it
+    }
+    break;
   }
+  if (wake_writer) cv_.notify_all();
   if (!hit) {
     count(kMisses);
     return std::nullopt;
@@ -984,22 +1056,26 @@ void LmdbCacheStore::Impl::put(std::string_view key, const CacheEntryMeta& meta,
     count(kDropped);
     return;
   }
+  p->cost = p->bytes + key.size() + kPendingOverhead +
+            response.headers.size() * sizeof(core::Header);
   p->key = std::string(key);
   p->hash = hashKey(key);
   p->meta = meta;
   p->response = std::move(response);
   {
     std::lock_guard<std::mutex> lock(state_mu_);
-    if (stop_ || pending_bytes_ + p->bytes > options_.max_pending_bytes) {
+    // Bounded (max_pending_bytes), except that one put is always accepted while nothing is
+    // pending, so an entry larger than the pending bound can still be stored.
+    if (stop_ || (!pending_.empty() && pending_bytes_ + p->cost > options_.max_pending_bytes)) {
       count(kDropped);
       return;
     }
-    p->seq = ++seq_;
+    p->tick = nextTickLocked(nowMs());
     p->generation = observed_generation_;
     auto& slot = pending_[p->hash];
-    if (slot) pending_bytes_ -= slot->bytes;  // superseded: the writer skips the older put
+    if (slot) pending_bytes_ -= slot->cost;  // superseded: the writer skips the older put
     slot = p;
-    pending_bytes_ += p->bytes;
+    pending_bytes_ += p->cost;
     Op op;
     op.kind = OpKind::kPut;
     op.hash = p->hash;
@@ -1012,11 +1088,31 @@ void LmdbCacheStore::Impl::put(std::string_view key, const CacheEntryMeta& meta,
 size_t LmdbCacheStore::Impl::invalidate(std::string_view upstream, std::string_view identity_tag,
                                         std::string_view path, bool prefix) {
   if (!healthy()) return 0;
-  // Find the committed entries now (a read transaction, no waiting) so that get() stops serving
-  // them at once; the writer resolves the same query again inside its transaction, which also
-  // catches entries committed in between.
-  std::vector<Hash> found;
+  std::unordered_set<Hash, HashHasher> matched;
+  // Pending puts first, then the committed entries from a snapshot taken after: a put leaves
+  // pending_ only once committed, so every put accepted before this call is found in one or
+  // the other (the other order missed a put committed between the two looks).
   {
+    std::lock_guard<std::mutex> lock(state_mu_);
+    for (auto it = pending_.begin(); it != pending_.end();) {
+      const CacheEntryMeta& m = it->second->meta;
+      const bool match = m.upstream == upstream && m.identity_tag == identity_tag &&
+                         (prefix ? std::string_view(m.path).substr(0, path.size()) == path
+                                 : m.path == path);
+      if (match) {
+        matched.insert(it->first);
+        pending_bytes_ -= it->second->cost;
+        it = pending_.erase(it);  // its queued put is skipped by the writer
+      } else {
+        ++it;
+      }
+    }
+  }
+  // The committed entries (a read transaction, no waiting), tombstoned below so that get()
+  // stops serving them at once; the writer resolves the same query again inside its
+  // transaction, which also catches entries committed in between.
+  {
+    std::vector<Hash> found;
     std::shared_lock<std::shared_mutex> lock(*env_lock_, std::try_to_lock);
     if (lock.owns_lock() && env_) {
       ReadTxn txn = acquireRead();
@@ -1028,8 +1124,8 @@ size_t LmdbCacheStore::Impl::invalidate(std::string_view upstream, std::string_v
         }
       }
     }
+    matched.insert(found.begin(), found.end());
   }
-  std::unordered_set<Hash, HashHasher> matched(found.begin(), found.end());
   Op op;
   op.kind = OpKind::kInvalidate;
   op.upstream = std::string(upstream);
@@ -1038,19 +1134,6 @@ size_t LmdbCacheStore::Impl::invalidate(std::string_view upstream, std::string_v
   op.prefix = prefix;
   {
     std::lock_guard<std::mutex> lock(state_mu_);
-    for (auto it = pending_.begin(); it != pending_.end();) {
-      const CacheEntryMeta& m = it->second->meta;
-      const bool match = m.upstream == upstream && m.identity_tag == identity_tag &&
-                         (prefix ? std::string_view(m.path).substr(0, path.size()) == path
-                                 : m.path == path);
-      if (match) {
-        matched.insert(it->first);
-        pending_bytes_ -= it->second->bytes;
-        it = pending_.erase(it);  // its queued put is skipped by the writer
-      } else {
-        ++it;
-      }
-    }
     op.tombstone_seq = ++seq_;
     for (const Hash& h : matched) {
       tombstones_[h] = op.tombstone_seq;
@@ -1078,9 +1161,14 @@ void LmdbCacheStore::Impl::flush() {
 }
 
 size_t LmdbCacheStore::Impl::sweepExpired() {
-  Op op;
-  op.kind = OpKind::kSweep;
-  return submitAndWait(std::move(op));
+  size_t total = 0;
+  while (true) {
+    Op op;
+    op.kind = OpKind::kSweep;
+    const size_t removed = submitAndWait(std::move(op));
+    total += removed;
+    if (removed < kMaxDeletesPerTxn) return total;
+  }
 }
 
 CacheStats LmdbCacheStore::Impl::stats() {
@@ -1130,20 +1218,25 @@ CacheStats LmdbCacheStore::Impl::stats() {
 void LmdbCacheStore::Impl::writerLoop() {
   while (true) {
     std::vector<Op> ops;
-    std::unordered_map<Hash, uint64_t, HashHasher> touches;
+    std::unordered_map<Hash, uint64_t, HashHasher> touched;
     bool stopping = false;
     bool recover_now = false;
     std::string reason;
     {
       std::unique_lock<std::mutex> lock(state_mu_);
       cv_.wait_for(lock, std::chrono::seconds(1), [&] {
-        return stop_ || !queue_.empty() || recovery_requested_ ||
-               resize_requested_.load(std::memory_order_relaxed);
+        return stop_ || !queue_.empty() || touches_.size() >= kTouchFlushAt || sweep_unfinished_ ||
+               recovery_requested_ || resize_requested_.load(std::memory_order_relaxed);
       });
       stopping = stop_;
-      ops.assign(std::make_move_iterator(queue_.begin()), std::make_move_iterator(queue_.end()));
-      queue_.clear();
-      touches.swap(touches_);
+      // At most kMaxOpsPerTxn operations per transaction (see kMaxOpsPerTxn); the rest stay
+      // queued for the next turn, which starts at once.
+      const size_t take = std::min(queue_.size(), kMaxOpsPerTxn);
+      ops.assign(std::make_move_iterator(queue_.begin()),
+                 std::make_move_iterator(queue_.begin() + static_cast<std::ptrdiff_t>(take)));
+      queue_.erase(queue_.begin(), queue_.begin() + static_cast<std::ptrdiff_t>(take));
+      if (queue_.empty()) queue_.shrink_to_fit();  // a burst's deque blocks go back at once
+      touched.swap(touches_);
       recover_now = recovery_requested_;
       reason = recovery_reason_;
       recovery_requested_ = false;
@@ -1155,15 +1248,30 @@ void LmdbCacheStore::Impl::writerLoop() {
     } else if (!healthy() && now - last_recovery_ >= options_.recovery_interval) {
       recover("");
     }
-    runBatch(ops, touches);
-    if (now - last_sweep_ >= options_.sweep_interval) {
-      last_sweep_ = now;
-      Op op;
-      op.kind = OpKind::kSweep;
-      std::vector<Op> sweep_ops;
-      sweep_ops.push_back(std::move(op));
-      std::unordered_map<Hash, uint64_t, HashHasher> none;
-      runBatch(sweep_ops, none);
+    // In key order, so that each transaction's share of the recency updates lands on
+    // neighbouring pages of the info database rather than all over it.
+    std::vector<Touch> touches(touched.begin(), touched.end());
+    touched = {};
+    std::sort(touches.begin(), touches.end(),
+              [](const Touch& a, const Touch& b) { return a.first < b.first; });
+    // flush() waits for its barrier: answer it only once every recency update taken with it is
+    // applied too (they may need more than one transaction).
+    std::vector<std::shared_ptr<std::promise<size_t>>> barriers;
+    for (Op& op : ops) {
+      if (op.kind == OpKind::kBarrier && op.done) barriers.push_back(std::move(op.done));
+    }
+    size_t first = 0;
+    do {
+      const size_t last = std::min(touches.size(), first + kMaxTouchesPerTxn);
+      runBatch(ops, touches, first, last);
+      ops.clear();
+      first = last;
+    } while (first < touches.size());
+    for (auto& barrier : barriers) barrier->set_value(0);
+    if (sweep_unfinished_ || now - last_sweep_ >= options_.sweep_interval) {
+      if (!sweep_unfinished_) last_sweep_ = now;
+      sweep_unfinished_ = !sweepSome();
+      if (!sweep_unfinished_) releaseFreeHeap();
     }
     if (stopping) {
       std::lock_guard<std::mutex> lock(state_mu_);
@@ -1173,6 +1281,31 @@ void LmdbCacheStore::Impl::writerLoop() {
     if (now - last_sync_ >= options_.sync_interval) syncIfDirty();
   }
   syncIfDirty();
+}
+
+bool LmdbCacheStore::Impl::sweepSome() {
+  static const std::vector<Touch> kNone;
+  for (int i = 0; i < kMaxSweepTxnsPerTurn; ++i) {
+    std::vector<Op> ops(1);
+    ops[0].kind = OpKind::kSweep;
+    runBatch(ops, kNone, 0, 0);
+    // Less than a full transaction's worth removed: nothing expired is left.
+    if (ops[0].result < kMaxDeletesPerTxn || !healthy()) return true;
+  }
+  return false;
+}
+
+// Gives the heap's free pages back to the kernel. glibc keeps what a burst freed (many
+// concurrent requests, large bodies) in its arenas, in pieces between live allocations, so the
+// pages stay resident: RSS stays at the burst's peak. In bench scenario (f), 100 of 171 MiB of
+// anonymous memory were such free pages (malloc_trim(0) from gdb brought it to 71 MiB). This is
+// the process's only periodic housekeeping thread off the request path, hence here; see
+// malloc_trim(3), mallinfo2(3).
+void LmdbCacheStore::Impl::releaseFreeHeap() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  if (options_.release_free_heap_above == 0) return;
+  if (::mallinfo2().fordblks > options_.release_free_heap_above) ::malloc_trim(0);
+#endif
 }
 
 void LmdbCacheStore::Impl::syncIfDirty() {
@@ -1282,7 +1415,7 @@ int LmdbCacheStore::Impl::insertEntry(MDB_txn* txn, TxnState* st, const PendingP
   if (rc != MDB_SUCCESS) return rc;
   const std::string record = encodeRecord(p.key, p.response);
   EntryInfo info;
-  info.tick = tick_base_ + p.seq;
+  info.tick = p.tick;
   info.stored = p.response.stored_unix_ms;
   info.stale_until = p.response.stale_until_unix_ms;
   info.bytes = record.size() + kHashSize;
@@ -1315,13 +1448,21 @@ int LmdbCacheStore::Impl::insertEntry(MDB_txn* txn, TxnState* st, const PendingP
   return MDB_SUCCESS;
 }
 
-int LmdbCacheStore::Impl::touchEntry(MDB_txn* txn, const Hash& h, uint64_t tick) {
+// Records a read in the LRU order. Rewriting an entry's recency costs pages in two databases
+// (and LMDB's page copies on the heap), and under a hot key set every entry is read every
+// second. So, as memcached does (ITEM_UPDATE_INTERVAL), a read less than touch_interval after
+// the last recorded one is not written while the cache is less than half full: no eviction is
+// near then, and the order stays right to within touch_interval. Past half full, every read is
+// recorded (exact LRU where it matters).
+int LmdbCacheStore::Impl::touchEntry(MDB_txn* txn, const Hash& h, uint64_t tick,
+                                     const TouchPolicy& policy) {
   std::string_view value;
   int rc = rawGet(txn, dbis_.info, hashView(h), &value);
   if (rc == MDB_NOTFOUND) return MDB_SUCCESS;  // evicted or purged since the read
   if (rc != MDB_SUCCESS) return rc;
   EntryInfo info;
   if (!decodeInfo(value, &info) || info.tick >= tick) return MDB_SUCCESS;
+  if (policy.far_from_bound && tick - info.tick < policy.interval_ticks) return MDB_SUCCESS;
   if ((rc = rawDel(txn, dbis_.lru, timeKey(info.tick, h))) != MDB_SUCCESS) return rc;
   info.tick = tick;
   if ((rc = rawPut(txn, dbis_.lru, timeKey(info.tick, h), {})) != MDB_SUCCESS) return rc;
@@ -1408,9 +1549,10 @@ int LmdbCacheStore::Impl::purgeTxn(MDB_txn* txn, TxnState* st, std::string_view 
   return MDB_SUCCESS;
 }
 
-int LmdbCacheStore::Impl::tryBatch(
-    std::vector<Op>& ops, const std::unordered_map<Hash, uint64_t, HashHasher>& touches,
-    const std::array<uint64_t, kNumCounters>& deltas, bool include_puts, TxnState* out_state) {
+int LmdbCacheStore::Impl::tryBatch(std::vector<Op>& ops, const std::vector<Touch>& touches,
+                                   size_t first, size_t last,
+                                   const std::array<uint64_t, kNumCounters>& deltas,
+                                   bool include_puts, TxnState* out_state) {
   std::shared_lock<std::shared_mutex> lock;
   MDB_txn* txn = nullptr;
   int rc = beginWrite(lock, &txn);
@@ -1466,11 +1608,18 @@ int LmdbCacheStore::Impl::tryBatch(
   }
   // Recency after the puts (a read older than a replacing put does not count: touchEntry keeps
   // the larger tick) and before eviction, so that eviction sees every read made so far.
-  for (const auto& touch : touches) {
-    if ((rc = touchEntry(txn, touch.first, tick_base_ + touch.second)) != MDB_SUCCESS) {
-      return fail(rc);
+  if (first < last) {
+    TouchPolicy policy;
+    policy.interval_ticks =
+        static_cast<uint64_t>(std::max<int64_t>(options_.touch_interval.count(), 0)) << kTickShift;
+    policy.far_from_bound = st.bytes < options_.max_bytes / 2;
+    for (size_t i = first; i < last; ++i) {
+      const Touch& touch = touches[i];
+      if ((rc = touchEntry(txn, touch.first, touch.second, policy)) != MDB_SUCCESS) {
+        return fail(rc);
+      }
+      st.tick = std::max(st.tick, touch.second);
     }
-    st.tick = std::max(st.tick, tick_base_ + touch.second);
   }
   if ((rc = evictTo(txn, &st, options_.max_bytes)) != MDB_SUCCESS) return fail(rc);
   if ((rc = writeState(txn, st, deltas)) != MDB_SUCCESS) return fail(rc);
@@ -1548,8 +1697,8 @@ bool LmdbCacheStore::Impl::makeRoom(double fraction) {
   return true;
 }
 
-void LmdbCacheStore::Impl::runBatch(std::vector<Op>& ops,
-                                    std::unordered_map<Hash, uint64_t, HashHasher>& touches) {
+void LmdbCacheStore::Impl::runBatch(std::vector<Op>& ops, const std::vector<Touch>& touches,
+                                    size_t first, size_t last) {
   std::array<uint64_t, kNumCounters> deltas{};
   {
     std::lock_guard<std::mutex> lock(flushed_mu_);
@@ -1559,7 +1708,7 @@ void LmdbCacheStore::Impl::runBatch(std::vector<Op>& ops,
   }
   const bool counters_due =
       std::any_of(deltas.begin(), deltas.end(), [](uint64_t d) { return d != 0; });
-  if (ops.empty() && touches.empty() && !counters_due) return;
+  if (ops.empty() && first == last && !counters_due) return;
   if (!healthy()) {
     finishBatch(ops, false, false, 0);
     return;
@@ -1568,7 +1717,7 @@ void LmdbCacheStore::Impl::runBatch(std::vector<Op>& ops,
   bool map_stuck = false;
   for (int attempt = 0; attempt < 4; ++attempt) {
     const bool puts = attempt < 3;
-    const int rc = tryBatch(ops, touches, deltas, puts, &st);
+    const int rc = tryBatch(ops, touches, first, last, deltas, puts, &st);
     if (rc == MDB_SUCCESS) {
       {
         std::lock_guard<std::mutex> lock(flushed_mu_);
@@ -1628,8 +1777,11 @@ void LmdbCacheStore::Impl::finishBatch(std::vector<Op>& ops, bool committed, boo
           // pending, unless a newer put replaced it.
           auto it = pending_.find(op.hash);
           if (it != pending_.end() && it->second == op.put) {
-            pending_bytes_ -= it->second->bytes;
+            pending_bytes_ -= it->second->cost;
             pending_.erase(it);
+            retired_epochs_[stripeOf(op.hash)].fetch_add(1, std::memory_order_release);
+            // A burst grows the bucket array; erasing never shrinks it.
+            if (pending_.empty() && pending_.bucket_count() > 1024) pending_.rehash(0);
           }
           if (!committed || !puts_applied) count(kDropped);
           break;
@@ -1648,6 +1800,7 @@ void LmdbCacheStore::Impl::finishBatch(std::vector<Op>& ops, bool committed, boo
               // failed for good: the entry must not be served again.
               if (committed && it != tombstones_.end() && it->second == op.tombstone_seq) {
                 tombstones_.erase(it);
+                retired_epochs_[stripeOf(h)].fetch_add(1, std::memory_order_release);
               }
             }
           }

@@ -3,11 +3,13 @@
 // corruption).
 #include <doctest/doctest.h>
 
+#include <malloc.h>
 #include <stdlib.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -617,4 +619,269 @@ TEST_CASE("lmdb cache store: concurrent readers, writers and invalidations") {
   CHECK(s.healthy);
   CHECK(s.bytes <= 200'000);
   CHECK(s.entries > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Memory bounds (issue 4, bench scenario f): what the store keeps on the heap must not grow with
+// the size of a burst or of the key set.
+
+namespace {
+
+// AddressSanitizer replaces malloc: mallinfo2 and malloc_trim then say nothing about the heap.
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool kHeapIsGlibc = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool kHeapIsGlibc = false;
+#else
+constexpr bool kHeapIsGlibc = true;
+#endif
+#else
+constexpr bool kHeapIsGlibc = true;
+#endif
+
+// Bytes in use on the heap, all arenas (glibc), mmapped chunks included.
+size_t heapInUse() {
+  const struct mallinfo2 mi = ::mallinfo2();
+  return mi.uordblks + mi.hblkhd;
+}
+
+}  // namespace
+
+TEST_CASE("lmdb cache store: a burst of puts and reads leaves a bounded heap behind") {
+  // LMDB keeps every page a write transaction dirtied on its own free list until the environment
+  // closes, so one transaction applying a whole burst would pin the burst's size on the heap for
+  // the life of the process (32 MiB for this test before the writer split its transactions).
+  if (!kHeapIsGlibc) {
+    MESSAGE("skipped: the heap is not glibc's (sanitizer build)");
+    return;
+  }
+  TempDir dir;
+  auto clock = std::make_shared<core::ManualClock>();
+  auto options = lmdbOptions(dir, clock);
+  options.map_size = size_t{512} << 20;
+  SUBCASE("far from the byte bound (reads within touch_interval are not rewritten)") {
+    options.max_bytes = size_t{256} << 20;
+  }
+  SUBCASE("past half of the byte bound (every read is rewritten)") {
+    options.max_bytes = size_t{16} << 20;
+  }
+  auto store = storage::LmdbCacheStore::open(options);
+  REQUIRE(store->healthy());
+  putEntry(*store, *clock, "bundleup-unify", "/v1/chat/channels", "warm", "x");
+  store->flush();
+  const size_t before = heapInUse();
+
+  constexpr int kEntries = 20'000;
+  const std::string body(300, 'c');
+  for (int round = 0; round < 2; ++round) {
+    for (int i = 0; i < kEntries; ++i) {
+      putEntry(*store, *clock, "bundleup-unify", "/v1/chat/channels",
+               "limit=100&cursor=" + std::to_string(i), body + std::to_string(round));
+    }
+    for (int i = 0; i < kEntries; ++i) {
+      has(*store, "bundleup-unify", "/v1/chat/channels", "limit=100&cursor=" + std::to_string(i));
+    }
+    store->flush();
+  }
+  const core::CacheStats s = store->stats();
+  CHECK(s.entries > kEntries / 2);
+  CHECK(s.bytes <= options.max_bytes);
+  auto got = store->get(keyFor("bundleup-unify", "/v1/chat/channels", "limit=100&cursor=7"));
+  if (got) CHECK(got->body == body + "1");
+  const size_t after = heapInUse();
+  const size_t grown = after > before ? after - before : 0;
+  MESSAGE("heap in use grew by " << grown / 1024 << " KiB over " << kEntries << " keys");
+  CHECK(grown < size_t{6} << 20);
+}
+
+TEST_CASE("lmdb cache store: the pending bound never keeps a large entry out") {
+  TempDir dir;
+  auto clock = std::make_shared<core::ManualClock>();
+  auto options = lmdbOptions(dir, clock);
+  options.max_pending_bytes = 1024;  // far below the entry: accepted because nothing is pending
+  auto store = storage::LmdbCacheStore::open(options);
+  const std::string body(100'000, 'p');
+  putEntry(*store, *clock, "bundleiq", "/v1/notes", "", body);
+  auto pending = store->get(keyFor("bundleiq", "/v1/notes", ""));
+  REQUIRE(pending.has_value());
+  CHECK(pending->body == body);
+  store->flush();
+  auto stored = store->get(keyFor("bundleiq", "/v1/notes", ""));
+  REQUIRE(stored.has_value());
+  CHECK(stored->body == body);
+  CHECK(store->stats().dropped_writes == 0);
+}
+
+TEST_CASE("lmdb cache store: a sweep removes more expired entries than one transaction holds") {
+  TempDir dir;
+  auto clock = std::make_shared<core::ManualClock>();
+  auto store = storage::LmdbCacheStore::open(lmdbOptions(dir, clock));
+  constexpr int kExpiring = 500;
+  for (int i = 0; i < kExpiring; ++i) {
+    store->put(keyFor("bundleup-api", "/v1/items", "page=" + std::to_string(i)),
+               metaFor("bundleup-api", "/v1/items"), response(*clock, "old", 1'000, 1'000));
+  }
+  store->put(keyFor("bundleup-api", "/v1/keep", ""), metaFor("bundleup-api", "/v1/keep"),
+             response(*clock, "kept", 60'000, 3'600'000));
+  store->flush();
+  CHECK(store->stats().entries == kExpiring + 1);
+  clock->advance(std::chrono::seconds(3));
+  CHECK(store->sweepExpired() == kExpiring);
+  const core::CacheStats s = store->stats();
+  CHECK(s.entries == 1);
+  CHECK(s.expired == kExpiring);
+  CHECK(has(*store, "bundleup-api", "/v1/keep", ""));
+}
+
+TEST_CASE("lmdb cache store: below half the bound, reads within touch_interval keep their LRU place") {
+  // 2000-byte bodies, 20000 bytes: nine entries fit. Three are put, /a is read, then more are
+  // put until the first eviction.
+  TempDir dir;
+  auto clock = std::make_shared<core::ManualClock>();
+  auto options = lmdbOptions(dir, clock);
+  options.max_bytes = 20'000;
+  options.touch_interval = std::chrono::seconds(30);
+  auto store = storage::LmdbCacheStore::open(options);
+  const std::string body(2000, 'b');
+  putEntry(*store, *clock, "bundleup-api", "/a", "", body);
+  putEntry(*store, *clock, "bundleup-api", "/b", "", body);
+  putEntry(*store, *clock, "bundleup-api", "/c", "", body);
+  store->flush();
+  std::string evicted_first;
+  SUBCASE("read within the interval: not recorded, /a stays the oldest") {
+    clock->advance(std::chrono::seconds(29));
+    evicted_first = "/a";
+  }
+  SUBCASE("read after the interval: recorded, /b becomes the oldest") {
+    clock->advance(std::chrono::seconds(31));
+    evicted_first = "/b";
+  }
+  CHECK(has(*store, "bundleup-api", "/a", ""));
+  store->flush();
+  for (int i = 0; store->stats().evictions == 0 && i < 20; ++i) {
+    putEntry(*store, *clock, "bundleup-api", "/n" + std::to_string(i), "", body);
+    store->flush();
+  }
+  REQUIRE(store->stats().evictions == 1);
+  CHECK_FALSE(has(*store, "bundleup-api", evicted_first, ""));
+  CHECK(has(*store, "bundleup-api", evicted_first == "/a" ? "/b" : "/a", ""));
+  CHECK(has(*store, "bundleup-api", "/c", ""));
+}
+
+TEST_CASE("lmdb cache store: the periodic sweep clears a mass expiry over several turns") {
+  TempDir dir;
+  auto clock = std::make_shared<core::ManualClock>();
+  auto options = lmdbOptions(dir, clock);
+  options.sweep_interval = std::chrono::milliseconds(1);
+  auto store = storage::LmdbCacheStore::open(options);
+  constexpr int kExpiring = 2'500;  // more than one writer turn sweeps (16 x 64)
+  for (int i = 0; i < kExpiring; ++i) {
+    store->put(keyFor("bundleup-api", "/v1/items", "page=" + std::to_string(i)),
+               metaFor("bundleup-api", "/v1/items"), response(*clock, "old", 1'000, 1'000));
+  }
+  store->put(keyFor("bundleup-api", "/v1/keep", ""), metaFor("bundleup-api", "/v1/keep"),
+             response(*clock, "kept", 60'000, 3'600'000));
+  store->flush();
+  clock->advance(std::chrono::seconds(3));
+  core::CacheStats s = store->stats();
+  for (int i = 0; i < 200 && s.entries > 1; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    s = store->stats();
+  }
+  CHECK(s.entries == 1);
+  CHECK(s.expired == kExpiring);
+  CHECK(has(*store, "bundleup-api", "/v1/keep", ""));
+}
+
+namespace {
+
+// Resident anonymous memory of this process, KiB.
+long rssAnonKib() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("RssAnon:", 0) == 0) return std::stol(line.substr(8));
+  }
+  return -1;
+}
+
+}  // namespace
+
+TEST_CASE("lmdb cache store: free heap left behind by a burst is given back after a sweep") {
+  if (!kHeapIsGlibc) {
+    MESSAGE("skipped: the heap is not glibc's (sanitizer build)");
+    return;
+  }
+  TempDir dir;
+  auto clock = std::make_shared<core::ManualClock>();
+  auto options = lmdbOptions(dir, clock);
+  options.sweep_interval = std::chrono::milliseconds(1);
+  SUBCASE("above the threshold: released") { options.release_free_heap_above = size_t{16} << 20; }
+  SUBCASE("threshold 0: never") { options.release_free_heap_above = 0; }
+  auto store = storage::LmdbCacheStore::open(options);
+  // A burst: 96 MiB in 64 KiB blocks (below the mmap threshold, so on the heap), then three of
+  // every four freed. The survivors pin the freed runs between them: glibc keeps them resident.
+  std::vector<char*> blocks;
+  for (int i = 0; i < 1536; ++i) {
+    char* b = static_cast<char*>(::malloc(64 * 1024));
+    REQUIRE(b != nullptr);
+    std::memset(b, i & 0xFF, 64 * 1024);
+    blocks.push_back(b);
+  }
+  for (size_t i = 0; i < blocks.size(); ++i) {
+    if (i % 4 != 3) {
+      ::free(blocks[i]);
+      blocks[i] = nullptr;
+    }
+  }
+  const long held = rssAnonKib();
+  long now = held;
+  const int polls = options.release_free_heap_above != 0 ? 200 : 40;  // 10 s, or 2 s
+  for (int i = 0; i < polls && held - now < 32 * 1024; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    now = rssAnonKib();
+  }
+  MESSAGE("RssAnon " << held << " KiB after the burst, " << now << " KiB after the sweep");
+  if (options.release_free_heap_above != 0) {
+    CHECK(held - now >= 32 * 1024);
+  } else {
+    CHECK(held - now < 32 * 1024);
+  }
+  for (char* b : blocks) ::free(b);
+}
+
+TEST_CASE("lmdb cache store: a read right after a put sees it while the writer commits it") {
+  // get() reads the environment, then the pending map. A commit that lands between the two
+  // used to retire the pending put after the snapshot was taken: the read then missed (CI:
+  // MISS then MISS for one key) or served the previous, stale copy (CI: a second stale-while-
+  // revalidate refresh). Every read here follows its put at once while the writer is busy
+  // committing the other threads' puts.
+  TempDir dir;
+  auto clock = std::make_shared<core::ManualClock>();
+  auto options = lmdbOptions(dir, clock);
+  options.max_pending_bytes = size_t{256} << 20;  // a slow writer must not drop puts here
+  auto store = storage::LmdbCacheStore::open(options);
+  REQUIRE(store->healthy());
+  std::atomic<int> missing{0};
+  std::atomic<int> older{0};
+  auto work = [&](int t) {
+    const std::string same = "/v1/same/" + std::to_string(t);
+    for (int i = 0; i < 10'000; ++i) {
+      // A new key (must hit) and a rewritten key (must give the newest body).
+      const std::string query = "t=" + std::to_string(t) + "&n=" + std::to_string(i);
+      putEntry(*store, *clock, "bundleup-api", "/v1/new", query, "new");
+      if (!has(*store, "bundleup-api", "/v1/new", query)) ++missing;
+      const std::string body = "v" + std::to_string(i);
+      putEntry(*store, *clock, "bundleup-api", same, "", body);
+      auto got = store->get(keyFor("bundleup-api", same, ""));
+      if (!got || got->body != body) ++older;
+    }
+  };
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 4; ++t) threads.emplace_back(work, t);
+  for (auto& th : threads) th.join();
+  CHECK(missing.load() == 0);
+  CHECK(older.load() == 0);
+  CHECK(store->stats().dropped_writes == 0);
 }
