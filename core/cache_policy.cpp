@@ -236,6 +236,37 @@ bool globMatch(std::string_view pattern, std::string_view text) {
       text.substr(text.size() - suffix.size()) != suffix) {
     return false;
   }
+  // Only '**' wildcards (e.g. the built-in "**/mcp/**" that every request is tested against):
+  // the literals between them, found leftmost in order, decide (leftmost is optimal when a
+  // wildcard can absorb anything). No NFA for the common case.
+  {
+    bool only_double = true;
+    for (size_t i = first_star; i <= last_star && only_double;) {
+      if (pattern[i] != '*') {
+        ++i;
+        continue;
+      }
+      size_t run = 0;
+      while (i < pattern.size() && pattern[i] == '*') ++i, ++run;
+      only_double = run >= 2;
+    }
+    if (only_double) {
+      size_t pos = first_star;                     // text consumed by the prefix
+      const size_t end = text.size() - suffix.size();  // the suffix is reserved
+      size_t i = first_star;
+      while (i < last_star) {
+        while (pattern[i] == '*') ++i;
+        const size_t lit_end = pattern.find('*', i);
+        if (lit_end > last_star) break;  // reached the suffix
+        const std::string_view literal = pattern.substr(i, lit_end - i);
+        const size_t found = text.substr(0, end).find(literal, pos);
+        if (found == std::string_view::npos) return false;
+        pos = found + literal.size();
+        i = lit_end;
+      }
+      return pos <= end;
+    }
+  }
   // Compile into tokens: a literal byte, '*' (no '/'), or '**' (anything).
   constexpr size_t kInline = 128;
   GlobTok inline_toks[kInline];

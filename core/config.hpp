@@ -79,6 +79,10 @@ struct ServerConfig {
 struct LogConfig {
   std::string level = "info";   // debug | info | warn | error
   bool access_log = true;
+  // credential_use audit lines: "summary" = the first use of a credential by a client, then at
+  // most one line a minute per (client, team, upstream, credential, scope) with the count of
+  // uses; "every" = one line per use.
+  std::string audit = "summary";
 };
 
 struct Config {

@@ -395,6 +395,11 @@ Status checkLogLevel(std::string_view level) {
   return bad("expected one of debug, info, warn, error");
 }
 
+Status checkLogAudit(std::string_view audit) {
+  if (audit == "summary" || audit == "every") return okStatus();
+  return bad("expected one of summary, every");
+}
+
 Status checkPath(std::string_view path) {
   if (path.empty()) return bad("path is empty");
   if (path.size() > 4096) return bad("path is too long (at most 4096 bytes)");
@@ -475,6 +480,7 @@ Status validateConfig(const Config& config) {
     }
   }
   if (auto s = checkLogLevel(config.log.level); !s) return fail("log.level", s.error().message);
+  if (auto s = checkLogAudit(config.log.audit); !s) return fail("log.audit", s.error().message);
   if (config.upstreams.empty()) return fail("upstreams", "at least one upstream is required");
 
   std::set<std::string> names;

@@ -64,6 +64,9 @@ Result<Protocol> parseProtocol(std::string_view text);
 // "debug" | "info" | "warn" | "error".
 Status checkLogLevel(std::string_view level);
 
+// "summary" | "every" (LogConfig::audit).
+Status checkLogAudit(std::string_view audit);
+
 // A filesystem path as written in the config: not empty, at most 4096 bytes, no control bytes.
 Status checkPath(std::string_view path);
 

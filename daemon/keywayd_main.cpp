@@ -238,6 +238,11 @@ SelfCheckOutcome httpSelfCheck(const SelfCheckTarget& target, SteadyClock::time_
   return out;
 }
 
+// How often summarised credential_use counts are written (LogEventSink, log.audit: summary).
+constexpr std::chrono::seconds kAuditPeriod{60};
+void armAuditFlush(const std::shared_ptr<core::Scheduler>& scheduler,
+                   const std::shared_ptr<daemon::LogEventSink>& events);
+
 class Daemon {
  public:
   Daemon(Args args, core::Config config, std::shared_ptr<daemon::Logger> logger)
@@ -267,6 +272,7 @@ class Daemon {
   std::shared_ptr<daemon::Logger> logger_;
   std::shared_ptr<core::Metrics> metrics_;
   std::shared_ptr<core::Gateway> gateway_;
+  std::shared_ptr<daemon::LogEventSink> events_;
   std::vector<std::unique_ptr<daemon::HttpServer>> servers_;
   std::atomic<bool> ready_{false};
 
@@ -468,7 +474,9 @@ int Daemon::run() {
   deps.store = credential_store;
   deps.upstream = upstream;
   deps.metrics = metrics_;
-  deps.events = std::make_shared<daemon::LogEventSink>(logger_);
+  events_ = std::make_shared<daemon::LogEventSink>(logger_, kAuditPeriod);
+  events_->setAuditEveryUse(config.log.audit == "every");
+  deps.events = events_;
   deps.clock = std::make_shared<core::RealClock>();
   deps.ready = [this] { return ready_.load(std::memory_order_relaxed); };
   // BOSA schemas survive restarts so validation keeps working while BOSA is down (SPEC §6).
@@ -479,6 +487,9 @@ int Daemon::run() {
                    {daemon::field("error", schemas.error().message)});
   }
   deps.scheduler = std::make_shared<daemon::TimerScheduler>();
+  // Summarised credential_use counts reach the log at least every audit period, even when the
+  // credential is not used again.
+  armAuditFlush(deps.scheduler, events_);
   gateway_ = std::make_shared<core::Gateway>(config_, deps);
   {
     std::weak_ptr<core::Gateway> weak = gateway_;
@@ -594,6 +605,8 @@ void Daemon::reload() {
   }
   const auto level = daemon::parseLogLevel(next.log.level);
   logger_->setAccessLog(next.log.access_log);
+  events_->flushAudit();  // counts so far, at the old level and in the old mode
+  events_->setAuditEveryUse(next.log.audit == "every");
   for (auto& s : servers_) s->setLimits(next.limits);
   config_ = std::make_shared<const core::Config>(std::move(next));
   gateway_->setConfig(config_);
@@ -622,6 +635,20 @@ int64_t Daemon::drainPending() const {
 // Exit status: 0 in every case. The stop was asked for; a non-zero status would mark the unit
 // failed (and, for a SIGTERM not sent by systemd, make Restart=on-failure start it again). What
 // was cut short is logged at warn level ("stopped" with abandoned_requests and reason).
+// Flushes the summarised audit counts every kAuditPeriod until the sink or the scheduler is gone.
+void armAuditFlush(const std::shared_ptr<core::Scheduler>& scheduler,
+                   const std::shared_ptr<daemon::LogEventSink>& events) {
+  std::weak_ptr<core::Scheduler> weak_scheduler = scheduler;
+  std::weak_ptr<daemon::LogEventSink> weak_events = events;
+  scheduler->after(kAuditPeriod, [weak_scheduler, weak_events] {
+    auto s = weak_scheduler.lock();
+    auto e = weak_events.lock();
+    if (!s || !e) return;
+    e->flushAudit();
+    armAuditFlush(s, e);
+  });
+}
+
 int Daemon::drainAndStop() {
   haltWatchdog();
   notify("STOPPING=1");
@@ -659,6 +686,7 @@ int Daemon::drainAndStop() {
   for (const auto& s : servers_) unfinished += s->activeConnections();
   for (auto& s : servers_) s->stop();
   stopWatchdog();
+  events_->flushAudit();
   const std::initializer_list<daemon::LogField> fields = {
       daemon::field("reason", reason), daemon::field("abandoned_requests", static_cast<int64_t>(in_flight)),
       daemon::field("unfinished_connections", static_cast<int64_t>(unfinished))};

@@ -382,6 +382,11 @@ Status parseLog(const Ctx& ctx, const Entry& section, core::LogConfig& out) {
          return check(ctx, e, core::checkLogLevel(out.level));
        }},
       {"access_log", [&](const Entry& e) -> Status { return readBool(ctx, e, out.access_log); }},
+      {"audit",
+       [&](const Entry& e) -> Status {
+         if (auto s = readScalar(ctx, e, "one of summary, every", out.audit); !s) return s;
+         return check(ctx, e, core::checkLogAudit(out.audit));
+       }},
   };
   return parseMap(ctx, section, kNullIsEmpty, fields);
 }

@@ -236,6 +236,59 @@ TEST_CASE("globMatch: '*' stays within a segment, '**' crosses them") {
   CHECK_FALSE(globMatch("**a**a**a**a**a**a**a**a**b", std::string(5000, 'a')));
 }
 
+namespace {
+
+// Reference matcher for the differential test below: plain backtracking over the same rules
+// ('*' anything but '/', '**' anything), fine for short inputs.
+bool refGlob(std::string_view p, std::string_view t) {
+  if (p.empty()) return t.empty();
+  if (p.substr(0, 2) == "**") {
+    size_t k = 2;
+    while (k < p.size() && p[k] == '*') ++k;
+    for (size_t i = 0; i <= t.size(); ++i) {
+      if (refGlob(p.substr(k), t.substr(i))) return true;
+    }
+    return false;
+  }
+  if (p[0] == '*') {
+    for (size_t i = 0; i <= t.size(); ++i) {
+      if (refGlob(p.substr(1), t.substr(i))) return true;
+      if (i < t.size() && t[i] == '/') break;
+    }
+    return false;
+  }
+  return !t.empty() && t[0] == p[0] && refGlob(p.substr(1), t.substr(1));
+}
+
+}  // namespace
+
+TEST_CASE("globMatch agrees with a reference matcher on random patterns and paths") {
+  // Covers the literal-only-between-'**' fast path and the NFA alike.
+  uint32_t seed = 12345;
+  const auto next = [&seed](uint32_t n) {
+    seed = seed * 1103515245u + 12345u;
+    return (seed >> 16) % n;
+  };
+  const char* pieces[] = {"*", "**", "/", "a", "b", "m", "/a", "ab"};
+  const char alphabet[] = {'/', 'a', 'b', 'm'};
+  int fast_path_cases = 0;
+  for (int round = 0; round < 20'000; ++round) {
+    std::string pattern;
+    for (uint32_t k = next(6); k > 0; --k) {
+      const std::string piece = pieces[next(8)];
+      // Keep runs of stars at most two long (validateCachePolicy refuses '***').
+      if (piece[0] == '*' && !pattern.empty() && pattern.back() == '*') continue;
+      pattern += piece;
+    }
+    std::string text;
+    for (uint32_t k = next(9); k > 0; --k) text += alphabet[next(4)];
+    if (pattern.find("**") != std::string::npos) ++fast_path_cases;
+    INFO("pattern '" << pattern << "' text '" << text << "'");
+    REQUIRE(globMatch(pattern, text) == refGlob(pattern, text));
+  }
+  CHECK(fast_path_cases > 1000);
+}
+
 TEST_CASE("default rules: Platform, Unify, BundleIQ GETs and BOSA read actions; never Proxy or MCP") {
   const CachePolicyConfig policy = defaultCachePolicy();
   REQUIRE(validateCachePolicy(policy).ok());

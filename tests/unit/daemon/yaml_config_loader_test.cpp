@@ -114,6 +114,7 @@ const KeyCase kScalarKeys[] = {
     {Where::kLimits, "max_connections"},
     {Where::kLog, "level"},
     {Where::kLog, "access_log"},
+    {Where::kLog, "audit"},
     {Where::kUpstream, "base_url"},
     {Where::kUpstream, "compat_listen"},
     {Where::kUpstream, "protocol"},
@@ -182,6 +183,7 @@ TEST_CASE("a minimal config gets every default") {
   CHECK(c.limits.max_connections == 16384);
   CHECK(c.log.level == "info");
   CHECK(c.log.access_log);
+  CHECK(c.log.audit == "summary");
   REQUIRE(c.upstreams.size() == 1);
   const auto& up = c.upstreams[0];
   CHECK(up.name == "bosa");
@@ -209,7 +211,7 @@ limits:
   body_timeout: 5m
   idle_timeout: 1h
   max_connections: 100
-log: {level: debug, access_log: false}
+log: {level: debug, access_log: false, audit: every}
 upstreams:
   zeta:
     base_url: "HTTP://127.0.0.1:9000/base/"
@@ -240,6 +242,7 @@ upstreams:
   CHECK(c.limits.max_connections == 100);
   CHECK(c.log.level == "debug");
   CHECK_FALSE(c.log.access_log);
+  CHECK(c.log.audit == "every");
   REQUIRE(c.upstreams.size() == 3);
   // Order is the file's, not alphabetical.
   CHECK(c.upstreams[0].name == "zeta");
@@ -322,6 +325,8 @@ TEST_CASE("bad values are errors naming the key and its line") {
       {Where::kLog, "access_log", "yes", "true or false"},
       {Where::kLog, "access_log", "\"true\"", "quoted"},
       {Where::kLog, "access_log", "1", "true or false"},
+      {Where::kLog, "audit", "all", "summary, every"},
+      {Where::kLog, "audit", "[every]", "summary, every"},
       {Where::kUpstream, "base_url", "api.bosa.id", "http:// or https://"},
       {Where::kUpstream, "base_url", "ftp://api.bosa.id", "http:// or https://"},
       {Where::kUpstream, "base_url", "https://u:p@api.bosa.id", "user@host"},

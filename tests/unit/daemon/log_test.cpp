@@ -1,0 +1,205 @@
+// Tests for daemon/log: the time stamp, the access line's fields, and the credential_use audit
+// lines in "every" and "summary" mode (first use at once, counts per period, flushes, threads).
+#include <doctest/doctest.h>
+
+#include <stdio.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <ctime>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "daemon/log.hpp"
+
+using namespace keyway;
+
+namespace {
+
+// A Logger writing into an unlinked temp file; lines() reads back everything written so far.
+class CapturedLog {
+ public:
+  CapturedLog() {
+    char path[] = "/tmp/keyway-log-test-XXXXXX";
+    fd_ = ::mkstemp(path);
+    REQUIRE(fd_ >= 0);
+    ::unlink(path);
+    logger = std::make_shared<daemon::Logger>(fd_);
+  }
+  ~CapturedLog() { ::close(fd_); }
+  CapturedLog(const CapturedLog&) = delete;
+  CapturedLog& operator=(const CapturedLog&) = delete;
+
+  std::vector<std::string> lines() const {
+    std::vector<std::string> out;
+    std::string all;
+    char buf[4096];
+    off_t off = 0;
+    ssize_t n;
+    while ((n = ::pread(fd_, buf, sizeof buf, off)) > 0) {
+      all.append(buf, static_cast<size_t>(n));
+      off += n;
+    }
+    size_t start = 0;
+    for (size_t nl; (nl = all.find('\n', start)) != std::string::npos; start = nl + 1) {
+      out.push_back(all.substr(start, nl - start));
+    }
+    return out;
+  }
+  std::vector<std::string> lines(std::string_view msg) const {
+    std::vector<std::string> out;
+    const std::string needle = "\"msg\":\"" + std::string(msg) + "\"";
+    for (auto& l : lines()) {
+      if (l.find(needle) != std::string::npos) out.push_back(l);
+    }
+    return out;
+  }
+
+  std::shared_ptr<daemon::Logger> logger;
+
+ private:
+  int fd_ = -1;
+};
+
+core::AccessRecord use(std::string client, std::string credential, std::string scope = "team:alpha") {
+  core::AccessRecord r;
+  r.client = std::move(client);
+  r.team = "alpha";
+  r.upstream = "bundleup-api";
+  r.method = "GET";
+  r.path = "/v1/connections";
+  r.status = 200;
+  r.credential = std::move(credential);
+  r.credential_scope = std::move(scope);
+  r.listener = "main";
+  r.peer = "127.0.0.1";
+  return r;
+}
+
+// The integer value of "key": in a JSON line (-1 when absent).
+long long intField(const std::string& line, std::string_view key) {
+  const std::string needle = "\"" + std::string(key) + "\":";
+  const size_t at = line.find(needle);
+  if (at == std::string::npos) return -1;
+  return std::strtoll(line.c_str() + at + needle.size(), nullptr, 10);
+}
+
+bool has(const std::string& line, std::string_view text) { return line.find(text) != std::string::npos; }
+
+}  // namespace
+
+TEST_CASE("isoTimeNow: UTC with milliseconds, the current second") {
+  for (int i = 0; i < 3; ++i) {
+    const std::time_t before = std::time(nullptr);
+    const std::string t = daemon::isoTimeNow();
+    const std::time_t after = std::time(nullptr);
+    REQUIRE(t.size() == 24);  // 2026-11-25T22:31:28.123Z
+    CHECK(t[4] == '-');
+    CHECK(t[10] == 'T');
+    CHECK(t[19] == '.');
+    CHECK(t[23] == 'Z');
+    struct tm tm_utc {};
+    REQUIRE(::strptime(t.substr(0, 19).c_str(), "%Y-%m-%dT%H:%M:%S", &tm_utc) != nullptr);
+    const std::time_t parsed = ::timegm(&tm_utc);
+    CHECK(parsed >= before);
+    CHECK(parsed <= after);
+    for (size_t k = 20; k < 23; ++k) CHECK((t[k] >= '0' && t[k] <= '9'));
+    std::this_thread::sleep_for(std::chrono::milliseconds(400));  // cross a second boundary
+  }
+}
+
+TEST_CASE("access lines name the credential and its scope; no line for it when none was injected") {
+  CapturedLog log;
+  daemon::LogEventSink sink(log.logger);
+  sink.access(use("app", "bundleup.api_key"));
+  core::AccessRecord local = use("app", "");
+  local.upstream = "-";
+  sink.access(local);
+  const auto access = log.lines("access");
+  REQUIRE(access.size() == 2);
+  CHECK(has(access[0], "\"credential\":\"bundleup.api_key\""));
+  CHECK(has(access[0], "\"scope\":\"team:alpha\""));
+  CHECK_FALSE(has(access[1], "\"credential\""));
+  CHECK(log.lines("credential_use").size() == 1);
+}
+
+TEST_CASE("audit: every mode writes one credential_use line per use") {
+  CapturedLog log;
+  daemon::LogEventSink sink(log.logger);
+  sink.setAuditEveryUse(true);
+  for (int i = 0; i < 5; ++i) sink.access(use("app", "bundleup.api_key"));
+  const auto audit = log.lines("credential_use");
+  REQUIRE(audit.size() == 5);
+  for (const auto& l : audit) CHECK(intField(l, "uses") == 1);
+}
+
+TEST_CASE("audit: summary mode writes the first use at once and the rest as counts") {
+  CapturedLog log;
+  daemon::LogEventSink sink(log.logger, std::chrono::milliseconds(300));
+  for (int i = 0; i < 100; ++i) sink.access(use("app", "bundleup.api_key"));
+  auto audit = log.lines("credential_use");
+  REQUIRE(audit.size() == 1);
+  CHECK(intField(audit[0], "uses") == 1);
+  CHECK(has(audit[0], "\"client\":\"app\""));
+  CHECK(has(audit[0], "\"credential\":\"bundleup.api_key\""));
+  CHECK(has(audit[0], "\"scope\":\"team:alpha\""));
+
+  SUBCASE("a flush reports the counted uses once") {
+    sink.flushAudit();
+    sink.flushAudit();
+    audit = log.lines("credential_use");
+    REQUIRE(audit.size() == 2);
+    CHECK(intField(audit[1], "uses") == 99);
+  }
+  SUBCASE("a use past the period reports the count, itself included") {
+    std::this_thread::sleep_for(std::chrono::milliseconds(350));
+    sink.access(use("app", "bundleup.api_key"));
+    audit = log.lines("credential_use");
+    REQUIRE(audit.size() == 2);
+    CHECK(intField(audit[1], "uses") == 100);
+    CHECK(intField(audit[1], "period_s") == 0);  // 0.35 s, in whole seconds
+  }
+  SUBCASE("other tuples get their own first line") {
+    sink.access(use("other-app", "bundleup.api_key"));
+    sink.access(use("app", "bundleiq.api_key"));
+    sink.access(use("app", "bundleup.api_key", "shared"));
+    sink.access(use("app", "bundleup.api_key"));
+    audit = log.lines("credential_use");
+    CHECK(audit.size() == 4);
+  }
+}
+
+TEST_CASE("audit: nothing is lost across threads, and the destructor flushes") {
+  CapturedLog log;
+  constexpr int kThreads = 4;
+  constexpr int kUses = 2000;
+  {
+    daemon::LogEventSink sink(log.logger, std::chrono::milliseconds(5));
+    std::vector<std::thread> threads;
+    for (int t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&sink, t] {
+        for (int i = 0; i < kUses; ++i) sink.access(use(t % 2 == 0 ? "even" : "odd", "bundleup.api_key"));
+      });
+    }
+    for (auto& th : threads) th.join();
+  }
+  long long even = 0, odd = 0;
+  for (const auto& l : log.lines("credential_use")) {
+    (has(l, "\"client\":\"even\"") ? even : odd) += intField(l, "uses");
+  }
+  CHECK(even == kThreads / 2 * kUses);
+  CHECK(odd == kThreads / 2 * kUses);
+}
+
+TEST_CASE("audit lines are info level: none at warn") {
+  CapturedLog log;
+  log.logger->setLevel(daemon::LogLevel::kWarn);
+  daemon::LogEventSink sink(log.logger);
+  sink.access(use("app", "bundleup.api_key"));
+  sink.flushAudit();
+  CHECK(log.lines("credential_use").empty());
+  CHECK(log.lines("access").size() == 1);  // access lines are not levelled
+}
