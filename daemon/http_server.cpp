@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <condition_variable>
@@ -291,39 +292,68 @@ class Connection : public std::enable_shared_from_this<Connection> {
   }
 
   // Sends what is queued, in order. send_mu_ serialises flushers (so bytes never reorder) and is
-  // also taken by onDisconnected, so the fd cannot be closed by Pistache while we enqueue on it.
+  // also taken by onDisconnected, so the fd cannot be closed by Pistache while we write to it or
+  // enqueue on it.
+  //
+  // Direct write first (why): Pistache 0.0.5's Transport::asyncWrite copies the buffer and always
+  // enqueues it for its reactor, woken through an eventfd: per response an eventfd write, an
+  // epoll wake-up, an eventfd read and only then the send. When Pistache holds none of this
+  // connection's bytes, one non-blocking send(2) from here usually takes the whole response; what
+  // it cannot take (a full socket buffer, an error) goes to Pistache as before, which waits for
+  // writability or reports the error. Order holds: nothing is sent directly while a Pistache
+  // write of ours is pending.
   void flush() {
-    std::lock_guard<std::mutex> send_lock(send_mu_);
-    std::vector<std::string> batch;
-    std::shared_ptr<Pistache::Tcp::Peer> peer;
+    size_t written_directly = 0;
     {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (outq_.empty()) return;
-      if (closed_ || !peer_) {
-        outq_.clear();
-        return;
+      std::lock_guard<std::mutex> send_lock(send_mu_);
+      std::vector<std::string> batch;
+      std::shared_ptr<Pistache::Tcp::Peer> peer;
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (outq_.empty()) return;
+        if (closed_ || !peer_) {
+          outq_.clear();
+          return;
+        }
+        batch.swap(outq_);
+        peer = peer_;
       }
-      batch.swap(outq_);
-      peer = peer_;
+      std::string data;
+      if (batch.size() == 1) {
+        data = std::move(batch.front());
+      } else {
+        size_t total = 0;
+        for (const auto& b : batch) total += b.size();
+        data.reserve(total);
+        for (const auto& b : batch) data.append(b);
+      }
+      if (pistache_writes_.load(std::memory_order_acquire) == 0) {
+        const ssize_t n = ::send(peer->fd(), data.data(), data.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+          written_directly = static_cast<size_t>(n);
+          data.erase(0, written_directly);
+        }
+      }
+      if (!data.empty()) {
+        const size_t size = data.size();
+        std::weak_ptr<Connection> weak = weak_from_this();
+        pistache_writes_.fetch_add(1, std::memory_order_acq_rel);
+        peer->send(Pistache::RawBuffer(std::move(data), size))
+            .then([weak, size](ssize_t) {
+                    if (auto self = weak.lock()) self->onPistacheWritten(size);
+                  },
+                  [weak, size](std::exception_ptr&) {
+                    if (auto self = weak.lock()) self->onPistacheWritten(size);
+                  });
+      }
     }
-    std::string data;
-    if (batch.size() == 1) {
-      data = std::move(batch.front());
-    } else {
-      size_t total = 0;
-      for (const auto& b : batch) total += b.size();
-      data.reserve(total);
-      for (const auto& b : batch) data.append(b);
-    }
-    const size_t size = data.size();
-    std::weak_ptr<Connection> weak = weak_from_this();
-    peer->send(Pistache::RawBuffer(std::move(data), size))
-        .then([weak, size](ssize_t) {
-                if (auto self = weak.lock()) self->onWritten(size);
-              },
-              [weak, size](std::exception_ptr&) {
-                if (auto self = weak.lock()) self->onWritten(size);
-              });
+    // Outside send_mu_: onWritten may run a paused stream's resume callback.
+    if (written_directly > 0) onWritten(written_directly);
+  }
+
+  void onPistacheWritten(size_t size) {
+    pistache_writes_.fetch_sub(1, std::memory_order_acq_rel);
+    onWritten(size);
   }
 
   void onWritten(size_t size) {
@@ -426,6 +456,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   std::mutex send_mu_;  // taken before mu_, never while holding mu_
   std::mutex mu_;
+  std::atomic<int> pistache_writes_{0};  // writes handed to Pistache and not yet completed
   std::shared_ptr<Pistache::Tcp::Peer> peer_;
   std::vector<std::string> outq_;
   std::shared_ptr<ServerShared> shared_;
