@@ -425,16 +425,16 @@ std::vector<Gateway::Waiter> Gateway::landFlight(const std::string& key) {
   return std::move(flight->waiters);
 }
 
-void Gateway::serveCached(const CachedResponse& entry, const char* cache_status, Waiter waiter) {
+void Gateway::serveCached(CachedResponse entry, const char* cache_status, Waiter waiter) {
   const auto now = deps_.clock->monotonicNow();
   HttpResponse response;
   response.status = entry.status;
-  response.reason = entry.reason;
-  response.headers = entry.headers;
+  response.reason = std::move(entry.reason);
+  response.headers = std::move(entry.headers);
   const int64_t age_ms = unixMs(*deps_.clock) - entry.stored_unix_ms;
   response.headers.push_back({"X-Keyway-Cache", cache_status});
   response.headers.push_back({"Age", std::to_string(age_ms > 0 ? age_ms / 1000 : 0)});
-  response.body = entry.body;
+  response.body = std::move(entry.body);
   UpstreamMetrics* um = deps_.metrics->upstreamByName(waiter.record.upstream);
   if (um != nullptr) {
     (std::strcmp(cache_status, "HIT") == 0 ? um->cache_hits : um->cache_stale).fetch_add(1, std::memory_order_relaxed);
@@ -1023,7 +1023,7 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
                                             entry->stale_until_unix_ms, rule->stale_while_revalidate,
                                             rule->stale_if_error);
       if (freshness == CacheFreshness::kFresh) {
-        serveCached(*entry, "HIT", std::move(waiter));
+        serveCached(std::move(*entry), "HIT", std::move(waiter));
         return;
       }
       if (freshness == CacheFreshness::kStale) {

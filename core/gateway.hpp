@@ -142,7 +142,8 @@ class Gateway {
   };
   // Removes the flight of `key` and returns its waiters (the fill is done).
   std::vector<Waiter> landFlight(const std::string& key);
-  void serveCached(const CachedResponse& entry, const char* cache_status, Waiter waiter);
+  // Answers `waiter` from a cached entry; takes the entry's headers and body (pass a copy to keep it).
+  void serveCached(CachedResponse entry, const char* cache_status, Waiter waiter);
 
  private:
 
