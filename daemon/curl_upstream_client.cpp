@@ -775,6 +775,13 @@ void CurlUpstreamClient::Worker::classify(const Transfer& transfer, CURLcode cod
                                                                : "upstream connection failed: ") +
                         curl_easy_strerror(code);
       return;
+    case CURLE_OUT_OF_MEMORY:
+      // What libcurl 7.88 returns for a response header line over its fixed 100 KB limit
+      // (CURL_MAX_HTTP_HEADER; 8.6 has CURLE_TOO_LARGE): the upstream's answer is unusable, the
+      // connection did not fail. (A real allocation failure ends here too; it is as fatal.)
+      outcome.failure = UpstreamFailure::kProtocol;
+      outcome.message = "upstream response header too large (over libcurl's 100 KB per line)";
+      return;
     case CURLE_URL_MALFORMAT:
       outcome.failure = UpstreamFailure::kProtocol;
       outcome.message = "invalid upstream request: URL does not parse";

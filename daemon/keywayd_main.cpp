@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <iostream>
 #include <memory>
@@ -26,6 +27,8 @@
 #include "core/gateway.hpp"
 #include "core/metrics.hpp"
 #include "daemon/curl_upstream_client.hpp"
+#include "daemon/http1_upstream_client.hpp"
+#include "daemon/routing_upstream_client.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/log.hpp"
 #include "daemon/timer_scheduler.hpp"
@@ -256,14 +259,14 @@ class Daemon {
   int drainAndStop();
   std::string statusLine() const;
   // WATCHDOG=1 from the serving path (see watchdogLoop). No-op without WATCHDOG_USEC.
-  void startWatchdog(std::shared_ptr<daemon::CurlUpstreamClient> upstream);
+  void startWatchdog(std::shared_ptr<daemon::RoutingUpstreamClient> upstream);
   // Stops the pings at once (the thread may finish its round); stopWatchdog() also joins.
   void haltWatchdog();
   void stopWatchdog();
   void watchdogLoop(std::chrono::microseconds period, SelfCheckTarget target,
-                    std::shared_ptr<daemon::CurlUpstreamClient> upstream);
+                    std::shared_ptr<daemon::RoutingUpstreamClient> upstream);
   bool watchdogRound(SteadyClock::time_point deadline, const SelfCheckTarget& target,
-                     daemon::CurlUpstreamClient& upstream);
+                     daemon::RoutingUpstreamClient& upstream);
   // Connections and requests a drain still waits for.
   int64_t drainPending() const;
 
@@ -290,7 +293,7 @@ std::string Daemon::statusLine() const {
          std::to_string(metrics_->in_flight.load()) + " requests in flight";
 }
 
-void Daemon::startWatchdog(std::shared_ptr<daemon::CurlUpstreamClient> upstream) {
+void Daemon::startWatchdog(std::shared_ptr<daemon::RoutingUpstreamClient> upstream) {
   uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0 || servers_.empty()) return;
   SelfCheckTarget target = resolveSelfCheckTarget(gateway_->config()->listen.host, servers_.front()->port());
@@ -323,7 +326,7 @@ void Daemon::stopWatchdog() {
 // WatchdogSec/3 and 250 ms), so one slow or failed round leaves the next one time to ping
 // before systemd's deadline, and two in a row get keywayd restarted (sd_watchdog_enabled(3)).
 void Daemon::watchdogLoop(std::chrono::microseconds period, SelfCheckTarget target,
-                          std::shared_ptr<daemon::CurlUpstreamClient> upstream) {
+                          std::shared_ptr<daemon::RoutingUpstreamClient> upstream) {
   const auto interval = period / 3;
   const auto budget = std::max<std::chrono::microseconds>(
       period / 6, std::min<std::chrono::microseconds>(interval, std::chrono::milliseconds(250)));
@@ -345,7 +348,7 @@ void Daemon::watchdogLoop(std::chrono::microseconds period, SelfCheckTarget targ
 }
 
 bool Daemon::watchdogRound(SteadyClock::time_point deadline, const SelfCheckTarget& target,
-                           daemon::CurlUpstreamClient& upstream) {
+                           daemon::RoutingUpstreamClient& upstream) {
   SelfCheckOutcome http = httpSelfCheck(target, deadline);
   if (!http.ok && http.closed_without_answer &&
       servers_.front()->openConnections() >= gateway_->config()->limits.max_connections) {
@@ -385,7 +388,25 @@ int Daemon::run() {
   daemon::CurlUpstreamClientOptions curl_options;
   // One upstream I/O thread per reactor thread: a single curl thread saturates first under load.
   curl_options.io_threads = static_cast<unsigned>(config.server.threads);
-  auto upstream = std::make_shared<daemon::CurlUpstreamClient>(curl_options);
+  // Plain http:// upstreams go through the native HTTP/1.1 client (issue 6: libcurl's per-transfer
+  // set-up dominated forwarding); https:// stays on libcurl. KEYWAY_UPSTREAM_CLIENT=curl sends
+  // everything through libcurl (escape hatch, A/B benchmarks).
+  std::unique_ptr<daemon::Http1UpstreamClient> http1_client;
+  const char* client_choice = std::getenv("KEYWAY_UPSTREAM_CLIENT");
+  const std::string choice = client_choice ? client_choice : "";
+  if (!choice.empty() && choice != "curl" && choice != "native") {
+    logger_->error("KEYWAY_UPSTREAM_CLIENT must be 'curl' or 'native'", {daemon::field("value", choice)});
+    return 1;
+  }
+  if (choice != "curl") {
+    daemon::Http1UpstreamClientOptions http1_options;
+    http1_options.io_threads = static_cast<unsigned>(config.server.threads);
+    http1_client = std::make_unique<daemon::Http1UpstreamClient>(http1_options);
+  }
+  auto upstream = std::make_shared<daemon::RoutingUpstreamClient>(
+      std::make_unique<daemon::CurlUpstreamClient>(curl_options), std::move(http1_client));
+  logger_->info("upstream client", {daemon::field("http", upstream->nativeHttp1() ? "native" : "curl"),
+                                    daemon::field("https", "curl")});
 
   metrics_ = std::make_shared<core::Metrics>(upstreamNames(config));
   metrics_->addGauge("keyway_upstream_requests_in_flight", "Upstream exchanges in flight.",
