@@ -228,6 +228,7 @@ bool globMatch(std::string_view pattern, std::string_view text) {
   const size_t first_star = pattern.find('*');
   if (first_star == std::string_view::npos) return pattern == text;  // most upstream names
   if (pattern == "**") return true;                                  // the default path glob
+  if (pattern == "*") return text.find('/') == std::string_view::npos;  // "any upstream"
   // The literal prefix and suffix must match as they are: cheap, and it settles most misses.
   if (text.substr(0, first_star) != pattern.substr(0, first_star)) return false;
   const size_t last_star = pattern.rfind('*');

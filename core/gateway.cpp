@@ -128,7 +128,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
   void onHeaders(int status, std::string_view reason, Headers headers) override {
     status_ = status;
     reason_ = std::string(reason);
-    headers_ = clientResponseHeaders(headers);
+    headers_ = clientResponseHeaders(std::move(headers));
     ensureContentType(upstream_, headers_);
     headers_.push_back({"X-Keyway-Cache", "BYPASS"});
     const auto ct = headerValue(headers_, "Content-Type");
@@ -276,7 +276,7 @@ class CacheFillObserver final : public UpstreamObserver {
   void onHeaders(int status, std::string_view reason, Headers headers) override {
     status_ = status;
     reason_ = std::string(reason);
-    headers_ = clientResponseHeaders(headers);
+    headers_ = clientResponseHeaders(std::move(headers));
     ensureContentType(upstream_, headers_);
   }
   bool onBody(std::string_view chunk) override {

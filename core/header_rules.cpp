@@ -1,6 +1,7 @@
 // Which header fields cross keyway in each direction: hop-by-hop filtering (RFC 9110 §7.6.1).
 #include "core/header_rules.hpp"
 
+#include <algorithm>
 #include <vector>
 
 namespace keyway::core {
@@ -70,6 +71,21 @@ Headers upstreamRequestHeaders(const Headers& client_headers) {
     }
     out.push_back(h);
   }
+  return out;
+}
+
+Headers clientResponseHeaders(Headers&& upstream_headers) {
+  // Owned copies: remove_if overwrites the Connection fields the options would point into.
+  std::vector<std::string> owned;
+  for (std::string_view option : connectionOptions(upstream_headers)) owned.emplace_back(option);
+  const std::vector<std::string_view> named(owned.begin(), owned.end());
+  Headers out = std::move(upstream_headers);
+  out.erase(std::remove_if(out.begin(), out.end(),
+                           [&named](const Header& h) {
+                             return isHopByHop(h.name) || iequals(h.name, "Content-Length") ||
+                                    namedIn(named, h.name);
+                           }),
+            out.end());
   return out;
 }
 

@@ -22,5 +22,7 @@ Headers upstreamRequestHeaders(const Headers& client_headers);
 // Connection header(s)), Content-Length and Transfer-Encoding (the server frames the body
 // itself). Everything else (Content-Type, Retry-After, Mcp-Session-Id, ...) passes unchanged.
 Headers clientResponseHeaders(const Headers& upstream_headers);
+// The same, filtering the given fields in place (no copies of the kept ones).
+Headers clientResponseHeaders(Headers&& upstream_headers);
 
 }  // namespace keyway::core

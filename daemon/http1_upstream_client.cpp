@@ -60,7 +60,9 @@ bool isTchar(char c) {
   }
 }
 
-bool isToken(std::string_view s) { return !s.empty() && std::all_of(s.begin(), s.end(), isTchar); }
+bool isToken(std::string_view s) {
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return isTchar(c); });
+}
 
 bool hasLineBreakOrNul(std::string_view s) {
   return s.find_first_of(std::string_view("\r\n\0", 3)) != std::string_view::npos;
@@ -269,6 +271,7 @@ bool Http1ResponseParser::parseHead(std::string_view head, Sink& sink) {
   const bool http10 = line[7] == '0';
 
   core::Headers headers;
+  headers.reserve(16);  // typical API responses carry 5-15 fields: no regrowth
   std::string_view content_length;
   bool has_content_length = false;
   bool has_te = false;

@@ -80,4 +80,21 @@ TEST_CASE("header_rules: clientResponseHeaders") {
   CHECK(names(out) == std::vector<std::string>{"Content-Type", "Retry-After", "Mcp-Session-Id",
                                                "Set-Cookie", "Set-Cookie"});
   CHECK(out[4].value == "b=2");
+  SUBCASE("the in-place overload gives the same, also when kept fields overwrite Connection") {
+    const auto same = [](const Headers& a, const Headers& b) {
+      if (a.size() != b.size()) return false;
+      for (size_t i = 0; i < a.size(); ++i) {
+        if (a[i].name != b[i].name || a[i].value != b[i].value) return false;
+      }
+      return true;
+    };
+    CHECK(same(clientResponseHeaders(Headers(in)), out));
+    // The Connection field comes first and names fields after it: filtering in place moves kept
+    // fields over it while the named options are still being compared.
+    const Headers first = {{"Connection", "X-A, X-B"}, {"Date", "today"}, {"X-A", "1"},
+                           {"Server", "s"}, {"X-B", "2"}, {"X-C", "3"}};
+    const Headers kept = clientResponseHeaders(Headers(first));
+    CHECK(names(kept) == std::vector<std::string>{"Date", "Server", "X-C"});
+    CHECK(same(kept, clientResponseHeaders(first)));
+  }
 }
