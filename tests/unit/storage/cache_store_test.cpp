@@ -627,11 +627,12 @@ TEST_CASE("lmdb cache store: concurrent readers, writers and invalidations") {
 
 namespace {
 
-// AddressSanitizer replaces malloc: mallinfo2 and malloc_trim then say nothing about the heap.
-#if defined(__SANITIZE_ADDRESS__)
+// AddressSanitizer and ThreadSanitizer replace malloc: mallinfo2 and malloc_trim then say
+// nothing about the heap.
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
 constexpr bool kHeapIsGlibc = false;
 #elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
 constexpr bool kHeapIsGlibc = false;
 #else
 constexpr bool kHeapIsGlibc = true;
