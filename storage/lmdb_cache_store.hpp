@@ -37,8 +37,11 @@ struct LmdbCacheStoreOptions {
   // (glibc mallinfo2), give its free pages back to the kernel (malloc_trim): a burst of
   // requests otherwise leaves RSS at its peak for good. 0 = never. The trim locks each malloc
   // arena while it walks it: ~20 ms on a heap with 130 MiB free in 64,000 pieces, up to ~1 s
-  // the first time it returns them, hence only above a threshold a burst would cross.
-  size_t release_free_heap_above = size_t{32} << 20;
+  // the first time it returns them; a few MiB cost about a millisecond, at most once per sweep.
+  // 4 MiB: a wave of background refreshes (every key of a hot set going stale together, bench
+  // scenario f) leaves ~5 MiB free in the upstream I/O threads' arenas, which a 32 MiB
+  // threshold kept resident for good.
+  size_t release_free_heap_above = size_t{4} << 20;
 };
 
 // Design (why it looks like this):
