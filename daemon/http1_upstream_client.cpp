@@ -42,6 +42,8 @@
 #include <unordered_map>
 #include <utility>
 
+#include "daemon/event_mailbox.hpp"
+
 namespace keyway::daemon {
 
 // ---------------------------------------------------------------------------------------------
@@ -685,51 +687,7 @@ struct Command {
   std::shared_ptr<Resolved> resolved = nullptr;
 };
 
-// The queue into one I/O thread (the same scheme as CurlUpstreamClient's): post() wakes the
-// thread only when the queue goes from empty to non-empty; the thread reads the eventfd before
-// it takes the queue, so no wakeup is lost.
-class Mailbox {
- public:
-  explicit Mailbox(int event_fd) : event_fd_(event_fd) {}
-
-  bool post(Command command) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (closed_) return false;
-    const bool was_empty = queue_.empty();
-    queue_.push_back(std::move(command));
-    if (was_empty) wakeLocked();
-    return true;
-  }
-  void wake() {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (!closed_) wakeLocked();
-  }
-  void take(std::vector<Command>& out) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    out.swap(queue_);
-  }
-  bool closeIfEmpty(std::vector<Command>& out) {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (queue_.empty()) {
-      closed_ = true;
-      return true;
-    }
-    out.swap(queue_);
-    return false;
-  }
-
- private:
-  void wakeLocked() {
-    const uint64_t one = 1;
-    while (::write(event_fd_, &one, sizeof one) < 0 && errno == EINTR) {
-    }
-  }
-
-  std::mutex mutex_;
-  std::vector<Command> queue_;
-  bool closed_ = false;
-  int event_fd_;
-};
+using Mailbox = EventMailbox<Command>;
 
 // One upstream TCP connection, owned by the exchange using it or by the idle pool.
 struct Conn {
