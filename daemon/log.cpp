@@ -187,8 +187,9 @@ struct AuditTuple {
 };
 
 uint64_t auditHash(const core::AccessRecord& r) {
-  // FNV-1a over the fields with a separator byte that cannot be confused with field bytes'
-  // boundaries (collisions only cost a comparison: tuples are compared in full).
+  // FNV-1a over the fields, each followed by a separator and its length so that moving bytes
+  // between fields changes the hash (collisions only cost a comparison: tuples are compared in
+  // full).
   uint64_t h = 1469598103934665603ull;
   for (std::string_view f : {std::string_view(r.client), std::string_view(r.team), std::string_view(r.upstream),
                              std::string_view(r.credential), std::string_view(r.credential_scope)}) {
