@@ -90,16 +90,8 @@ Headers clientResponseHeaders(Headers&& upstream_headers) {
 }
 
 Headers clientResponseHeaders(const Headers& upstream_headers) {
-  const auto named = connectionOptions(upstream_headers);
-  Headers out;
-  out.reserve(upstream_headers.size());
-  for (const auto& h : upstream_headers) {
-    if (isHopByHop(h.name) || iequals(h.name, "Content-Length") || namedIn(named, h.name)) {
-      continue;
-    }
-    out.push_back(h);
-  }
-  return out;
+  // One filtering rule: the in-place version's, on a copy.
+  return clientResponseHeaders(Headers(upstream_headers));
 }
 
 }  // namespace keyway::core
