@@ -45,6 +45,11 @@ struct CachePolicyConfig {
   size_t max_bytes = size_t{256} << 20;   // bound on stored bytes (keys + responses)
   size_t max_entry_bytes = size_t{8} << 20;     // larger responses are forwarded, not stored
   size_t max_key_body_bytes = size_t{64} << 10; // larger request bodies (BOSA) are not cached
+  // Background (stale-while-revalidate) refreshes running at once per upstream. When every key of
+  // a list expires together, one refresh per key would otherwise go out in the same second: a
+  // burst that spends the SaaS rate limit and opens a connection per refresh. Above the bound the
+  // stale entry is served without a refresh; a later stale hit starts it.
+  size_t max_background_refreshes = 16;
   std::vector<CacheRule> rules;           // first match wins
 };
 

@@ -267,11 +267,19 @@ class CacheFillObserver final : public UpstreamObserver {
   CacheFillObserver(Gateway* gateway, std::shared_ptr<Metrics> metrics, UpstreamMetrics* um,
                     std::shared_ptr<EventSink> events, std::shared_ptr<Clock> clock,
                     std::shared_ptr<CacheStore> cache, UpstreamConfig upstream, CacheRule rule, std::string key,
-                    CacheEntryMeta meta, std::optional<CachedResponse> stale, size_t max_entry_bytes)
+                    CacheEntryMeta meta, std::optional<CachedResponse> stale, size_t max_entry_bytes,
+                    bool holds_refresh_slot)
       : gateway_(gateway), metrics_(std::move(metrics)), um_(um), events_(std::move(events)),
         clock_(std::move(clock)), cache_(std::move(cache)), upstream_(std::move(upstream)),
         rule_(std::move(rule)), key_(std::move(key)), meta_(std::move(meta)), stale_(std::move(stale)),
-        max_entry_bytes_(max_entry_bytes) {}
+        max_entry_bytes_(max_entry_bytes), holds_refresh_slot_(holds_refresh_slot && um != nullptr) {}
+  CacheFillObserver(const CacheFillObserver&) = delete;
+  CacheFillObserver& operator=(const CacheFillObserver&) = delete;
+  // The upstream client drops the observer once the exchange is over, whatever its outcome: that
+  // is when a background refresh gives its slot back.
+  ~CacheFillObserver() override {
+    if (holds_refresh_slot_) um_->background_refreshes.fetch_sub(1, std::memory_order_relaxed);
+  }
 
   void onHeaders(int status, std::string_view reason, Headers headers) override {
     status_ = status;
@@ -366,6 +374,7 @@ class CacheFillObserver final : public UpstreamObserver {
   CacheEntryMeta meta_;
   std::optional<CachedResponse> stale_;
   size_t max_entry_bytes_;
+  bool holds_refresh_slot_;
   int status_ = 502;
   std::string reason_;
   Headers headers_;
@@ -1045,6 +1054,16 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
       }
       return;
     }
+    if (refresh_in_background && um != nullptr) {
+      // Bounded per upstream: a refresh beyond the bound is not started (the entry stays stale and
+      // the next stale hit tries again), so an expiry wave cannot burst at the upstream.
+      const auto bound = static_cast<int64_t>(config.cache.max_background_refreshes);
+      if (um->background_refreshes.fetch_add(1, std::memory_order_relaxed) >= bound) {
+        um->background_refreshes.fetch_sub(1, std::memory_order_relaxed);
+        um->background_refreshes_deferred.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
     auto flight = std::make_shared<Flight>();
     if (!refresh_in_background) flight->waiters.push_back(std::move(waiter));
     flights_.emplace(key, std::move(flight));
@@ -1054,7 +1073,7 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   CacheEntryMeta meta{upstream.name, path, identityTag(cache_id)};
   auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
                                                       upstream, *rule, key, std::move(meta), std::move(stale),
-                                                      config.cache.max_entry_bytes);
+                                                      config.cache.max_entry_bytes, refresh_in_background);
   startUpstream(p, std::move(out), observer);
 }
 

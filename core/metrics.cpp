@@ -1,6 +1,7 @@
 // Prometheus text rendering of keyway's counters and histograms.
 #include "core/metrics.hpp"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace keyway::core {
@@ -173,6 +174,14 @@ std::string Metrics::render() const {
   perUpstream("keyway_cache_coalesced_waits_total", "counter",
               "Requests that waited on another request's upstream fetch instead of sending their own.",
               [](const UpstreamMetrics& m) { return m.coalesced_waits.load(std::memory_order_relaxed); });
+  perUpstream("keyway_cache_background_refreshes", "gauge",
+              "Stale-while-revalidate refreshes running now (at most cache.max_background_refreshes).",
+              [](const UpstreamMetrics& m) {
+                return static_cast<uint64_t>(std::max<int64_t>(0, m.background_refreshes.load(std::memory_order_relaxed)));
+              });
+  perUpstream("keyway_cache_refreshes_deferred_total", "counter",
+              "Stale hits served without starting a refresh because the upstream's refresh bound was full.",
+              [](const UpstreamMetrics& m) { return m.background_refreshes_deferred.load(std::memory_order_relaxed); });
   perUpstream("keyway_validation_failures_total", "counter",
               "Action calls refused by schema validation before forwarding.",
               [](const UpstreamMetrics& m) { return m.validation_failures.load(std::memory_order_relaxed); });

@@ -42,6 +42,8 @@ struct UpstreamMetrics {
   std::atomic<uint64_t> retries{0};
   std::atomic<uint64_t> cache_hits{0}, cache_misses{0}, cache_stale{0}, cache_bypass{0};
   std::atomic<uint64_t> coalesced_waits{0};
+  std::atomic<int64_t> background_refreshes{0};        // running now (bounded per upstream)
+  std::atomic<uint64_t> background_refreshes_deferred{0};  // stale hits that found the bound full
   std::atomic<uint64_t> validation_failures{0};
   std::atomic<uint64_t> credential_uses{0};
   std::atomic<uint64_t> connections_reused{0}, connections_new{0};

@@ -440,6 +440,8 @@ Status parseCache(const Ctx& ctx, const Entry& section, core::CachePolicyConfig&
        [&](const Entry& e) -> Status { return readSize(ctx, e, 1u << 20, uint64_t{64} << 30, out.max_bytes); }},
       {"max_entry_bytes",
        [&](const Entry& e) -> Status { return readSize(ctx, e, 1, uint64_t{1} << 30, out.max_entry_bytes); }},
+      {"max_background_refreshes",
+       [&](const Entry& e) -> Status { return readCount(ctx, e, 1, 4096, out.max_background_refreshes); }},
       {"default_rules", [&](const Entry& e) -> Status { return readBool(ctx, e, default_rules); }},
       {"rules",
        [&](const Entry& e) -> Status {

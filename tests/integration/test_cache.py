@@ -8,7 +8,7 @@ import unittest
 import uuid
 
 from harness import (FakeUpstream, Keyway, KeywayTestCase, Response, build_request,
-                     concurrent_requests, raise_fd_limit, to_yaml)
+                     concurrent_requests, raise_fd_limit, request, to_yaml)
 
 
 def _uid():
@@ -278,6 +278,55 @@ class CacheTest(CacheTestBase):
         again = self.assertCache(self.get("/bundleup-api" + p), "HIT")
         self.assertEqual(again.body, first.body)
         self.assertEqual(self.upstream_count(p), 1, "the restart lost the entry")
+
+
+class CacheRefreshBoundTest(CacheTestBase):
+    """cache.max_background_refreshes: 1. Keys that go stale together are refreshed one at a time;
+    the stale entries are still served meanwhile, and a held-back refresh starts on a later hit."""
+
+    CACHE = {"max_background_refreshes": 1}
+    RULES = [{"upstream": "bundleup-api", "path": "/v1/wave/**", "ttl": "1s",
+              "stale_while_revalidate": "1h", "stale_if_error": "0s"}]
+
+    def metric(self, name):
+        text = request(self.kw.main_port, "GET", "/_keyway/metrics").text
+        m = re.search(r'^%s\{upstream="bundleup-api"\} (\d+)$' % re.escape(name), text, re.M)
+        self.assertTrue(m, "%s missing from the metrics" % name)
+        return int(m.group(1))
+
+    def test_an_expiry_wave_refreshes_within_the_bound(self):
+        u = _uid()
+        paths = ["/v1/wave/%s/%d" % (u, i) for i in range(3)]
+        served = {"n": 0}
+
+        def slow_counting(req):
+            served["n"] += 1
+            # Refreshes (every request after the three fills) take 2 s: long enough for the
+            # other stale hits to arrive while the first refresh still runs.
+            return Response.json({"n": served["n"]}, delay=2.0 if served["n"] > 3 else 0)
+        self.fake.route("GET", "/v1/wave/%s/*" % u, slow_counting)
+        for p in paths:
+            self.assertCache(self.get("/bundleup-api" + p), "MISS")
+        deferred_before = self.metric("keyway_cache_refreshes_deferred_total")
+        time.sleep(1.5)  # all three stale
+        for p in paths:
+            self.assertCache(self.get("/bundleup-api" + p), "STALE")
+        self.fake.wait_for_requests(4, timeout=3)
+        self.assertEqual(len(self.fake.find(lambda r: r.target.startswith("/v1/wave/" + u))), 4,
+                         "the bound of 1 let more than one refresh out")
+        self.assertEqual(self.upstream_count(paths[0]), 2)
+        self.assertEqual(self.metric("keyway_cache_refreshes_deferred_total") - deferred_before, 2)
+        self.assertEqual(self.metric("keyway_cache_background_refreshes"), 1)
+        # The refresh lands and frees its slot; a later stale hit on a held-back key starts its own.
+        deadline = time.time() + 10
+        while self.metric("keyway_cache_background_refreshes") != 0 and time.time() < deadline:
+            time.sleep(0.1)
+        self.assertEqual(self.metric("keyway_cache_background_refreshes"), 0)
+        self.assertCache(self.get("/bundleup-api" + paths[0]), "HIT")
+        self.assertCache(self.get("/bundleup-api" + paths[1]), "STALE")
+        self.fake.wait_for_requests(5, timeout=3)
+        self.assertEqual(self.upstream_count(paths[1]), 2)
+        self.assertEqual(self.upstream_count(paths[2]), 1)
 
 
 class CacheEvictionTest(CacheTestBase):

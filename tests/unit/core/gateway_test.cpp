@@ -17,12 +17,13 @@ namespace {
 using namespace keyway::core::testing;  // NOLINT: test doubles
 
 struct Fixture {
-  explicit Fixture(bool with_cache = false) {
+  explicit Fixture(bool with_cache = false, size_t max_background_refreshes = 16) {
     auto cfg = std::make_shared<Config>();
     cfg->upstreams.push_back(upstreamCfg("bundleup-api", Protocol::kBundleUp));
     cfg->upstreams.push_back(upstreamCfg("bundleup-proxy", Protocol::kBundleUp));
     cfg->upstreams.push_back(upstreamCfg("bundleiq", Protocol::kBundleIq));
     cfg->upstreams.push_back(upstreamCfg("bosa", Protocol::kBosa));
+    cfg->cache.max_background_refreshes = max_background_refreshes;
     config = cfg;
     store = std::make_shared<storage::MemoryCredentialStore>();
     REQUIRE(store->addTeam(TeamRecord{"core", true, {}, 0}).ok());
@@ -316,6 +317,44 @@ TEST_CASE("cache: a successful write invalidates the resource and its collection
   CHECK(xcache(d->response) == "BYPASS");
   auto r = f.call(Fixture::get("/bundleup-api/v1/webhooks?limit=5", auth));
   CHECK(f.upstream->requests.size() == 3);  // dropped: fetched again
+}
+
+TEST_CASE("cache: background refreshes are bounded per upstream; a deferred one starts on a later stale hit") {
+  Fixture f(true, 2);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto* um = f.metrics->upstreamByName("bundleup-api");
+  REQUIRE(um != nullptr);
+  const char* paths[] = {"/bundleup-api/v1/webhooks?k=1", "/bundleup-api/v1/webhooks?k=2", "/bundleup-api/v1/webhooks?k=3"};
+  for (size_t i = 0; i < 3; ++i) {
+    f.call(Fixture::get(paths[i], auth));
+    f.upstream->respond(i, 200, "[" + std::to_string(i) + "]");
+  }
+  REQUIRE(f.upstream->requests.size() == 3);
+  f.clock->advance(std::chrono::seconds(70));  // all three stale at once (past ttl, within swr)
+  for (const char* p : paths) CHECK(xcache(f.call(Fixture::get(p, auth))->response) == "STALE");
+  CHECK(f.upstream->requests.size() == 5);  // two refreshes; the third found the bound full
+  CHECK(um->background_refreshes.load() == 2);
+  CHECK(um->background_refreshes_deferred.load() == 1);
+  CHECK(f.metrics->render().find("keyway_cache_refreshes_deferred_total{upstream=\"bundleup-api\"} 1") != std::string::npos);
+  // A running refresh holds its slot: the third key is still deferred.
+  CHECK(xcache(f.call(Fixture::get(paths[2], auth))->response) == "STALE");
+  CHECK(f.upstream->requests.size() == 5);
+  CHECK(um->background_refreshes_deferred.load() == 2);
+  // The first refresh ends (the client drops its observer): its slot is free again.
+  f.upstream->respond(3, 200, "[10]");
+  f.upstream->observers[3].reset();
+  CHECK(um->background_refreshes.load() == 1);
+  CHECK(f.call(Fixture::get(paths[0], auth))->response.body == "[10]");
+  CHECK(xcache(f.call(Fixture::get(paths[2], auth))->response) == "STALE");
+  REQUIRE(f.upstream->requests.size() == 6);
+  CHECK(f.upstream->requests[5].url.find("k=3") != std::string::npos);
+  // A refresh that fails gives its slot back too.
+  f.upstream->fail(4, UpstreamFailure::kTimeout);
+  f.upstream->observers[4].reset();
+  f.upstream->respond(5, 200, "[30]");
+  f.upstream->observers[5].reset();
+  CHECK(um->background_refreshes.load() == 0);
+  CHECK(f.call(Fixture::get(paths[2], auth))->response.body == "[30]");
 }
 
 TEST_CASE("cache: stale-while-revalidate refreshes once; stale-if-error serves stale on failure") {

@@ -688,10 +688,11 @@ TEST_CASE("every value line of the shipped file is located when it goes wrong") 
 }
 
 TEST_CASE("cache section: rules before the defaults, validation with key paths") {
-  auto cfg = daemon::parseConfig("cache:\n  max_bytes: 8MiB\n  rules:\n    - { upstream: bundleiq, path: \"/v1/notes\", ttl: 5m }\n" + kMinimal,
+  auto cfg = daemon::parseConfig("cache:\n  max_bytes: 8MiB\n  max_background_refreshes: 4\n  rules:\n    - { upstream: bundleiq, path: \"/v1/notes\", ttl: 5m }\n" + kMinimal,
                                  "t.yaml", [](const char*) { return std::optional<std::string>(); });
   REQUIRE(cfg.ok());
   CHECK(cfg->cache.max_bytes == (size_t{8} << 20));
+  CHECK(cfg->cache.max_background_refreshes == 4);
   REQUIRE(cfg->cache.rules.size() > 1);
   CHECK(cfg->cache.rules[0].upstream == "bundleiq");
   CHECK(cfg->cache.rules[0].ttl == std::chrono::seconds(300));
@@ -702,6 +703,7 @@ TEST_CASE("cache section: rules before the defaults, validation with key paths")
   CHECK(only->cache.rules.empty());
   expectError("cache:\n  rules:\n    - { upstream: bundleiq, ttl: soon }\n" + kMinimal, 3, "cache.rules[0].ttl");
   expectError("cache:\n  rules: 3\n" + kMinimal, 2, "cache.rules");
+  expectError("cache:\n  max_background_refreshes: 0\n" + kMinimal, 2, "cache.max_background_refreshes");
 }
 
 TEST_CASE("loadConfig reads files and reports unreadable ones") {
