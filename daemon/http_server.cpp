@@ -597,7 +597,7 @@ core::Status HttpServer::start() {
     listener_ = std::make_unique<Pistache::Tcp::Listener>(addr);
     listener_->init(options_.threads, Pistache::Flags<Pistache::Tcp::Options>(Pistache::Tcp::Options::ReuseAddr) |
                                           Pistache::Tcp::Options::NoDelay,
-                    "kw-" + options_.name.substr(0, 10));
+                    "kw-" + options_.name.substr(0, 10), options_.listen_backlog);
     listener_->setHandler(std::make_shared<TcpHandler>(shared_));
     const std::vector<int> before = listeningSockets();
     listener_->bind();

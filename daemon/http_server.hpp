@@ -32,6 +32,7 @@ class ServerShared;
 struct ServerOptions {
   core::ListenAddress address;
   size_t threads = 2;
+  int listen_backlog = 4096;  // listen(2) backlog (core::ServerConfig::listen_backlog)
   core::LimitsConfig limits;
   core::ListenerContext context;  // main or compat(upstream)
   std::string name;               // for thread names and logs: "main", "compat:bosa"

@@ -546,6 +546,7 @@ int Daemon::run() {
     daemon::ServerOptions o;
     o.address = config.listen;
     o.threads = config.server.threads;
+    o.listen_backlog = static_cast<int>(config.server.listen_backlog);
     o.limits = config.limits;
     o.context.main = true;
     o.name = "main";
@@ -557,6 +558,7 @@ int Daemon::run() {
     o.address = u.compat_listen;
     // Compat ports carry one SDK's traffic each; one reactor thread keeps the thread count sane.
     o.threads = 1;
+    o.listen_backlog = static_cast<int>(config.server.listen_backlog);
     o.limits = config.limits;
     o.context.main = false;
     o.context.compat_upstream = u.name;
@@ -617,6 +619,7 @@ void Daemon::reload() {
   if (next.state_dir != cur.state_dir) restart_needed.push_back("state_dir");
   if (next.master_key_file != cur.master_key_file) restart_needed.push_back("master_key_file");
   if (next.server.threads != cur.server.threads) restart_needed.push_back("server.threads");
+  if (next.server.listen_backlog != cur.server.listen_backlog) restart_needed.push_back("server.listen_backlog");
   for (const auto& u : next.upstreams) {
     const auto* old = cur.findUpstream(u.name);
     if ((old == nullptr && !u.compat_listen.empty()) ||

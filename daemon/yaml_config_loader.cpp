@@ -328,6 +328,8 @@ Status parseServer(const Ctx& ctx, const Entry& section, core::ServerConfig& out
        [&](const Entry& e) -> Status {
          return readCount(ctx, e, limits::kMinThreads, limits::kMaxThreads, out.threads);
        }},
+      {"listen_backlog",
+       [&](const Entry& e) -> Status { return readCount(ctx, e, 16, 65535, out.listen_backlog); }},
       {"shutdown_grace",
        [&](const Entry& e) -> Status {
          return readDuration(ctx, e, milliseconds(0), limits::kMaxShutdownGrace,

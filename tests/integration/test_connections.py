@@ -3,10 +3,11 @@ connection reuse, thousands of requests waiting on a slow upstream at once, and 
 
 import json
 import socket
+import struct
 import threading
 import time
 
-from harness import (KeywayTestCase, RawConnection, Response, build_request, concurrent_requests, http_client,
+from harness import (Keyway, KeywayTestCase, RawConnection, Response, build_request, concurrent_requests, http_client,
                      request)
 
 
@@ -109,6 +110,55 @@ class KeepAliveTest(KeywayTestCase):
             c.send(b"".join(build_request("GET", "/bundleup-proxy/pipe/%d" % i, tok) for i in range(5)))
             got = [_echo_target(c.read_response()) for _ in range(5)]
         self.assertEqual(got, ["/pipe/%d" % i for i in range(5)])
+
+
+def listen_backlog(port):
+    """The listen(2) backlog of the TCP socket listening on 127.0.0.1:port, read from the kernel
+    through NETLINK_SOCK_DIAG (what `ss -lt` shows as Send-Q): for a listening socket
+    inet_diag_msg.idiag_wqueue is the backlog. None if no such socket is found."""
+    nl = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, 4)  # NETLINK_SOCK_DIAG
+    try:
+        # inet_diag_req_v2: family, protocol, ext, pad, states (1 << TCP_LISTEN), then an empty
+        # inet_diag_sockid (ports, addresses, interface, cookie): dump every listening socket.
+        req = struct.pack("=BBBBI", socket.AF_INET, socket.IPPROTO_TCP, 0, 0, 1 << 10) + bytes(48)
+        hdr = struct.pack("=IHHII", 16 + len(req), 20, 0x301, 1, 0)  # SOCK_DIAG_BY_FAMILY, REQUEST|DUMP
+        nl.sendto(hdr + req, (0, 0))
+        while True:
+            data = nl.recv(65536)
+            off = 0
+            while off + 16 <= len(data):
+                length, kind = struct.unpack_from("=IH", data, off)
+                if kind == 3:  # NLMSG_DONE
+                    return None
+                if kind == 2:  # NLMSG_ERROR
+                    raise OSError("sock_diag refused the dump")
+                # inet_diag_msg: family, state, timer, retrans, then sockid (sport, dport: big
+                # endian), ..., expires, rqueue, wqueue, uid, inode.
+                msg = data[off + 16:off + length]
+                sport = struct.unpack_from("!H", msg, 4)[0]
+                rqueue, wqueue = struct.unpack_from("=II", msg, 4 + 48 + 4)
+                if sport == port:
+                    return wqueue
+                off += (length + 3) & ~3
+    finally:
+        nl.close()
+
+
+class ListenBacklogTest(KeywayTestCase):
+    """server.listen_backlog reaches listen(2): Pistache's own default (128) overflowed when a
+    client pool opened a thousand connections at once (bench (c))."""
+
+    def test_default_backlog_is_4096_or_the_kernels_cap(self):
+        with open("/proc/sys/net/core/somaxconn") as f:
+            somaxconn = int(f.read())
+        self.assertEqual(listen_backlog(self.port), min(4096, somaxconn))
+
+    def test_configured_backlog(self):
+        kw = Keyway(self.upstreams(), extra={"server": {"listen_backlog": 200}})
+        self.addCleanup(kw.cleanup)
+        kw.init()
+        kw.start()
+        self.assertEqual(listen_backlog(kw.main_port), 200)
 
 
 class ConcurrencyTest(KeywayTestCase):

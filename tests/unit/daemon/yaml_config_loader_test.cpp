@@ -105,6 +105,7 @@ const KeyCase kScalarKeys[] = {
     {Where::kTop, "master_key_file"},
     {Where::kServer, "threads"},
     {Where::kServer, "shutdown_grace"},
+    {Where::kServer, "listen_backlog"},
     {Where::kLimits, "max_body_bytes"},
     {Where::kLimits, "max_header_bytes"},
     {Where::kLimits, "max_headers"},
@@ -202,7 +203,7 @@ TEST_CASE("every key takes a non-default value") {
   const std::string yaml = R"(listen: "[::1]:0"
 state_dir: /srv/keyway
 master_key_file: /etc/keyway/master.key
-server: {threads: 64, shutdown_grace: 0s}
+server: {threads: 64, shutdown_grace: 0s, listen_backlog: 511}
 limits:
   max_body_bytes: 1GiB
   max_header_bytes: 16384
@@ -233,6 +234,7 @@ upstreams:
   CHECK(c.master_key_file == "/etc/keyway/master.key");
   CHECK(c.server.threads == 64);
   CHECK(c.server.shutdown_grace == milliseconds(0));
+  CHECK(c.server.listen_backlog == 511);
   CHECK(c.limits.max_body_bytes == size_t{1} << 30);
   CHECK(c.limits.max_header_bytes == 16384);
   CHECK(c.limits.max_headers == 50);
@@ -305,6 +307,8 @@ TEST_CASE("bad values are errors naming the key and its line") {
       {Where::kServer, "threads", "2.5", "integer"},
       {Where::kServer, "threads", "\"2\"", "quoted"},
       {Where::kServer, "shutdown_grace", "25", "unit"},
+      {Where::kServer, "listen_backlog", "8", "16..65535"},
+      {Where::kServer, "listen_backlog", "70000", "16..65535"},
       {Where::kServer, "shutdown_grace", "2h", "between 0s and 1h"},
       {Where::kLimits, "max_body_bytes", "0", "between"},
       {Where::kLimits, "max_body_bytes", "5GiB", "between 1 bytes and 4GiB"},
