@@ -1,6 +1,9 @@
 // Http1UpstreamClient: each I/O thread runs an edge-triggered epoll loop over non-blocking
 // upstream sockets, with a command mailbox (start/cancel/resume/probe/resolved) woken by an
 // eventfd, a deadline map for connect and total timeouts, and a keep-alive pool per host:port.
+// Hosted (options.hosted: keywayd's default), a listener's reactor thread runs each loop instead
+// (ReactorGuest), a timerfd stands in for the epoll_wait timeout, and start() on that thread
+// begins the exchange inline.
 //
 // Why not libcurl for http://: a callgrind profile of bench scenario (b) put libcurl at ~40% of
 // keywayd's instructions per request (URL parsing, curl_maprintf, header matching, easy-handle
@@ -24,6 +27,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -536,9 +540,9 @@ class Fd {
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
   int get() const { return fd_; }
-  void reset() {
+  void reset(int fd = -1) {
     if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
+    fd_ = fd;
   }
 
  private:
@@ -959,17 +963,32 @@ class Http1UpstreamClient::Resolver {
   std::thread thread_;
 };
 
-class Http1UpstreamClient::Worker {
+// One event loop over upstream sockets: on its own thread, or (options.hosted) run by a
+// listener's reactor thread as a ReactorGuest, which then also starts its exchanges inline.
+class Http1UpstreamClient::Worker final : public ReactorGuest {
  public:
   Worker(const Http1UpstreamClientOptions& options, std::shared_ptr<Counters> counters,
-         Resolver* resolver, unsigned index);
-  ~Worker();
+         Resolver* resolver, unsigned index, uint64_t client_id);
+  ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
   const std::shared_ptr<Mailbox>& mailbox() const { return mailbox_; }
   void requestStop();
   void join();
+
+  // ReactorGuest (hosted workers only).
+  int pollFd() const override { return epoll_fd_.get(); }
+  void enter() override;
+  void runReady() override;
+  // Hosted: ends the worker for good (completes what is in flight with kCancelled, closes the
+  // mailbox); runReady() does nothing afterwards. Any thread; the client's destructor calls it.
+  void retire();
+  // The hosted worker the calling thread runs, if it belongs to client `client_id` and may start
+  // an exchange inline right now (not from inside its own loop); else nullptr.
+  static Worker* inlineFor(uint64_t client_id);
+  // Starts an exchange on the calling (hosting) thread, without the mailbox.
+  void startInline(const std::shared_ptr<Transfer>& t);
 
  private:
   struct DnsEntry {
@@ -978,6 +997,12 @@ class Http1UpstreamClient::Worker {
   };
 
   void run();
+  // One pass of the loop: wait up to timeout_ms (0: do not block) and handle what is ready.
+  void loopOnce(int timeout_ms, std::vector<epoll_event>& events, std::vector<Command>& commands);
+  // Hosted: the timerfd fires at the next deadline (timeouts, idle sweep) when one is due
+  // before the one it is set for. Armed only when the next deadline moves earlier or the
+  // timer went off, so an exchange normally costs no timerfd call.
+  void rearmTimer();
   void shutdown();
   void processCommands(std::vector<Command>& commands);
   void startTransfer(const std::shared_ptr<Transfer>& t);
@@ -1014,8 +1039,18 @@ class Http1UpstreamClient::Worker {
   const Http1UpstreamClientOptions options_;
   std::shared_ptr<Counters> counters_;
   Resolver* resolver_;
+  const uint64_t client_id_;
   Fd epoll_fd_;
   Fd event_fd_;
+  Fd timer_fd_;  // hosted only
+  std::optional<SteadyClock::time_point> timer_armed_for_;
+  // Hosted: runReady() and retire() exclude each other; in_loop_ marks a pass in progress on
+  // the hosting thread (an observer starting an exchange then goes through the mailbox).
+  std::mutex host_mu_;
+  bool retired_ = false;
+  bool in_loop_ = false;
+  std::vector<epoll_event> host_events_;
+  std::vector<Command> host_commands_;
   std::shared_ptr<Mailbox> mailbox_;
   std::unordered_map<Transfer*, std::shared_ptr<Transfer>> active_;
   TimerMap timers_;
@@ -1033,10 +1068,11 @@ class Http1UpstreamClient::Worker {
 
 Http1UpstreamClient::Worker::Worker(const Http1UpstreamClientOptions& options,
                                     std::shared_ptr<Counters> counters, Resolver* resolver,
-                                    unsigned index)
+                                    unsigned index, uint64_t client_id)
     : options_(options),
       counters_(std::move(counters)),
       resolver_(resolver),
+      client_id_(client_id),
       epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
       event_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
       read_buffer_(new char[kReadSize]) {
@@ -1049,6 +1085,18 @@ Http1UpstreamClient::Worker::Worker(const Http1UpstreamClientOptions& options,
     fatal("epoll_ctl(eventfd) failed");
   }
   mailbox_ = std::make_shared<Mailbox>(event_fd_.get());
+  next_sweep_ = SteadyClock::now() + std::chrono::seconds(1);
+  if (options_.hosted) {
+    timer_fd_.reset(::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC));
+    if (timer_fd_.get() < 0) fatal("timerfd_create failed");
+    ev.events = EPOLLIN;
+    ev.data.ptr = &timer_fd_;  // tells the timer apart from the eventfd and connections
+    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, timer_fd_.get(), &ev) != 0) {
+      fatal("epoll_ctl(timerfd) failed");
+    }
+    host_events_.resize(512);
+    return;  // no thread: a reactor thread runs this loop
+  }
   try {
     thread_ = std::thread([this] { run(); });
   } catch (...) {
@@ -1060,8 +1108,12 @@ Http1UpstreamClient::Worker::Worker(const Http1UpstreamClientOptions& options,
 }
 
 Http1UpstreamClient::Worker::~Worker() {
-  requestStop();
-  join();
+  if (options_.hosted) {
+    retire();
+  } else {
+    requestStop();
+    join();
+  }
   active_.clear();
   idle_.clear();
   graveyard_.clear();
@@ -1091,36 +1143,114 @@ int Http1UpstreamClient::Worker::nextTimeoutMs() {
 void Http1UpstreamClient::Worker::run() {
   std::vector<epoll_event> events(512);
   std::vector<Command> commands;
-  next_sweep_ = SteadyClock::now() + std::chrono::seconds(1);
-  while (!stopping_.load(std::memory_order_acquire)) {
-    const int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()),
-                               nextTimeoutMs());
-    if (n < 0 && errno != EINTR) fatal("epoll_wait failed");
-    bool woken = false;
-    for (int i = 0; i < n; ++i) {
-      if (events[i].data.ptr == nullptr) {
-        uint64_t value = 0;
-        while (::read(event_fd_.get(), &value, sizeof value) < 0 && errno == EINTR) {
-        }
-        woken = true;
-        continue;
-      }
-      handleEvent(static_cast<Conn*>(events[i].data.ptr), events[i].events);
-    }
-    if (!timers_.empty()) expireTimers();
-    if (woken) {
-      mailbox_->take(commands);
-      processCommands(commands);
-      commands.clear();
-    }
-    const auto now = SteadyClock::now();
-    if (now >= next_sweep_) {
-      sweepIdle(now);
-      next_sweep_ = now + std::chrono::seconds(1);
-    }
-    graveyard_.clear();
-  }
+  while (!stopping_.load(std::memory_order_acquire)) loopOnce(nextTimeoutMs(), events, commands);
   shutdown();
+}
+
+void Http1UpstreamClient::Worker::loopOnce(int timeout_ms, std::vector<epoll_event>& events,
+                                           std::vector<Command>& commands) {
+  const int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()), timeout_ms);
+  if (n < 0 && errno != EINTR) fatal("epoll_wait failed");
+  bool woken = false;
+  for (int i = 0; i < n; ++i) {
+    void* tag = events[i].data.ptr;
+    if (tag == nullptr || tag == &timer_fd_) {
+      uint64_t value = 0;
+      const int fd = tag == nullptr ? event_fd_.get() : timer_fd_.get();
+      while (::read(fd, &value, sizeof value) < 0 && errno == EINTR) {
+      }
+      if (tag == nullptr) {
+        woken = true;
+      } else {
+        timer_armed_for_.reset();  // went off: rearmTimer() sets the next one
+      }
+      continue;
+    }
+    handleEvent(static_cast<Conn*>(tag), events[i].events);
+  }
+  if (!timers_.empty()) expireTimers();
+  if (woken) {
+    mailbox_->take(commands);
+    processCommands(commands);
+    commands.clear();
+  }
+  const auto now = SteadyClock::now();
+  if (now >= next_sweep_) {
+    sweepIdle(now);
+    next_sweep_ = now + std::chrono::seconds(1);
+  }
+  graveyard_.clear();
+}
+
+namespace {
+// The hosted worker the current thread runs, and the id of the client it belongs to (a worker
+// outlives its client while a reactor still holds it, so the id is checked before the pointer
+// is used).
+thread_local void* tl_hosted_worker = nullptr;
+thread_local uint64_t tl_hosted_client = 0;
+std::atomic<uint64_t> g_next_client_id{1};
+}  // namespace
+
+void Http1UpstreamClient::Worker::enter() {
+  tl_hosted_worker = this;
+  tl_hosted_client = client_id_;
+}
+
+Http1UpstreamClient::Worker* Http1UpstreamClient::Worker::inlineFor(uint64_t client_id) {
+  if (tl_hosted_client != client_id || tl_hosted_worker == nullptr) return nullptr;
+  auto* worker = static_cast<Worker*>(tl_hosted_worker);
+  // Only this thread sets in_loop_; retired_ cannot change while the client is alive.
+  return worker->in_loop_ ? nullptr : worker;
+}
+
+void Http1UpstreamClient::Worker::startInline(const std::shared_ptr<Transfer>& t) {
+  std::lock_guard<std::mutex> lock(host_mu_);
+  in_loop_ = true;
+  startTransfer(t);
+  graveyard_.clear();
+  in_loop_ = false;
+  rearmTimer();
+}
+
+void Http1UpstreamClient::Worker::runReady() {
+  std::lock_guard<std::mutex> lock(host_mu_);
+  if (retired_) return;
+  in_loop_ = true;
+  loopOnce(0, host_events_, host_commands_);
+  in_loop_ = false;
+  rearmTimer();
+}
+
+void Http1UpstreamClient::Worker::rearmTimer() {
+  std::optional<SteadyClock::time_point> next;
+  if (!timers_.empty()) next = timers_.begin()->first;
+  if (idle_count_ > 0 && (!next || next_sweep_ < *next)) next = next_sweep_;
+  if (!next || (timer_armed_for_ && *timer_armed_for_ <= *next)) return;
+  itimerspec spec{};
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next->time_since_epoch()).count();
+  // steady_clock is CLOCK_MONOTONIC; 0 would disarm, so a deadline at the epoch becomes 1 ns.
+  spec.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+  spec.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
+  if (spec.it_value.tv_sec == 0 && spec.it_value.tv_nsec == 0) spec.it_value.tv_nsec = 1;
+  if (::timerfd_settime(timer_fd_.get(), TFD_TIMER_ABSTIME, &spec, nullptr) != 0) fatal("timerfd_settime failed");
+  timer_armed_for_ = next;
+}
+
+void Http1UpstreamClient::Worker::retire() {
+  std::lock_guard<std::mutex> lock(host_mu_);
+  if (retired_) return;
+  retired_ = true;
+  stopping_.store(true, std::memory_order_release);
+  shutdown();
+  // Leave nothing readable behind: the host's epoll set may still hold pollFd() (level-triggered)
+  // and would otherwise wake its thread for nothing, again and again.
+  uint64_t value = 0;
+  while (::read(event_fd_.get(), &value, sizeof value) > 0 || errno == EINTR) {
+  }
+  itimerspec off{};
+  ::timerfd_settime(timer_fd_.get(), 0, &off, nullptr);
+  while (::read(timer_fd_.get(), &value, sizeof value) > 0 || errno == EINTR) {
+  }
 }
 
 void Http1UpstreamClient::Worker::shutdown() {
@@ -1603,18 +1733,31 @@ void Http1UpstreamClient::Worker::sweepIdle(SteadyClock::time_point now) {
 Http1UpstreamClient::Http1UpstreamClient(Http1UpstreamClientOptions options)
     : options_(std::move(options)), counters_(std::make_shared<Counters>()) {
   resolver_ = std::make_unique<Resolver>();
+  client_id_ = g_next_client_id.fetch_add(1, std::memory_order_relaxed);
   const unsigned threads = std::max(1u, options_.io_threads);
   workers_.reserve(threads);
   for (unsigned i = 0; i < threads; ++i) {
-    workers_.push_back(std::make_unique<Worker>(options_, counters_, resolver_.get(), i));
+    workers_.push_back(std::make_shared<Worker>(options_, counters_, resolver_.get(), i, client_id_));
   }
+}
+
+std::vector<std::shared_ptr<ReactorGuest>> Http1UpstreamClient::guests() const {
+  std::vector<std::shared_ptr<ReactorGuest>> out;
+  if (!options_.hosted) return out;
+  for (const auto& worker : workers_) out.push_back(worker);
+  return out;
 }
 
 Http1UpstreamClient::~Http1UpstreamClient() {
   // Stop every thread before destroying any: an observer's onComplete may call start() during
   // shutdown, which reads workers_ (a stopped worker's closed mailbox then completes it inline).
-  for (auto& worker : workers_) worker->requestStop();
-  for (auto& worker : workers_) worker->join();
+  if (options_.hosted) {
+    // Reactor threads may still hold the workers: retiring them ends their loops for good.
+    for (auto& worker : workers_) worker->retire();
+  } else {
+    for (auto& worker : workers_) worker->requestStop();
+    for (auto& worker : workers_) worker->join();
+  }
   resolver_->stop();
   workers_.clear();
   resolver_.reset();
@@ -1627,6 +1770,13 @@ std::shared_ptr<core::UpstreamCall> Http1UpstreamClient::start(core::UpstreamReq
   if (!observer) observer = std::make_shared<NullObserver>();
   counters_->requests.fetch_add(1, std::memory_order_relaxed);
   counters_->in_flight.fetch_add(1, std::memory_order_relaxed);
+  if (Worker* local = options_.hosted ? Worker::inlineFor(client_id_) : nullptr) {
+    // On a reactor thread that runs one of our loops: no hand-off to another thread.
+    auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer), local->mailbox(),
+                                               options_.max_header_bytes);
+    local->startInline(transfer);
+    return transfer;
+  }
   const size_t index = next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size();
   auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer), workers_[index]->mailbox(),
                                              options_.max_header_bytes);

@@ -13,6 +13,7 @@
 
 #include "core/http_types.hpp"
 #include "core/upstream_client.hpp"
+#include "daemon/reactor_guest.hpp"
 
 namespace keyway::daemon {
 
@@ -109,6 +110,14 @@ struct Http1UpstreamClientOptions {
   std::chrono::seconds tcp_keepalive_interval{30};
   // Upper bound on a response's status line + header block (1xx included); more is kProtocol.
   size_t max_header_bytes = 256u << 10;
+  // No threads of its own: the io_threads loops are run by whoever hosts guests() (keywayd: the
+  // main listener's reactor threads, one loop each). start() called on a hosting thread then
+  // begins the exchange inline, and the response comes back on that thread: no thread hop.
+  // Loops nobody hosts never run, so every guest must be hosted before requests are started.
+  // Observers then run on the hosting threads. Destroy the client on a thread that hosts none of
+  // its loops (keywayd: the main thread, after the listeners stopped); exchanges still in flight
+  // complete with kCancelled on the destroying thread.
+  bool hosted = false;
 };
 
 // Counters for metrics. Monotonic except in_flight and open_connections (same meaning as
@@ -159,6 +168,10 @@ class Http1UpstreamClient final : public core::UpstreamClient {
 
   Http1Stats stats() const;
 
+  // The loops to host (options.hosted), one per io_thread; empty otherwise. A guest may outlive
+  // the client: after the client's destructor it does nothing.
+  std::vector<std::shared_ptr<ReactorGuest>> guests() const;
+
   // As CurlUpstreamClient::probeIoThreads: true only if every I/O thread answered through its
   // command queue before `deadline`. Never call from an I/O thread or an observer.
   bool probeIoThreads(std::chrono::milliseconds deadline);
@@ -177,8 +190,9 @@ class Http1UpstreamClient final : public core::UpstreamClient {
   Http1UpstreamClientOptions options_;
   std::shared_ptr<Counters> counters_;
   std::unique_ptr<Resolver> resolver_;
-  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::shared_ptr<Worker>> workers_;
   std::atomic<size_t> next_worker_{0};
+  uint64_t client_id_ = 0;
 };
 
 }  // namespace keyway::daemon

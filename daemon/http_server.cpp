@@ -25,6 +25,7 @@
 
 #include "core/errors.hpp"
 #include "core/http_parser.hpp"
+#include "daemon/guest_transport.hpp"
 
 namespace keyway::daemon {
 
@@ -598,7 +599,9 @@ core::Status HttpServer::start() {
     listener_->init(options_.threads, Pistache::Flags<Pistache::Tcp::Options>(Pistache::Tcp::Options::ReuseAddr) |
                                           Pistache::Tcp::Options::NoDelay,
                     "kw-" + options_.name.substr(0, 10), options_.listen_backlog);
-    listener_->setHandler(std::make_shared<TcpHandler>(shared_));
+    auto handler = std::make_shared<TcpHandler>(shared_);
+    listener_->setHandler(handler);
+    if (!options_.guests.empty()) listener_->setTransportFactory(guestTransportFactory(handler, options_.guests));
     const std::vector<int> before = listeningSockets();
     listener_->bind();
     port_ = static_cast<uint16_t>(listener_->getPort());

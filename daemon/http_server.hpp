@@ -17,6 +17,7 @@
 
 #include "core/config.hpp"
 #include "core/gateway.hpp"
+#include "daemon/reactor_guest.hpp"
 #include "core/metrics.hpp"
 #include "core/result.hpp"
 
@@ -36,6 +37,9 @@ struct ServerOptions {
   core::LimitsConfig limits;
   core::ListenerContext context;  // main or compat(upstream)
   std::string name;               // for thread names and logs: "main", "compat:bosa"
+  // Loops the reactor threads run besides their connections, one per thread (extra guests are
+  // not run: give at most `threads`). See daemon/reactor_guest.hpp.
+  std::vector<std::shared_ptr<ReactorGuest>> guests;
 };
 
 // Thread-safe. start() binds and runs the reactor threads; stop() closes every connection and

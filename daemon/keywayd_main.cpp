@@ -398,15 +398,29 @@ int Daemon::run() {
     logger_->error("KEYWAY_UPSTREAM_CLIENT must be 'curl' or 'native'", {daemon::field("value", choice)});
     return 1;
   }
+  std::vector<std::shared_ptr<daemon::ReactorGuest>> reactor_guests;
   if (choice != "curl") {
     daemon::Http1UpstreamClientOptions http1_options;
     http1_options.io_threads = static_cast<unsigned>(config.server.threads);
+    // The main listener's reactor threads run the client's loops (one each), so a forwarded
+    // request and its upstream exchange stay on one thread (issue 6: the hand-off to a separate
+    // I/O thread and back was the largest cost left on the forwarding path).
+    // KEYWAY_UPSTREAM_IO=threads gives the client its own I/O threads again (A/B benchmarks).
+    const char* io = std::getenv("KEYWAY_UPSTREAM_IO");
+    const std::string io_choice = io ? io : "";
+    if (!io_choice.empty() && io_choice != "threads" && io_choice != "reactor") {
+      logger_->error("KEYWAY_UPSTREAM_IO must be 'reactor' or 'threads'", {daemon::field("value", io_choice)});
+      return 1;
+    }
+    http1_options.hosted = io_choice != "threads";
     http1_client = std::make_unique<daemon::Http1UpstreamClient>(http1_options);
+    reactor_guests = http1_client->guests();
   }
   auto upstream = std::make_shared<daemon::RoutingUpstreamClient>(
       std::make_unique<daemon::CurlUpstreamClient>(curl_options), std::move(http1_client));
   logger_->info("upstream client", {daemon::field("http", upstream->nativeHttp1() ? "native" : "curl"),
-                                    daemon::field("https", "curl")});
+                                    daemon::field("https", "curl"),
+                                    daemon::field("http_io", reactor_guests.empty() ? "threads" : "reactor")});
 
   metrics_ = std::make_shared<core::Metrics>(upstreamNames(config));
   metrics_->addGauge("keyway_upstream_requests_in_flight", "Upstream exchanges in flight.",
@@ -548,6 +562,7 @@ int Daemon::run() {
     o.threads = config.server.threads;
     o.listen_backlog = static_cast<int>(config.server.listen_backlog);
     o.limits = config.limits;
+    o.guests = reactor_guests;  // one per reactor thread (io_threads == server.threads)
     o.context.main = true;
     o.name = "main";
     listeners.push_back(o);
