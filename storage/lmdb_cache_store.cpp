@@ -707,6 +707,7 @@ bool LmdbCacheStore::Impl::openEnvLocked(bool allow_move_aside) {
   env_options.max_dbs = 16;
   env_options.max_readers = options_.max_readers;
   env_options.durable = false;  // MDB_NOSYNC | MDB_NOMETASYNC: a cache write never fsyncs
+  env_options.no_readahead = true;
   for (int attempt = 0; attempt < 2; ++attempt) {
     auto env = LmdbEnv::open(options_.dir, env_options);
     core::Status status = env ? attachEnvLocked(std::move(env.value())) : env.takeError();

@@ -393,6 +393,7 @@ Result<std::shared_ptr<LmdbEnv>> LmdbEnv::open(const std::string& dir,
   // shares the environment). The credential store keeps full durability: no MDB_NOSYNC.
   unsigned flags = MDB_NOTLS;
   if (!options.durable) flags |= MDB_NOSYNC | MDB_NOMETASYNC;
+  if (options.no_readahead) flags |= MDB_NORDAHEAD;
   rc = mdb_env_open(raw, path.c_str(), flags, 0600);
   if (rc != MDB_SUCCESS) return lmdbError(rc, "open", path);
   tightenMode(path + "/data.mdb");

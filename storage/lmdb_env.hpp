@@ -36,6 +36,10 @@ struct LmdbEnvOptions {
   // true: every commit is fsync'ed (credential store). false: MDB_NOSYNC | MDB_NOMETASYNC; the
   // owner calls sync() periodically (cache). Two opens of one path must agree on this.
   bool durable = true;
+  // MDB_NORDAHEAD: no kernel readahead on the map. For stores read at random (the cache): a
+  // lookup then brings in the pages it reads, not the 128 KiB around each, which keeps the
+  // mapped file's resident share to what is used.
+  bool no_readahead = false;
 };
 
 class LmdbEnv;
