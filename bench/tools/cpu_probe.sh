@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
 # CPU cost per forwarded request (scenario b's path), the figure that stays put on a noisy machine:
-# keywayd's user+system CPU time over a wrk run divided by the requests it answered. Runs keywayd
-# against a one-worker nginx fast upstream, ROUNDS times, and prints one line per round.
+# the gateway's user+system CPU time over a wrk run divided by the requests it answered. Runs
+# keywayd and, alternating with it, nginx doing the same job (bench/nginx/gateway.conf.in's Proxy
+# location: token check, key injection, keep-alive upstream pool; two workers) against one
+# one-worker nginx fast upstream, ROUNDS times each; prints one line per run and the medians.
 #
 #   bench/tools/cpu_probe.sh                               # build-g, 3 rounds of 10 s, -c64
 #   KEYWAY_UPSTREAM_IO=threads bench/tools/cpu_probe.sh    # any environment is passed to keywayd
 #
 # Environment: CPU_PROBE_BUILD (build dir, default build-g), CPU_PROBE_ROUNDS (3),
 # CPU_PROBE_DURATION (seconds per round, 10), CPU_PROBE_CONNECTIONS (64), CPU_PROBE_PATH
-# (default /bundleup-proxy/api/v2/users?page=1), CPU_PROBE_KEEP=1 (keep the work dir).
-# Prints: round N: requests R, rps X, keywayd cpu_s C, us_per_request U
+# (default /bundleup-proxy/api/v2/users?page=1), CPU_PROBE_NGINX=0 (keywayd only),
+# CPU_PROBE_KEEP=1 (keep the work dir).
+# Prints: round N keyway|nginx: requests R, rps X, cpu_s C, us_per_request U; then the medians
+# and their ratio keyway/nginx.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -104,22 +108,88 @@ done
 echo "cpu_probe: keywayd pid $KW_PID at $ADDR ($(grep -o '"http_io":"[a-z]*"' "$WORK/keywayd.log" || echo '-')), upstream 127.0.0.1:$UP_PORT" >&2
 curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" -H "BU-Connection-Id: conn_1" "http://$ADDR$TARGET"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$KW_PID/stat"; }
+GATEWAYS=(keyway)
+NG_PID=""
+if [ "${CPU_PROBE_NGINX:-1}" != 0 ]; then
+  GW_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  mkdir -p "$WORK/gw/tmp"
+  [ "$(id -u)" -eq 0 ] && chown nobody:nogroup "$WORK/gw/tmp"
+  cat >"$WORK/gw/nginx.conf" <<EOF
+$USER_DIRECTIVE
+worker_processes 2;
+pid $WORK/gw/nginx.pid;
+error_log $WORK/gw/error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  client_body_temp_path $WORK/gw/tmp/body;
+  proxy_temp_path $WORK/gw/tmp/proxy;
+  fastcgi_temp_path $WORK/gw/tmp/fastcgi;
+  uwsgi_temp_path $WORK/gw/tmp/uwsgi;
+  scgi_temp_path $WORK/gw/tmp/scgi;
+  map_hash_bucket_size 256;
+  map \$http_authorization \$kw_client { "Bearer $TOKEN" probe-app; default ""; }
+  upstream fast { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
+  server {
+    listen 127.0.0.1:$GW_PORT;
+    if (\$kw_client = "") { return 401 '{"error":{"code":"unauthorized"}}'; }
+    proxy_http_version 1.1;
+    proxy_set_header Connection "";
+    proxy_set_header Authorization "Bearer $API_KEY";
+    proxy_set_header X-Keyway-Token "";
+    location /bundleup-proxy/ { proxy_pass http://fast/; }
+  }
+}
+EOF
+  nginx -p "$WORK/gw" -c "$WORK/gw/nginx.conf" -e "$WORK/gw/error.log" -g 'daemon off;' 2>>"$WORK/gw/error.log" &
+  NG_PID=$!
+  PIDS+=("$NG_PID")
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$GW_PORT/" && break; sleep 0.1; done
+  GATEWAYS+=(nginx)
+fi
+
+# User + system ticks of a gateway: keywayd, or nginx's master and workers.
+cpu_ticks() {
+  local pids=("$KW_PID")
+  # shellcheck disable=SC2207  # pgrep prints one pid per line
+  [ "$1" = nginx ] && pids=("$NG_PID" $(pgrep -P "$NG_PID"))
+  local p sum=0
+  for p in "${pids[@]}"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
+  echo "$sum"
+}
 TICK=$(getconf CLK_TCK)
+: >"$WORK/results.txt"
 for r in $(seq 1 "$ROUNDS"); do
-  before=$(cpu_ticks)
-  wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" -H "BU-Connection-Id: conn_1" \
-    "http://$ADDR$TARGET" >"$WORK/wrk-$r.txt" 2>&1 || true
-  after=$(cpu_ticks)
-  python3 - "$WORK/wrk-$r.txt" "$before" "$after" "$TICK" "$r" <<'EOF2'
+  for gw in "${GATEWAYS[@]}"; do
+    url="http://$ADDR$TARGET"
+    [ "$gw" = nginx ] && url="http://127.0.0.1:$GW_PORT$TARGET"
+    before=$(cpu_ticks "$gw")
+    wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" -H "BU-Connection-Id: conn_1" \
+      "$url" >"$WORK/wrk-$gw-$r.txt" 2>&1 || true
+    after=$(cpu_ticks "$gw")
+    python3 - "$WORK/wrk-$gw-$r.txt" "$before" "$after" "$TICK" "$r" "$gw" <<'PYEOF' | tee -a "$WORK/results.txt"
 import re, sys
 text = open(sys.argv[1]).read()
 m = re.search(r"(\d+) requests in ([\d.]+)s", text)
-non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-if not m or non2xx:
+if not m or "Non-2xx or 3xx responses" in text:
     sys.exit("cpu_probe: wrk failed or got errors:\n" + text)
 n, secs = int(m.group(1)), float(m.group(2))
 cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
-print("round %s: requests %d, rps %.0f, keywayd cpu_s %.2f, us_per_request %.2f" % (sys.argv[5], n, n / secs, cpu, cpu * 1e6 / n))
-EOF2
+print("round %s %s: requests %d, rps %.0f, cpu_s %.2f, us_per_request %.2f"
+      % (sys.argv[5], sys.argv[6], n, n / secs, cpu, cpu * 1e6 / n))
+PYEOF
+  done
 done
+python3 - "$WORK/results.txt" <<'PYEOF'
+import re, statistics, sys
+per = {}
+for line in open(sys.argv[1]):
+    m = re.match(r"round \d+ (\w+): .* us_per_request ([\d.]+)", line)
+    if m:
+        per.setdefault(m.group(1), []).append(float(m.group(2)))
+med = {gw: statistics.median(v) for gw, v in per.items()}
+print("median us_per_request: " + ", ".join("%s %.2f" % kv for kv in med.items()))
+if "keyway" in med and "nginx" in med:
+    print("ratio keyway/nginx: %.2f (below 1: keyway spends less CPU per request)" % (med["keyway"] / med["nginx"]))
+PYEOF
