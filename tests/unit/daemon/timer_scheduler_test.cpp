@@ -393,4 +393,12 @@ TEST_CASE("startWithRetries on TimerScheduler and a threaded client, with racing
   CHECK(retries >= ok);
   calls.clear();
   scheduler->stop();
+  // The worker thread may still hold the last attempt (its observer holds the retry state, which
+  // holds the client) for a moment after the final completion: wait until this test holds the
+  // only reference, so that ~ThreadedClient (which joins the worker) does not run on the worker.
+  const auto t0 = std::chrono::steady_clock::now();
+  while (client.use_count() > 1 && std::chrono::steady_clock::now() - t0 < milliseconds(5000)) {
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  CHECK(client.use_count() == 1);
 }
