@@ -15,8 +15,20 @@ struct Header {
 };
 using Headers = std::vector<Header>;
 
-// ASCII case-insensitive comparison, as header names require (RFC 9110 §5.1).
-bool iequals(std::string_view a, std::string_view b);
+// ASCII case-insensitive comparison, as header names require (RFC 9110 §5.1). Inline: header
+// lookups call it a few dozen times per forwarded request.
+inline bool iequals(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const auto x = static_cast<unsigned char>(a[i]);
+    const auto y = static_cast<unsigned char>(b[i]);
+    if (x == y) continue;
+    // Equal apart from case only if they differ in bit 0x20 alone and are letters.
+    const unsigned folded = x | 0x20u;
+    if ((x ^ y) != 0x20u || folded < 'a' || folded > 'z') return false;
+  }
+  return true;
+}
 
 // First header with that name (case-insensitive), or nullptr.
 const Header* findHeader(const Headers& headers, std::string_view name);
