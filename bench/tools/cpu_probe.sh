@@ -28,106 +28,20 @@ KEYWAYCTL="$BUILD/daemon/keywayctl"
 [ -x "$KEYWAYD" ] && [ -x "$KEYWAYCTL" ] || { echo "cpu_probe: no keywayd/keywayctl in $BUILD/daemon" >&2; exit 1; }
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "cpu_probe: needs wrk and nginx (bench/run installs them)" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/keyway-cpuprobe.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  if [ -n "${CPU_PROBE_KEEP:-}" ]; then echo "cpu_probe: work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-UP_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-API_KEY="bu_probe_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-BODY='{"data":[{"id":"u_01","name":"Ada","email":"ada@example.com"},{"id":"u_02","name":"Lin"}],"meta":{"next":null}}'
-mkdir -p "$WORK/up/tmp"
-USER_DIRECTIVE=""
-[ "$(id -u)" -eq 0 ] && USER_DIRECTIVE="user nobody nogroup;" && chown nobody:nogroup "$WORK/up/tmp"
-cat >"$WORK/up/nginx.conf" <<EOF
-$USER_DIRECTIVE
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/up/tmp/body;
-  proxy_temp_path $WORK/up/tmp/proxy;
-  fastcgi_temp_path $WORK/up/tmp/fastcgi;
-  uwsgi_temp_path $WORK/up/tmp/uwsgi;
-  scgi_temp_path $WORK/up/tmp/scgi;
-  default_type application/json;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location / {
-      if (\$http_authorization != "Bearer $API_KEY") { return 401 '{"error":"wrong key"}'; }
-      return 200 '$BODY';
-    }
-  }
-}
-EOF
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -e "$WORK/up/error.log" -g 'daemon off;' 2>>"$WORK/up/error.log" &
-PIDS+=($!)
-
-CONF="$WORK/keyway.yaml"
-cat >"$CONF" <<EOF
-listen: 127.0.0.1:0
-state_dir: $WORK/state
-server:
-  threads: 2
-log:
-  level: info
-  access_log: false
-upstreams:
-  bundleup-proxy:
-    base_url: http://127.0.0.1:$UP_PORT
-EOF
-"$KEYWAYCTL" --config "$CONF" init >"$WORK/ctl.log" 2>&1
-"$KEYWAYCTL" --config "$CONF" team add bench >>"$WORK/ctl.log" 2>&1
-TOKEN=$("$KEYWAYCTL" --config "$CONF" client add probe-app --team bench 2>>"$WORK/ctl.log" | tail -n 1 | tr -d '[:space:]')
-printf '%s\n' "$API_KEY" | "$KEYWAYCTL" --config "$CONF" secret set bundleup.api_key >>"$WORK/ctl.log" 2>&1
-
-"$KEYWAYD" --config "$CONF" 2>"$WORK/keywayd.log" >/dev/null &
-KW_PID=$!
-PIDS=("$KW_PID" "${PIDS[@]}")
-ADDR=""
-for _ in $(seq 1 600); do
-  ADDR=$(grep '"msg":"listening"' "$WORK/keywayd.log" 2>/dev/null | grep '"main"' | head -1 \
-         | sed -n 's/.*"address":"\([^"]*\)".*/\1/p' || true)
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "cpu_probe: keywayd did not start:" >&2; tail -5 "$WORK/keywayd.log" >&2; exit 1; }
+# shellcheck source=bench/tools/probe_lib.sh
+. "$ROOT/bench/tools/probe_lib.sh"
+probe_init cpuprobe "${CPU_PROBE_KEEP:-}"
+probe_start_upstream '{"data":[{"id":"u_01","name":"Ada","email":"ada@example.com"},{"id":"u_02","name":"Lin"}],"meta":{"next":null}}'
+probe_start_keywayd bundleup-proxy
 echo "cpu_probe: keywayd pid $KW_PID at $ADDR ($(grep -o '"http_io":"[a-z]*"' "$WORK/keywayd.log" || echo '-')), upstream 127.0.0.1:$UP_PORT" >&2
 curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" -H "BU-Connection-Id: conn_1" "http://$ADDR$TARGET"
 
 GATEWAYS=(keyway)
 NG_PID=""
 if [ "${CPU_PROBE_NGINX:-1}" != 0 ]; then
-  GW_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  mkdir -p "$WORK/gw/tmp"
-  [ "$(id -u)" -eq 0 ] && chown nobody:nogroup "$WORK/gw/tmp"
-  cat >"$WORK/gw/nginx.conf" <<EOF
-$USER_DIRECTIVE
-worker_processes 2;
-pid $WORK/gw/nginx.pid;
-error_log $WORK/gw/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/gw/tmp/body;
-  proxy_temp_path $WORK/gw/tmp/proxy;
-  fastcgi_temp_path $WORK/gw/tmp/fastcgi;
-  uwsgi_temp_path $WORK/gw/tmp/uwsgi;
-  scgi_temp_path $WORK/gw/tmp/scgi;
+  GW_PORT=$(probe_free_port)
+  probe_nginx_head "$WORK/gw" 2
+  cat >>"$WORK/gw/nginx.conf" <<EOF
   map_hash_bucket_size 256;
   map \$http_authorization \$kw_client { "Bearer $TOKEN" probe-app; default ""; }
   upstream fast { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }

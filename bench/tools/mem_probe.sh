@@ -28,86 +28,12 @@ KEYWAYD="$BUILD/daemon/keywayd"
 KEYWAYCTL="$BUILD/daemon/keywayctl"
 [ -x "$KEYWAYD" ] && [ -x "$KEYWAYCTL" ] || { echo "mem_probe: no keywayd/keywayctl in $BUILD/daemon" >&2; exit 1; }
 
-WORK=$(mktemp -d /tmp/keyway-memprobe.XXXXXX)
-PIDS=()
-cleanup() {
-  local pid
-  for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${PIDS[@]}"; do
-    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  wait 2>/dev/null || true
-  if [ -n "${MEM_PROBE_KEEP:-}" ]; then echo "mem_probe: work dir kept: $WORK" >&2; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-read -r UP_PORT <<<"$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
-API_KEY="bu_probe_$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')"
-BODY='{"data":[{"id":"ch_01","name":"general","is_private":false},{"id":"ch_02","name":"random","is_private":false}],"meta":{"next":null}}'
-mkdir -p "$WORK/up/tmp"
-USER_DIRECTIVE=""
-[ "$(id -u)" -eq 0 ] && USER_DIRECTIVE="user nobody nogroup;" && chown nobody:nogroup "$WORK/up/tmp"
-cat >"$WORK/up/nginx.conf" <<EOF
-$USER_DIRECTIVE
-worker_processes 1;
-pid $WORK/up/nginx.pid;
-error_log $WORK/up/error.log warn;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  client_body_temp_path $WORK/up/tmp/body;
-  proxy_temp_path $WORK/up/tmp/proxy;
-  fastcgi_temp_path $WORK/up/tmp/fastcgi;
-  uwsgi_temp_path $WORK/up/tmp/uwsgi;
-  scgi_temp_path $WORK/up/tmp/scgi;
-  default_type application/json;
-  server {
-    listen 127.0.0.1:$UP_PORT;
-    location / {
-      if (\$http_authorization != "Bearer $API_KEY") { return 401 '{"error":"wrong key"}'; }
-      return 200 '$BODY';
-    }
-  }
-}
-EOF
-nginx -p "$WORK/up" -c "$WORK/up/nginx.conf" -e "$WORK/up/error.log" -g 'daemon off;' 2>>"$WORK/up/error.log" &
-PIDS+=($!)
-
-CONF="$WORK/keyway.yaml"
-cat >"$CONF" <<EOF
-listen: 127.0.0.1:0
-state_dir: $WORK/state
-server:
-  threads: 2
-log:
-  level: info
-  access_log: false
-upstreams:
-  bundleup-unify:
-    base_url: http://127.0.0.1:$UP_PORT
-EOF
-"$KEYWAYCTL" --config "$CONF" init >"$WORK/ctl.log" 2>&1
-"$KEYWAYCTL" --config "$CONF" team add bench >>"$WORK/ctl.log" 2>&1
-TOKEN=$("$KEYWAYCTL" --config "$CONF" client add probe-app --team bench 2>>"$WORK/ctl.log" | tail -n 1 | tr -d '[:space:]')
-printf '%s\n' "$API_KEY" | "$KEYWAYCTL" --config "$CONF" secret set bundleup.api_key >>"$WORK/ctl.log" 2>&1
-
-# shellcheck disable=SC2086
-${MEM_PROBE_WRAP:-} "$KEYWAYD" --config "$CONF" 2>"$WORK/keywayd.log" >/dev/null &
-WRAP_PID=$!
-PIDS=("$WRAP_PID" "${PIDS[@]}")
-ADDR=""
-for _ in $(seq 1 600); do
-  ADDR=$(grep '"msg":"listening"' "$WORK/keywayd.log" 2>/dev/null | grep '"main"' | head -1 \
-         | sed -n 's/.*"address":"\([^"]*\)".*/\1/p' || true)
-  [ -n "$ADDR" ] && break
-  sleep 0.1
-done
-[ -n "$ADDR" ] || { echo "mem_probe: keywayd did not start:" >&2; tail -5 "$WORK/keywayd.log" >&2; exit 1; }
-# The keywayd process itself (the wrapper, if any, is its parent or execs it).
-KW_PID=$(pgrep -n -f -- "$KEYWAYD --config $CONF" || echo "$WRAP_PID")
+# shellcheck source=bench/tools/probe_lib.sh
+. "$ROOT/bench/tools/probe_lib.sh"
+probe_init memprobe "${MEM_PROBE_KEEP:-}"
+probe_start_upstream '{"data":[{"id":"ch_01","name":"general","is_private":false},{"id":"ch_02","name":"random","is_private":false}],"meta":{"next":null}}'
+# shellcheck disable=SC2086  # MEM_PROBE_WRAP is a command prefix, split on purpose
+probe_start_keywayd bundleup-unify ${MEM_PROBE_WRAP:-}
 echo "mem_probe: keywayd pid $KW_PID at $ADDR, upstream 127.0.0.1:$UP_PORT, work $WORK" >&2
 
 rss() { awk '/^VmRSS:/ {r=$2} /^RssAnon:/ {a=$2} /^RssFile:/ {f=$2}
