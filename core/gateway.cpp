@@ -106,7 +106,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
  public:
   ForwardObserver(std::shared_ptr<Responder> responder, std::shared_ptr<Metrics> metrics_owner,
                   UpstreamMetrics* metrics, std::shared_ptr<EventSink> events,
-                  std::shared_ptr<Clock> clock, const UpstreamConfig& upstream, AccessRecord record,
+                  std::shared_ptr<Clock> clock, std::shared_ptr<const UpstreamConfig> upstream, AccessRecord record,
                   std::chrono::steady_clock::time_point start, bool head,
                   std::function<void(int)> on_success = nullptr)
       : on_success_(std::move(on_success)),
@@ -115,7 +115,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
         metrics_(metrics),
         events_(std::move(events)),
         clock_(std::move(clock)),
-        upstream_(upstream),
+        upstream_(std::move(upstream)),
         record_(std::move(record)),
         start_(start),
         head_(head) {}
@@ -129,7 +129,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
     status_ = status;
     reason_ = std::string(reason);
     headers_ = clientResponseHeaders(std::move(headers));
-    ensureContentType(upstream_, headers_);
+    ensureContentType(*upstream_, headers_);
     headers_.push_back({"X-Keyway-Cache", "BYPASS"});
     const auto ct = headerValue(headers_, "Content-Type");
     if (ct && containsNoCase(*ct, "text/event-stream") && !responder_->http10() && !head_) {
@@ -187,7 +187,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
         record_.status = status_;
         record_.error = "upstream_aborted";
       } else {
-        const Error error = errorForFailure(upstream_, outcome);
+        const Error error = errorForFailure(*upstream_, outcome);
         HttpResponse response = errorResponse(error);
         response.headers.push_back({"X-Keyway-Cache", "BYPASS"});
         record_.status = response.status;
@@ -241,7 +241,8 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
   UpstreamMetrics* metrics_;
   std::shared_ptr<EventSink> events_;
   std::shared_ptr<Clock> clock_;
-  UpstreamConfig upstream_;
+  // Points into the request's config snapshot, which it keeps alive (no copy per request).
+  std::shared_ptr<const UpstreamConfig> upstream_;
   AccessRecord record_;
   std::chrono::steady_clock::time_point start_;
   bool head_;
@@ -266,7 +267,8 @@ class CacheFillObserver final : public UpstreamObserver {
  public:
   CacheFillObserver(Gateway* gateway, std::shared_ptr<Metrics> metrics, UpstreamMetrics* um,
                     std::shared_ptr<EventSink> events, std::shared_ptr<Clock> clock,
-                    std::shared_ptr<CacheStore> cache, UpstreamConfig upstream, CacheRule rule, std::string key,
+                    std::shared_ptr<CacheStore> cache, std::shared_ptr<const UpstreamConfig> upstream,
+                    CacheRule rule, std::string key,
                     CacheEntryMeta meta, std::optional<CachedResponse> stale, size_t max_entry_bytes,
                     bool holds_refresh_slot)
       : gateway_(gateway), metrics_(std::move(metrics)), um_(um), events_(std::move(events)),
@@ -285,7 +287,7 @@ class CacheFillObserver final : public UpstreamObserver {
     status_ = status;
     reason_ = std::string(reason);
     headers_ = clientResponseHeaders(std::move(headers));
-    ensureContentType(upstream_, headers_);
+    ensureContentType(*upstream_, headers_);
   }
   bool onBody(std::string_view chunk) override {
     body_.append(chunk.data(), chunk.size());
@@ -331,7 +333,7 @@ class CacheFillObserver final : public UpstreamObserver {
     HttpResponse response;
     std::string error_code;
     if (upstream_failed) {
-      const Error error = errorForFailure(upstream_, outcome);
+      const Error error = errorForFailure(*upstream_, outcome);
       response = errorResponse(error);
       error_code = errorCodeName(error.code);
     } else {
@@ -368,7 +370,8 @@ class CacheFillObserver final : public UpstreamObserver {
   std::shared_ptr<EventSink> events_;
   std::shared_ptr<Clock> clock_;
   std::shared_ptr<CacheStore> cache_;
-  UpstreamConfig upstream_;
+  // Points into the request's config snapshot, which it keeps alive (no copy per request).
+  std::shared_ptr<const UpstreamConfig> upstream_;
   CacheRule rule_;
   std::string key_;
   CacheEntryMeta meta_;
@@ -974,8 +977,11 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   // Forwards without the cache; `on_success` runs after a 2xx (write invalidation).
   auto bypass = [&](std::function<void(int)> on_success) {
     if (um != nullptr) um->cache_bypass.fetch_add(1, std::memory_order_relaxed);
+    // Aliasing pointer: the observer keeps the config snapshot alive instead of copying the upstream.
+    std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
     auto observer = std::make_shared<ForwardObserver>(responder, deps_.metrics, um, deps_.events, deps_.clock,
-                                                      upstream, std::move(p->record), start, head, std::move(on_success));
+                                                      std::move(upstream_ref), std::move(p->record), start, head,
+                                                      std::move(on_success));
     observer->setCall(startUpstream(p, std::move(out), observer));
   };
   const std::shared_ptr<CacheStore>& cache = deps_.cache;
@@ -1071,8 +1077,9 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   // Cached bodies are stored identity-encoded: ask the upstream for exactly that.
   removeHeader(out.headers, "Accept-Encoding");
   CacheEntryMeta meta{upstream.name, path, identityTag(cache_id)};
+  std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
   auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
-                                                      upstream, *rule, key, std::move(meta), std::move(stale),
+                                                      std::move(upstream_ref), *rule, key, std::move(meta), std::move(stale),
                                                       config.cache.max_entry_bytes, refresh_in_background);
   startUpstream(p, std::move(out), observer);
 }
