@@ -996,8 +996,9 @@ class Http1UpstreamClient::Worker final : public ReactorGuest {
   // The hosted worker the calling thread runs, if it belongs to client `client_id` and may start
   // an exchange inline right now (not from inside its own loop); else nullptr.
   static Worker* inlineFor(uint64_t client_id);
-  // Starts an exchange on the calling (hosting) thread, without the mailbox.
-  void startInline(const std::shared_ptr<Transfer>& t);
+  // Starts an exchange on the calling (hosting) thread, without the mailbox; false (nothing
+  // done) once the worker is retired.
+  bool startInline(const std::shared_ptr<Transfer>& t);
 
  private:
   struct DnsEntry {
@@ -1056,7 +1057,7 @@ class Http1UpstreamClient::Worker final : public ReactorGuest {
   // Hosted: runReady() and retire() exclude each other; in_loop_ marks a pass in progress on
   // the hosting thread (an observer starting an exchange then goes through the mailbox).
   std::mutex host_mu_;
-  bool retired_ = false;
+  std::atomic<bool> retired_{false};  // written under host_mu_; read by inlineFor() without it
   bool in_loop_ = false;
   std::vector<epoll_event> host_events_;
   std::vector<Command> host_commands_;
@@ -1208,22 +1209,25 @@ void Http1UpstreamClient::Worker::enter() {
 Http1UpstreamClient::Worker* Http1UpstreamClient::Worker::inlineFor(uint64_t client_id) {
   if (tl_hosted_client != client_id || tl_hosted_worker == nullptr) return nullptr;
   auto* worker = static_cast<Worker*>(tl_hosted_worker);
-  // Only this thread sets in_loop_; retired_ cannot change while the client is alive.
-  return worker->in_loop_ ? nullptr : worker;
+  // Only this thread sets in_loop_. A retired worker (shutdown()) takes no new exchange: start()
+  // then goes through its closed mailbox and completes at once.
+  return worker->in_loop_ || worker->retired_.load(std::memory_order_acquire) ? nullptr : worker;
 }
 
-void Http1UpstreamClient::Worker::startInline(const std::shared_ptr<Transfer>& t) {
+bool Http1UpstreamClient::Worker::startInline(const std::shared_ptr<Transfer>& t) {
   std::lock_guard<std::mutex> lock(host_mu_);
+  if (retired_.load(std::memory_order_relaxed)) return false;  // retired since inlineFor()
   in_loop_ = true;
   startTransfer(t);
   graveyard_.clear();
   in_loop_ = false;
   rearmTimer();
+  return true;
 }
 
 void Http1UpstreamClient::Worker::runReady() {
   std::lock_guard<std::mutex> lock(host_mu_);
-  if (retired_) return;
+  if (retired_.load(std::memory_order_relaxed)) return;
   in_loop_ = true;
   loopOnce(0, host_events_, host_commands_);
   in_loop_ = false;
@@ -1247,8 +1251,8 @@ void Http1UpstreamClient::Worker::rearmTimer() {
 
 void Http1UpstreamClient::Worker::retire() {
   std::lock_guard<std::mutex> lock(host_mu_);
-  if (retired_) return;
-  retired_ = true;
+  if (retired_.load(std::memory_order_relaxed)) return;
+  retired_.store(true, std::memory_order_release);
   stopping_.store(true, std::memory_order_release);
   shutdown();
   // Leave nothing readable behind: the host's epoll set may still hold pollFd() (level-triggered)
@@ -1758,6 +1762,13 @@ std::vector<std::shared_ptr<ReactorGuest>> Http1UpstreamClient::guests() const {
 }
 
 Http1UpstreamClient::~Http1UpstreamClient() {
+  shutdown();
+  resolver_->stop();
+  workers_.clear();
+  resolver_.reset();
+}
+
+void Http1UpstreamClient::shutdown() {
   // Stop every thread before destroying any: an observer's onComplete may call start() during
   // shutdown, which reads workers_ (a stopped worker's closed mailbox then completes it inline).
   if (options_.hosted) {
@@ -1767,9 +1778,6 @@ Http1UpstreamClient::~Http1UpstreamClient() {
     for (auto& worker : workers_) worker->requestStop();
     for (auto& worker : workers_) worker->join();
   }
-  resolver_->stop();
-  workers_.clear();
-  resolver_.reset();
 }
 
 bool Http1UpstreamClient::handles(std::string_view url) { return startsWithNoCase(url, "http://"); }
@@ -1779,17 +1787,14 @@ std::shared_ptr<core::UpstreamCall> Http1UpstreamClient::start(core::UpstreamReq
   if (!observer) observer = std::make_shared<NullObserver>();
   counters_->requests.fetch_add(1, std::memory_order_relaxed);
   counters_->in_flight.fetch_add(1, std::memory_order_relaxed);
-  if (Worker* local = options_.hosted ? Worker::inlineFor(client_id_) : nullptr) {
-    // On a reactor thread that runs one of our loops: no hand-off to another thread.
-    auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer), local->mailbox(),
-                                               options_.max_header_bytes);
-    local->startInline(transfer);
-    return transfer;
-  }
-  const size_t index = next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size();
-  auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer), workers_[index]->mailbox(),
+  Worker* local = options_.hosted ? Worker::inlineFor(client_id_) : nullptr;
+  const size_t index = local ? 0 : next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size();
+  Worker* worker = local ? local : workers_[index].get();
+  auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer), worker->mailbox(),
                                              options_.max_header_bytes);
-  if (!workers_[index]->mailbox()->post(Command{CommandKind::kStart, transfer})) {
+  // On a reactor thread that runs one of our loops: no hand-off to another thread.
+  if (local && local->startInline(transfer)) return transfer;
+  if (!worker->mailbox()->post(Command{CommandKind::kStart, transfer})) {
     // Shutdown already finished on that thread: nobody else will complete this exchange.
     transfer->finished.store(true, std::memory_order_release);
     counters_->in_flight.fetch_sub(1, std::memory_order_relaxed);

@@ -168,6 +168,11 @@ class Http1UpstreamClient final : public core::UpstreamClient {
 
   Http1Stats stats() const;
 
+  // Completes every exchange in flight with kCancelled and stops the loops (the destructor does
+  // the same). Later start() calls complete at once with kCancelled. Idempotent; never call it
+  // from an I/O or hosting thread.
+  void shutdown();
+
   // The loops to host (options.hosted), one per io_thread; empty otherwise. A guest may outlive
   // the client: after the client's destructor it does nothing.
   std::vector<std::shared_ptr<ReactorGuest>> guests() const;

@@ -277,6 +277,7 @@ class Daemon {
   std::shared_ptr<core::Gateway> gateway_;
   std::shared_ptr<daemon::LogEventSink> events_;
   std::vector<std::unique_ptr<daemon::HttpServer>> servers_;
+  std::shared_ptr<daemon::RoutingUpstreamClient> upstream_;
   std::atomic<bool> ready_{false};
 
   std::thread watchdog_;
@@ -418,6 +419,7 @@ int Daemon::run() {
   }
   auto upstream = std::make_shared<daemon::RoutingUpstreamClient>(
       std::make_unique<daemon::CurlUpstreamClient>(curl_options), std::move(http1_client));
+  upstream_ = upstream;
   logger_->info("upstream client", {daemon::field("http", upstream->nativeHttp1() ? "native" : "curl"),
                                     daemon::field("https", "curl"),
                                     daemon::field("http_io", reactor_guests.empty() ? "threads" : "reactor")});
@@ -725,6 +727,9 @@ int Daemon::drainAndStop() {
   for (const auto& s : servers_) unfinished += s->activeConnections();
   for (auto& s : servers_) s->stop();
   stopWatchdog();
+  // Exchanges abandoned by the grace's end complete now (cancelled): their observers hold the
+  // metrics, the gateway and the connections, which hold the client.
+  upstream_->shutdownNative();
   events_->flushAudit();
   const std::initializer_list<daemon::LogField> fields = {
       daemon::field("reason", reason), daemon::field("abandoned_requests", static_cast<int64_t>(in_flight)),

@@ -45,6 +45,12 @@ class RoutingUpstreamClient final : public core::UpstreamClient {
   bool probeIoThreads(std::chrono::milliseconds deadline);
 
   bool nativeHttp1() const { return http1_ != nullptr; }
+  // Ends the native client's exchanges now (kCancelled) instead of at destruction: keywayd calls
+  // it once its listeners have stopped, so that abandoned exchanges let go of their observers
+  // (which hold the metrics, the gateway and the connections that hold the client: a cycle).
+  void shutdownNative() {
+    if (http1_) http1_->shutdown();
+  }
 
  private:
   std::atomic<bool> closing_{false};
