@@ -1044,6 +1044,9 @@ class Http1UpstreamClient::Worker final : public ReactorGuest {
   ConnPtr takeFromPool(const std::string& key);
   void closeIdle(Conn* conn);
   void sweepIdle(SteadyClock::time_point now);
+  // The next moment the loop has work without an event: a transfer's deadline or, while
+  // connections sit idle, the next pool sweep.
+  std::optional<SteadyClock::time_point> nextDeadline() const;
   int nextTimeoutMs();
 
   const Http1UpstreamClientOptions options_;
@@ -1138,10 +1141,15 @@ void Http1UpstreamClient::Worker::join() {
   if (thread_.joinable()) thread_.join();
 }
 
-int Http1UpstreamClient::Worker::nextTimeoutMs() {
+std::optional<SteadyClock::time_point> Http1UpstreamClient::Worker::nextDeadline() const {
   std::optional<SteadyClock::time_point> next;
   if (!timers_.empty()) next = timers_.begin()->first;
   if (idle_count_ > 0 && (!next || next_sweep_ < *next)) next = next_sweep_;
+  return next;
+}
+
+int Http1UpstreamClient::Worker::nextTimeoutMs() {
+  const std::optional<SteadyClock::time_point> next = nextDeadline();
   if (!next) return -1;
   const auto now = SteadyClock::now();
   if (*next <= now) return 0;
@@ -1235,9 +1243,7 @@ void Http1UpstreamClient::Worker::runReady() {
 }
 
 void Http1UpstreamClient::Worker::rearmTimer() {
-  std::optional<SteadyClock::time_point> next;
-  if (!timers_.empty()) next = timers_.begin()->first;
-  if (idle_count_ > 0 && (!next || next_sweep_ < *next)) next = next_sweep_;
+  const std::optional<SteadyClock::time_point> next = nextDeadline();
   if (!next || (timer_armed_for_ && *timer_armed_for_ <= *next)) return;
   itimerspec spec{};
   const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next->time_since_epoch()).count();
