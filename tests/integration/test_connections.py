@@ -111,6 +111,22 @@ class KeepAliveTest(KeywayTestCase):
             got = [_echo_target(c.read_response()) for _ in range(5)]
         self.assertEqual(got, ["/pipe/%d" % i for i in range(5)])
 
+    def test_requests_spanning_many_reads_arrive_whole(self):
+        # keywayd reads a connection 16 KiB at a time and stops at a short read (one recv() per
+        # readable event, not Pistache's read-until-EAGAIN): 40 pipelined ~1 KB heads and a 40 KiB
+        # body sent at once fill several reads, and every byte must still arrive, in order.
+        tok = [("X-Keyway-Token", self.token()), ("X-Pad", "p" * 900)]
+        body = bytes(range(256)) * 160
+        with RawConnection(self.port, timeout=15) as c:
+            c.send(b"".join(build_request("GET", "/bundleup-proxy/span/%d" % i, tok) for i in range(40))
+                   + build_request("POST", "/bundleup-proxy/span/body",
+                                   tok + [("Content-Type", "application/octet-stream")], body))
+            got = [_echo_target(c.read_response()) for _ in range(41)]
+            self.assertFalse(c.peer_closed(0.2))
+        self.assertEqual(got, ["/span/%d" % i for i in range(40)] + ["/span/body"])
+        self.assertEqual(self.fake.requests[-1].body, body)
+        self.assertEqual(self.fake.requests[0].header("X-Pad"), "p" * 900)
+
 
 def listen_backlog(port):
     """The listen(2) backlog of the TCP socket listening on 127.0.0.1:port, read from the kernel
