@@ -615,7 +615,7 @@ void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listen
   record.upstream = upstream->name;
   record.path = std::string(targetPath(rest));
 
-  if (auto st = validateRest(rest); !st.ok()) {
+  if (auto st = validateRestOfValidTarget(rest); !st.ok()) {  // request.target passed validateTarget
     deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
     respondError(responder, st.error(), std::move(record), start);
     return;

@@ -123,7 +123,7 @@ std::optional<MountSplit> splitMount(std::string_view target) {
   return split;
 }
 
-Status validateRest(std::string_view rest) {
+Status validateRestOfValidTarget(std::string_view rest) {
   if (rest.empty() || rest[0] != '/') {
     return badRequest("the path after the upstream name must start with '/'");
   }
@@ -131,6 +131,11 @@ Status validateRest(std::string_view rest) {
     return badRequest("the path after the upstream name must not start with '//' (it could "
                       "change the upstream host); remove the extra '/'");
   }
+  return okStatus();
+}
+
+Status validateRest(std::string_view rest) {
+  if (auto st = validateRestOfValidTarget(rest); !st.ok()) return st;
   if (const char* msg = checkCommon(rest)) return badRequest(msg);
   return okStatus();
 }

@@ -36,6 +36,11 @@ std::optional<MountSplit> splitMount(std::string_view target);
 // well-formed escapes, and no dot segments (same rule as validateTarget). Encoded slashes (%2F)
 // are allowed and kept. Errors: kBadRequest. Pure function, thread-safe.
 Status validateRest(std::string_view rest);
+// validateRest for a rest cut from a target that validateTarget accepted: splitMount's rest, or
+// a compat listener's whole target. Bytes, escapes and dot segments were checked with the target
+// (the cut is at a raw '/' or '?', so the rest's segments are the target's), so only the checks
+// the cut adds run; same result as validateRest for such a rest, half the work per request.
+Status validateRestOfValidTarget(std::string_view rest);
 
 // The part of a target before the first '?' (the whole target if none).
 std::string_view targetPath(std::string_view target);

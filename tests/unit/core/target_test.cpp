@@ -4,12 +4,14 @@
 #include <doctest/doctest.h>
 
 #include <string>
+#include <vector>
 
 using keyway::core::ErrorCode;
 using keyway::core::splitMount;
 using keyway::core::targetPath;
 using keyway::core::targetQuery;
 using keyway::core::validateRest;
+using keyway::core::validateRestOfValidTarget;
 using keyway::core::validateTarget;
 
 namespace {
@@ -118,6 +120,42 @@ TEST_CASE("target: validateRest") {
     CHECK(st.error().code == ErrorCode::kBadRequest);
   }
   CHECK(validateRest("//evil").error().message.find("//") != std::string::npos);
+}
+
+TEST_CASE("target: validateRestOfValidTarget agrees with validateRest on every rest of a valid target") {
+  // Every target over an alphabet of the bytes and pieces that matter (separators, dots,
+  // escapes, encoded slashes and dots, ';', '?', '#', bad bytes), up to four pieces: where
+  // validateTarget accepts it, the rest splitMount cuts, and the whole target as a compat
+  // listener's rest, get the same verdict from both functions.
+  const char* pieces[] = {"/", "a", ".", "..", "%2e", "%2F", "%5C", "\\", ";x", "?", "?q=/..", "#", " ", "%zz", "//"};
+  size_t checked = 0;
+  size_t refused_rests = 0;
+  std::string t;
+  auto visit = [&](const std::string& target) {
+    if (!validateTarget(target).ok()) return;
+    std::vector<std::string> rests{target};
+    if (auto split = splitMount(target)) rests.push_back(split->rest);
+    for (const auto& rest : rests) {
+      CAPTURE(target);
+      CAPTURE(rest);
+      const bool full = validateRest(rest).ok();
+      CHECK(validateRestOfValidTarget(rest).ok() == full);
+      ++checked;
+      refused_rests += full ? 0 : 1;
+    }
+  };
+  for (const char* p1 : pieces) {
+    for (const char* p2 : pieces) {
+      for (const char* p3 : pieces) {
+        for (const char* p4 : pieces) {
+          visit(std::string("/up") + p1 + p2 + p3 + p4);
+          visit(std::string("/") + p1 + p2 + p3 + p4);
+        }
+      }
+    }
+  }
+  CHECK(checked > 1000);
+  CHECK(refused_rests > 0);  // "//" rests exist among them: both must refuse those
 }
 
 TEST_CASE("target: targetPath and targetQuery") {
