@@ -6,6 +6,7 @@
 #include <array>
 #include <set>
 
+#include "core/http_parser.hpp"
 #include "core/http_types.hpp"
 
 namespace keyway::core {
@@ -318,17 +319,7 @@ Status checkUpstreamName(std::string_view name) {
   return okStatus();
 }
 
-bool isHttpToken(std::string_view text) {
-  if (text.empty()) return false;
-  for (char c : text) {
-    // RFC 9110 §5.6.2 tchar.
-    if (!isAlpha(c) && !isDigit(c) &&
-        std::string_view("!#$%&'*+-.^_`|~").find(c) == std::string_view::npos) {
-      return false;
-    }
-  }
-  return true;
-}
+bool isHttpToken(std::string_view text) { return isToken(text); }  // RFC 9110 §5.6.2 token
 
 Status checkCredentialHeader(std::string_view name) {
   if (name.size() > 256 || !isHttpToken(name)) {

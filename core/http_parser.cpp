@@ -62,12 +62,10 @@ const char* parseFieldLine(std::string_view line, std::string_view& name, std::s
   if (i == 0) return "empty header field name";
   name = line.substr(0, i);
   value = trimOws(line.substr(i + 1));
-  for (char c : value) {
-    if (!isFieldValueChar(c)) {
-      if (c == '\r') return "bare CR in a header value; lines must end with CRLF";
-      if (c == '\0') return "NUL byte in a header value";
-      return "control character in a header value";
-    }
+  if (const size_t bad = findNonFieldValueChar(value); bad != std::string_view::npos) {
+    if (value[bad] == '\r') return "bare CR in a header value; lines must end with CRLF";
+    if (value[bad] == '\0') return "NUL byte in a header value";
+    return "control character in a header value";
   }
   return nullptr;
 }
@@ -79,14 +77,6 @@ void appendDecimal(std::string& out, uint64_t v) {
 }
 
 }  // namespace
-
-bool isToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!isTokenChar(c)) return false;
-  }
-  return true;
-}
 
 RequestParser::RequestParser(ParserLimits limits) : limits_(limits) {}
 

@@ -623,3 +623,39 @@ TEST_CASE("serializer: chunks round-trip through the parser") {
   const HttpRequest r = parseOne("POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n" + out);
   CHECK(r.body == "hello " + std::string(300, 'w'));
 }
+
+TEST_CASE("findNonFieldValueChar finds the first refused byte wherever it sits in the word") {
+  // Every byte value at every position of strings of 0..19 bytes (words, a word and a tail,
+  // tails alone), over a clean filler and over one that already holds an HTAB, against the
+  // one-byte-at-a-time rule.
+  using keyway::core::findNonFieldValueChar;
+  using keyway::core::isFieldValueChar;
+  size_t refused = 0;
+  for (const char filler : {'a', '\t'}) {
+    for (size_t len = 0; len < 20; ++len) {
+      for (size_t pos = 0; pos < len; ++pos) {
+        for (int b = 0; b < 256; ++b) {
+          std::string s(len, 'x');
+          if (filler == '\t' && len > 1) s[(pos + 1) % len] = '\t';
+          s[pos] = static_cast<char>(b);
+          size_t expect = std::string::npos;
+          for (size_t i = 0; i < s.size(); ++i) {
+            if (!isFieldValueChar(s[i])) {
+              expect = i;
+              break;
+            }
+          }
+          CAPTURE(len);
+          CAPTURE(pos);
+          CAPTURE(b);
+          REQUIRE(findNonFieldValueChar(s) == expect);
+          refused += expect != std::string::npos ? 1 : 0;
+        }
+      }
+    }
+  }
+  CHECK(refused == 2 * 190 * 32);  // 0x00-0x1F but HTAB, and 0x7F: 32 refused values
+  CHECK(findNonFieldValueChar("") == std::string::npos);
+  CHECK(findNonFieldValueChar("application/json; charset=utf-8\x7f") == 31);
+  CHECK(findNonFieldValueChar("caf\xc3\xa9 \t obs-text is allowed") == std::string::npos);
+}
