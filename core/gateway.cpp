@@ -623,22 +623,26 @@ void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listen
   forward(std::move(request), config, *upstream, std::move(rest), std::move(record), responder, start);
 }
 
-Result<std::optional<Gateway::Identity>> Gateway::lookupToken(std::string_view token) {
+Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::string_view token) {
   const uint64_t generation = deps_.store->generation();
   {
+    // The lookup key in a reused per-thread buffer: no allocation per request (C++17's
+    // unordered_map cannot look up by string_view).
+    thread_local std::string probe;
+    probe.assign(token.data(), token.size());
     std::shared_lock<std::shared_mutex> lock(auth_mu_);
     if (generation == auth_generation_) {
-      auto it = auth_cache_.find(std::string(token));
-      if (it != auth_cache_.end()) return std::optional<Identity>(it->second);
+      auto it = auth_cache_.find(probe);
+      if (it != auth_cache_.end()) return it->second;
     }
   }
   auto client = deps_.store->findClientByToken(token);
   if (!client.ok()) return client.error();
-  if (!client->has_value() || (*client)->revoked) return std::optional<Identity>();
+  if (!client->has_value() || (*client)->revoked) return std::shared_ptr<const Identity>();
   auto team = deps_.store->findTeam((*client)->team);
   if (!team.ok()) return team.error();
-  if (!team->has_value()) return std::optional<Identity>();
-  Identity identity{std::move(**client), std::move(**team)};
+  if (!team->has_value()) return std::shared_ptr<const Identity>();
+  auto identity = std::make_shared<const Identity>(Identity{std::move(**client), std::move(**team)});
   std::unique_lock<std::shared_mutex> lock(auth_mu_);
   if (generation != auth_generation_) {
     auth_cache_.clear();
@@ -647,35 +651,36 @@ Result<std::optional<Gateway::Identity>> Gateway::lookupToken(std::string_view t
   // Bounded: a flood of distinct valid tokens cannot exist (tokens are issued), but stay safe.
   if (auth_cache_.size() > 10000) auth_cache_.clear();
   auth_cache_.emplace(std::string(token), identity);
-  return std::optional<Identity>(std::move(identity));
+  return identity;
 }
 
-Result<std::optional<ResolvedSecret>> Gateway::resolveSecret(const std::string& name, const std::string& team) {
+Result<std::shared_ptr<const ResolvedSecret>> Gateway::resolveSecret(const std::string& name, const std::string& team) {
   const uint64_t generation = deps_.store->generation();
-  std::string key;
-  key.reserve(name.size() + team.size() + 1);
+  thread_local std::string key;  // reused: no allocation per request
+  key.clear();
   key.append(name).append(1, '\0').append(team);
-  auto copy = [](const ResolvedSecret& s) { return ResolvedSecret{s.name, s.scope, s.value.clone()}; };
   {
     std::shared_lock<std::shared_mutex> lock(secrets_mu_);
     if (generation == secrets_generation_) {
       auto it = secret_cache_.find(key);
-      if (it != secret_cache_.end()) return std::optional<ResolvedSecret>(copy(it->second));
+      if (it != secret_cache_.end()) return it->second;
     }
   }
   auto resolved = deps_.store->resolveSecret(name, team);
-  if (!resolved.ok() || !resolved->has_value()) return resolved;
+  if (!resolved.ok()) return resolved.error();
+  if (!resolved->has_value()) return std::shared_ptr<const ResolvedSecret>();
+  auto secret = std::make_shared<const ResolvedSecret>(std::move(**resolved));
   std::unique_lock<std::shared_mutex> lock(secrets_mu_);
   if (generation != secrets_generation_) {
     secret_cache_.clear();
     secrets_generation_ = generation;
   }
   if (secret_cache_.size() > 10000) secret_cache_.clear();  // names x teams: bounded in practice
-  secret_cache_.emplace(std::move(key), copy(**resolved));
-  return resolved;
+  secret_cache_.emplace(key, secret);
+  return secret;
 }
 
-Result<Gateway::Identity> Gateway::authenticate(const HttpRequest& request, const UpstreamConfig& upstream) {
+Result<std::shared_ptr<const Gateway::Identity>> Gateway::authenticate(const HttpRequest& request, const UpstreamConfig& upstream) {
   const std::string_view token = presentedToken(request.headers, upstream);
   if (token.empty()) {
     return Error::make(ErrorCode::kUnauthorized,
@@ -688,18 +693,18 @@ Result<Gateway::Identity> Gateway::authenticate(const HttpRequest& request, cons
     return Error::make(ErrorCode::kUnavailable,
                        "the credential store could not be read; see keyway's log and retry");
   }
-  if (!identity->has_value()) {
+  if (*identity == nullptr) {
     return Error::make(ErrorCode::kUnauthorized,
                        "the client token is unknown or revoked; ask an operator for a new one "
                        "(`keywayctl client add`)");
   }
-  Identity& id = **identity;
+  const Identity& id = **identity;
   const auto& ups = id.team.upstreams;
   if (!id.team.all_upstreams && std::find(ups.begin(), ups.end(), upstream.name) == ups.end()) {
     return Error::make(ErrorCode::kForbidden, "team '" + id.team.name + "' has no access to upstream '" +
                                                   upstream.name + "'");
   }
-  return std::move(id);
+  return std::move(*identity);
 }
 
 void Gateway::respondPendingError(const std::shared_ptr<Pending>& p, const Error& error) {
@@ -721,8 +726,9 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
     respondError(responder, identity.error(), std::move(record), start);
     return;
   }
-  record.client = identity->client.name;
-  record.team = identity->team.name;
+  const Identity& id = **identity;
+  record.client = id.client.name;
+  record.team = id.team.name;
 
   auto p = std::make_shared<Pending>();
   p->config = std::move(config);
@@ -737,7 +743,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   out.headers = upstreamRequestHeaders(request.headers);
   if (!upstream.credential.header.empty()) removeHeader(out.headers, upstream.credential.header);
   if (!upstream.credential.secret.empty()) {
-    auto secret = resolveSecret(upstream.credential.secret, identity->team.name);
+    auto secret = resolveSecret(upstream.credential.secret, id.team.name);
     if (!secret.ok()) {
       deps_.metrics->degraded_events.fetch_add(1, std::memory_order_relaxed);
       respondError(responder, Error::make(ErrorCode::kUnavailable,
@@ -745,23 +751,23 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
                    std::move(record), start);
       return;
     }
-    if (!secret->has_value()) {
+    if (*secret == nullptr) {
       respondError(responder,
                    Error::make(ErrorCode::kUnavailable,
                                "no secret '" + upstream.credential.secret + "' is stored for team '" +
-                                   identity->team.name + "' or shared; an operator must run: keywayctl secret set " +
-                                   upstream.credential.secret + " [--team " + identity->team.name + "]"),
+                                   id.team.name + "' or shared; an operator must run: keywayctl secret set " +
+                                   upstream.credential.secret + " [--team " + id.team.name + "]"),
                    std::move(record), start);
       return;
     }
-    ResolvedSecret& resolved = **secret;
+    const ResolvedSecret& resolved = **secret;
     std::string value;
     value.reserve(upstream.credential.prefix.size() + resolved.value.size());
     value.append(upstream.credential.prefix).append(resolved.value.view());
     out.headers.push_back(Header{upstream.credential.header, std::move(value)});
     record.credential = resolved.name;
     record.credential_scope = resolved.scope;
-    if (bosa) p->api_key = std::move(resolved);
+    if (bosa) p->api_key = std::move(*secret);
   }
   out.body = std::move(request.body);
   out.connect_timeout = upstream.connect_timeout;
@@ -796,9 +802,9 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   if (!user.empty() || headerValue(p->client_headers, "X-Keyway-User")) {
     removeHeader(out.headers, "Authorization");
     const Error refused = Error::make(ErrorCode::kForbidden, "BOSA user '" + user + "' is unknown or not granted to team '" +
-                                                                 identity->team.name +
+                                                                 id.team.name +
                                                                  "'; an operator can run: keywayctl bosa-user grant " +
-                                                                 user + " --team " + identity->team.name);
+                                                                 user + " --team " + id.team.name);
     auto found = user.empty() ? Result<std::optional<BosaUserRecord>>(std::optional<BosaUserRecord>())
                               : deps_.store->findBosaUser(user);
     if (!found.ok()) {
@@ -807,7 +813,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
       return;
     }
     const auto& teams = found->has_value() ? (*found)->teams : std::vector<std::string>();
-    if (!found->has_value() || std::find(teams.begin(), teams.end(), identity->team.name) == teams.end()) {
+    if (!found->has_value() || std::find(teams.begin(), teams.end(), id.team.name) == teams.end()) {
       deps_.metrics->auth_failures.fetch_add(1, std::memory_order_relaxed);
       respondPendingError(p, refused);
       return;

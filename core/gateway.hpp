@@ -163,7 +163,7 @@ class Gateway {
     UpstreamRequest out;
     bool head = false;
     // BOSA
-    std::optional<ResolvedSecret> api_key;  // the injected client key (user tokens are tied to it)
+    std::shared_ptr<const ResolvedSecret> api_key;  // the injected client key (user tokens are tied to it)
     std::string bosa_user;                  // identifier acted as, "" for none
     std::string action;                     // action name for action calls, "" otherwise
     std::string user_token_header;          // the Authorization value injected (for a 401 re-mint)
@@ -181,11 +181,14 @@ class Gateway {
   void serveDiscovery(const UpstreamConfig& upstream, const std::string& rest, AccessRecord record,
                       const std::shared_ptr<Responder>& responder, std::chrono::steady_clock::time_point start);
   void respondPendingError(const std::shared_ptr<Pending>& p, const Error& error);
-  Result<Identity> authenticate(const HttpRequest& request, const UpstreamConfig& upstream);
-  Result<std::optional<Identity>> lookupToken(std::string_view token);
+  // Both share the cached identity (never null on success of authenticate; null from
+  // lookupToken for an unknown or revoked token): no copy of its records per request.
+  Result<std::shared_ptr<const Identity>> authenticate(const HttpRequest& request, const UpstreamConfig& upstream);
+  Result<std::shared_ptr<const Identity>> lookupToken(std::string_view token);
   // CredentialStore::resolveSecret, remembered for one store generation (decrypting the secret
   // on every request cost more than the rest of the lookup).
-  Result<std::optional<ResolvedSecret>> resolveSecret(const std::string& name, const std::string& team);
+  // The cached secret, shared (null: none stored for that name and team).
+  Result<std::shared_ptr<const ResolvedSecret>> resolveSecret(const std::string& name, const std::string& team);
 
   void respondLocal(const std::shared_ptr<Responder>& responder, HttpResponse response,
                     AccessRecord record, std::chrono::steady_clock::time_point start);
@@ -200,11 +203,11 @@ class Gateway {
   // any keywayctl change (revoke, team edit) bumps the generation and empties the cache.
   std::shared_mutex auth_mu_;
   uint64_t auth_generation_ = 0;
-  std::unordered_map<std::string, Identity> auth_cache_;
+  std::unordered_map<std::string, std::shared_ptr<const Identity>> auth_cache_;
   // Resolved secrets by name and team, for the same generation; SecretStrings wipe on eviction.
   std::shared_mutex secrets_mu_;
   uint64_t secrets_generation_ = 0;
-  std::unordered_map<std::string, ResolvedSecret> secret_cache_;
+  std::unordered_map<std::string, std::shared_ptr<const ResolvedSecret>> secret_cache_;
 
   std::unique_ptr<BosaSchemaService> bosa_schemas_;
   std::unique_ptr<BosaTokenService> bosa_tokens_;
