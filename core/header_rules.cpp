@@ -33,6 +33,22 @@ std::vector<std::string_view> connectionOptions(const Headers& headers) {
   return names;
 }
 
+// True if a Connection field of `headers` names `name` as an option; walks the fields in place.
+bool namedInConnection(const Headers& headers, std::string_view name) {
+  for (const auto& h : headers) {
+    if (!iequals(h.name, "Connection")) continue;
+    const std::string_view v = h.value;
+    size_t pos = 0;
+    while (pos <= v.size()) {
+      size_t comma = v.find(',', pos);
+      if (comma == std::string_view::npos) comma = v.size();
+      if (iequals(trimOws(v.substr(pos, comma - pos)), name)) return true;
+      pos = comma + 1;
+    }
+  }
+  return false;
+}
+
 bool namedIn(const std::vector<std::string_view>& names, std::string_view name) {
   for (auto n : names) {
     if (iequals(n, name)) return true;
@@ -75,17 +91,25 @@ Headers upstreamRequestHeaders(const Headers& client_headers) {
 }
 
 Headers clientResponseHeaders(Headers&& upstream_headers) {
-  // Owned copies: remove_if overwrites the Connection fields the options would point into.
-  std::vector<std::string> owned;
-  for (std::string_view option : connectionOptions(upstream_headers)) owned.emplace_back(option);
-  const std::vector<std::string_view> named(owned.begin(), owned.end());
   Headers out = std::move(upstream_headers);
-  out.erase(std::remove_if(out.begin(), out.end(),
-                           [&named](const Header& h) {
-                             return isHopByHop(h.name) || iequals(h.name, "Content-Length") ||
-                                    namedIn(named, h.name);
-                           }),
-            out.end());
+  // The Connection options live in `out`'s own fields, so every field's fate is decided before
+  // any is moved. Nearly every upstream sends a Connection field; with the verdicts on the stack
+  // for a usual head and the options walked in place, filtering allocates nothing.
+  constexpr size_t kSmall = 64;
+  unsigned char small_keep[kSmall];
+  std::vector<unsigned char> big_keep(out.size() > kSmall ? out.size() : 0);
+  unsigned char* keep = out.size() > kSmall ? big_keep.data() : small_keep;
+  for (size_t i = 0; i < out.size(); ++i) {
+    const Header& h = out[i];
+    keep[i] = !(isHopByHop(h.name) || iequals(h.name, "Content-Length") || namedInConnection(out, h.name));
+  }
+  size_t kept = 0;
+  for (size_t i = 0; i < out.size(); ++i) {
+    if (keep[i] == 0) continue;
+    if (i != kept) out[kept] = std::move(out[i]);
+    ++kept;
+  }
+  out.resize(kept);
   return out;
 }
 

@@ -97,4 +97,14 @@ TEST_CASE("header_rules: clientResponseHeaders") {
     CHECK(names(kept) == std::vector<std::string>{"Date", "Server", "X-C"});
     CHECK(same(kept, clientResponseHeaders(first)));
   }
+  SUBCASE("more fields than the verdicts kept on the stack") {
+    Headers many;
+    for (int i = 0; i < 100; ++i) many.push_back({"X-" + std::to_string(i), std::to_string(i)});
+    many.insert(many.begin() + 50, {"Connection", "x-5 , X-70"});
+    const Headers kept = clientResponseHeaders(std::move(many));
+    REQUIRE(kept.size() == 98);
+    CHECK(kept[5].name == "X-6");
+    CHECK(kept[97].name == "X-99");
+    for (const auto& h : kept) CHECK((h.name != "X-70" && h.name != "Connection"));
+  }
 }
