@@ -995,15 +995,19 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
     bypass(nullptr);
     return;
   }
-  const std::string path(targetPath(p->rest));
+  const std::string_view path = targetPath(p->rest);  // p, and its rest, outlive this call
   const std::string_view query = targetQuery(p->rest);
-  CacheIdentity cache_id;
-  const AccessRecord& record = p->record;
-  cache_id.credential = record.credential.empty() ? "" : record.credential + "@" + record.credential_scope;
-  cache_id.bosa_user = p->bosa_user;
-  cache_id.connection_id = std::string(headerValue(p->client_headers, "BU-Connection-Id").value_or(""));
-  cache_id.bosa_integration = std::string(headerValue(p->client_headers, "X-Bosa-Integration").value_or(""));
-  cache_id.include_raw = std::string(headerValue(p->client_headers, "BU-Include-Raw").value_or(""));
+  // Built only when a key or an invalidation needs it: most forwarded requests need neither.
+  auto makeCacheIdentity = [&p] {
+    CacheIdentity id;
+    const AccessRecord& record = p->record;
+    id.credential = record.credential.empty() ? "" : record.credential + "@" + record.credential_scope;
+    id.bosa_user = p->bosa_user;
+    id.connection_id = std::string(headerValue(p->client_headers, "BU-Connection-Id").value_or(""));
+    id.bosa_integration = std::string(headerValue(p->client_headers, "X-Bosa-Integration").value_or(""));
+    id.include_raw = std::string(headerValue(p->client_headers, "BU-Include-Raw").value_or(""));
+    return id;
+  };
   const std::string_view action = upstream.protocol == Protocol::kBosa ? bosaActionName(path) : std::string_view();
   const CacheRule* rule = cache->healthy() ? matchRule(config.cache, upstream.name, out.method, path, action) : nullptr;
   const ClientCacheDirective directive = clientDirective(p->client_headers);
@@ -1022,7 +1026,7 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
     if (invalidatesOnSuccess(out.method)) {
       // A successful write makes this identity's cached view of the resource and its collection
       // (BOSA: of the connector) stale.
-      on_success = [cache, name = upstream.name, tag = identityTag(cache_id), path](int) {
+      on_success = [cache, name = upstream.name, tag = identityTag(makeCacheIdentity()), path = std::string(path)](int) {
         if (auto prefix = bosaConnectorPrefix(path)) {
           cache->invalidatePrefix(name, tag, *prefix);
         } else {
@@ -1034,6 +1038,7 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
     return;
   }
 
+  const CacheIdentity cache_id = makeCacheIdentity();  // before the record moves into the waiter
   std::string key = cacheKey(upstream.name, out.method, path, query, canonical_body, cache_id);
   Waiter waiter{responder, std::move(p->record), start, head};
   std::optional<CachedResponse> stale;
@@ -1082,7 +1087,7 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   }
   // Cached bodies are stored identity-encoded: ask the upstream for exactly that.
   removeHeader(out.headers, "Accept-Encoding");
-  CacheEntryMeta meta{upstream.name, path, identityTag(cache_id)};
+  CacheEntryMeta meta{upstream.name, std::string(path), identityTag(cache_id)};
   std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
   auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
                                                       std::move(upstream_ref), *rule, key, std::move(meta), std::move(stale),
