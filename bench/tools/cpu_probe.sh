@@ -12,8 +12,8 @@
 # CPU_PROBE_DURATION (seconds per round, 10), CPU_PROBE_CONNECTIONS (64), CPU_PROBE_PATH
 # (default /bundleup-proxy/api/v2/users?page=1), CPU_PROBE_NGINX=0 (keywayd only),
 # CPU_PROBE_KEEP=1 (keep the work dir).
-# Prints: round N keyway|nginx: requests R, rps X, cpu_s C, us_per_request U; then the medians
-# and their ratio keyway/nginx.
+# Prints: round N keyway|nginx: requests R, rps X, cpu_s C, us_per_request U (user, sys); then
+# the medians and their ratio keyway/nginx.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -63,14 +63,17 @@ EOF
   GATEWAYS+=(nginx)
 fi
 
-# User + system ticks of a gateway: keywayd, or nginx's master and workers.
+# User and system ticks of a gateway ("USER SYS"): keywayd, or nginx's master and workers.
 cpu_ticks() {
   local pids=("$KW_PID")
   # shellcheck disable=SC2207  # pgrep prints one pid per line
   [ "$1" = nginx ] && pids=("$NG_PID" $(pgrep -P "$NG_PID"))
-  local p sum=0
-  for p in "${pids[@]}"; do sum=$((sum + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done
-  echo "$sum"
+  local p user=0 sys=0
+  for p in "${pids[@]}"; do
+    read -r u s < <(awk '{print $14, $15}' "/proc/$p/stat")
+    user=$((user + u)); sys=$((sys + s))
+  done
+  echo "$user $sys"
 }
 TICK=$(getconf CLK_TCK)
 : >"$WORK/results.txt"
@@ -89,9 +92,11 @@ m = re.search(r"(\d+) requests in ([\d.]+)s", text)
 if not m or "Non-2xx or 3xx responses" in text:
     sys.exit("cpu_probe: wrk failed or got errors:\n" + text)
 n, secs = int(m.group(1)), float(m.group(2))
-cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
-print("round %s %s: requests %d, rps %.0f, cpu_s %.2f, us_per_request %.2f"
-      % (sys.argv[5], sys.argv[6], n, n / secs, cpu, cpu * 1e6 / n))
+b, a = [list(map(int, x.split())) for x in (sys.argv[2], sys.argv[3])]
+user, system = [(a[i] - b[i]) / int(sys.argv[4]) for i in (0, 1)]
+cpu = user + system
+print("round %s %s: requests %d, rps %.0f, cpu_s %.2f, us_per_request %.2f (user %.2f, sys %.2f)"
+      % (sys.argv[5], sys.argv[6], n, n / secs, cpu, cpu * 1e6 / n, user * 1e6 / n, system * 1e6 / n))
 PYEOF
   done
 done
