@@ -106,7 +106,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
  public:
   ForwardObserver(std::shared_ptr<Responder> responder, std::shared_ptr<Metrics> metrics_owner,
                   UpstreamMetrics* metrics, std::shared_ptr<EventSink> events,
-                  std::shared_ptr<Clock> clock, std::shared_ptr<const UpstreamConfig> upstream, AccessRecord record,
+                  std::shared_ptr<Clock> clock, std::shared_ptr<const UpstreamConfig> upstream, AccessRecord&& record,
                   std::chrono::steady_clock::time_point start, bool head,
                   std::function<void(int)> on_success = nullptr)
       : on_success_(std::move(on_success)),
@@ -712,7 +712,7 @@ void Gateway::respondPendingError(const std::shared_ptr<Pending>& p, const Error
 }
 
 void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
-                      std::string rest, AccessRecord record, const std::shared_ptr<Responder>& responder,
+                      std::string rest, AccessRecord&& record, const std::shared_ptr<Responder>& responder,
                       std::chrono::steady_clock::time_point start) {
   const bool bosa = upstream.protocol == Protocol::kBosa;
   if (bosa && (request.method == "GET" || request.method == "HEAD") && isBosaDiscoveryPath(targetPath(rest))) {

@@ -169,7 +169,7 @@ class Gateway {
     std::string user_token_header;          // the Authorization value injected (for a 401 re-mint)
   };
   void forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
-               std::string rest, AccessRecord record, const std::shared_ptr<Responder>& responder,
+               std::string rest, AccessRecord&& record, const std::shared_ptr<Responder>& responder,
                std::chrono::steady_clock::time_point start);
   // BOSA stages, then dispatch(): validation against the action's schema, then the user token.
   void bosaValidate(std::shared_ptr<Pending> p);
