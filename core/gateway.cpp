@@ -627,14 +627,20 @@ Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::strin
   const uint64_t generation = deps_.store->generation();
   {
     // The lookup key in a reused per-thread buffer: no allocation per request (C++17's
-    // unordered_map cannot look up by string_view).
+    // unordered_map cannot look up by string_view). A client token is a credential: the buffer
+    // is zeroed again before it is left behind.
     thread_local std::string probe;
     probe.assign(token.data(), token.size());
-    std::shared_lock<std::shared_mutex> lock(auth_mu_);
-    if (generation == auth_generation_) {
-      auto it = auth_cache_.find(probe);
-      if (it != auth_cache_.end()) return it->second;
+    std::shared_ptr<const Identity> hit;
+    {
+      std::shared_lock<std::shared_mutex> lock(auth_mu_);
+      if (generation == auth_generation_) {
+        auto it = auth_cache_.find(probe);
+        if (it != auth_cache_.end()) hit = it->second;
+      }
     }
+    std::fill(probe.begin(), probe.end(), '\0');
+    if (hit) return hit;
   }
   auto client = deps_.store->findClientByToken(token);
   if (!client.ok()) return client.error();
