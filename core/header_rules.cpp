@@ -15,9 +15,10 @@ std::string_view trimOws(std::string_view s) {
   return s.substr(b, e - b);
 }
 
-// The connection options named in every Connection field; views into `headers`.
-std::vector<std::string_view> connectionOptions(const Headers& headers) {
-  std::vector<std::string_view> names;
+// Calls fn(option) for each non-empty connection option of every Connection field, in order,
+// with views into `headers`; stops early when fn returns true, and then returns true.
+template <typename Fn>
+bool forEachConnectionOption(const Headers& headers, Fn&& fn) {
   for (const auto& h : headers) {
     if (!iequals(h.name, "Connection")) continue;
     const std::string_view v = h.value;
@@ -26,27 +27,27 @@ std::vector<std::string_view> connectionOptions(const Headers& headers) {
       size_t comma = v.find(',', pos);
       if (comma == std::string_view::npos) comma = v.size();
       const std::string_view opt = trimOws(v.substr(pos, comma - pos));
-      if (!opt.empty()) names.push_back(opt);
-      pos = comma + 1;
-    }
-  }
-  return names;
-}
-
-// True if a Connection field of `headers` names `name` as an option; walks the fields in place.
-bool namedInConnection(const Headers& headers, std::string_view name) {
-  for (const auto& h : headers) {
-    if (!iequals(h.name, "Connection")) continue;
-    const std::string_view v = h.value;
-    size_t pos = 0;
-    while (pos <= v.size()) {
-      size_t comma = v.find(',', pos);
-      if (comma == std::string_view::npos) comma = v.size();
-      if (iequals(trimOws(v.substr(pos, comma - pos)), name)) return true;
+      if (!opt.empty() && fn(opt)) return true;
       pos = comma + 1;
     }
   }
   return false;
+}
+
+// The connection options named in every Connection field; views into `headers`.
+std::vector<std::string_view> connectionOptions(const Headers& headers) {
+  std::vector<std::string_view> names;
+  forEachConnectionOption(headers, [&names](std::string_view opt) {
+    names.push_back(opt);
+    return false;
+  });
+  return names;
+}
+
+// True if a Connection field of `headers` names `name` (never empty: a field name) as an
+// option; walks the fields in place, allocating nothing.
+bool namedInConnection(const Headers& headers, std::string_view name) {
+  return forEachConnectionOption(headers, [name](std::string_view opt) { return iequals(opt, name); });
 }
 
 bool namedIn(const std::vector<std::string_view>& names, std::string_view name) {
