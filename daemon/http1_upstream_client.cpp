@@ -1794,8 +1794,8 @@ std::shared_ptr<core::UpstreamCall> Http1UpstreamClient::start(core::UpstreamReq
   counters_->requests.fetch_add(1, std::memory_order_relaxed);
   counters_->in_flight.fetch_add(1, std::memory_order_relaxed);
   Worker* local = options_.hosted ? Worker::inlineFor(client_id_) : nullptr;
-  const size_t index = local ? 0 : next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size();
-  Worker* worker = local ? local : workers_[index].get();
+  Worker* worker =
+      local ? local : workers_[next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size()].get();
   auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer), worker->mailbox(),
                                              options_.max_header_bytes);
   // On a reactor thread that runs one of our loops: no hand-off to another thread.
