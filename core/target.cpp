@@ -27,27 +27,50 @@ bool startsWithScheme(std::string_view t) {
   return false;
 }
 
+// What checkCommon's byte scan must look at: everything else (letters, digits, most
+// punctuation) is settled by one table load.
+enum ByteClass : unsigned char { kByteOk, kByteBad, kByteHash, kBytePct, kByteDot };
+struct ByteClasses {
+  unsigned char of[256];
+  constexpr ByteClasses() : of() {
+    for (int c = 0; c < 256; ++c) of[c] = (c <= 0x20 || c >= 0x7F) ? kByteBad : kByteOk;
+    of[static_cast<unsigned char>('#')] = kByteHash;
+    of[static_cast<unsigned char>('%')] = kBytePct;
+    of[static_cast<unsigned char>('.')] = kByteDot;
+  }
+};
+constexpr ByteClasses kByteClasses;
+
 // Checks the bytes of a target or rest: visible ASCII, no fragment, well-formed escapes, and no
-// dot segment in the path part. Returns nullptr when fine, else the message.
+// dot segment in the path part. Returns nullptr when fine, else the message. Runs on every
+// request, so the byte scan is a table walk, and the dot-segment walk only runs when a '.' or
+// an escape (which could encode one) is present.
 const char* checkCommon(std::string_view t) {
   const size_t n = t.size();
+  bool dot_or_escape = false;
   for (size_t i = 0; i < n; ++i) {
-    const char c = t[i];
-    if (c <= 0x20 || c >= 0x7F) {
-      return "the request-target contains a space, control character or non-ASCII byte; "
-             "percent-encode it";
-    }
-    if (c == '#') {
-      return "the request-target must not contain a fragment ('#'); percent-encode '#' as %23";
-    }
-    if (c == '%') {
-      if (i + 2 >= n || hexValue(t[i + 1]) < 0 || hexValue(t[i + 2]) < 0) {
-        return "malformed percent-escape in the request-target: '%' must be followed by two "
-               "hex digits (encode a literal '%' as %25)";
-      }
-      i += 2;
+    const unsigned char cls = kByteClasses.of[static_cast<unsigned char>(t[i])];
+    if (cls == kByteOk) continue;
+    switch (cls) {
+      case kByteBad:
+        return "the request-target contains a space, control character or non-ASCII byte; "
+               "percent-encode it";
+      case kByteHash:
+        return "the request-target must not contain a fragment ('#'); percent-encode '#' as %23";
+      case kBytePct:
+        if (i + 2 >= n || hexValue(t[i + 1]) < 0 || hexValue(t[i + 2]) < 0) {
+          return "malformed percent-escape in the request-target: '%' must be followed by two "
+                 "hex digits (encode a literal '%' as %25)";
+        }
+        i += 2;
+        dot_or_escape = true;
+        break;
+      default:  // kByteDot
+        dot_or_escape = true;
+        break;
     }
   }
+  if (!dot_or_escape) return nullptr;  // no segment can be "." or ".."
 
   // Dot segments, raw or encoded. Escapes are well-formed here, so t[i+1], t[i+2] exist.
   const std::string_view path = targetPath(t);
