@@ -225,6 +225,21 @@ bool globNfa(const GlobTok* toks, size_t m, std::string_view text, unsigned char
 }  // namespace
 
 bool globMatch(std::string_view pattern, std::string_view text) {
+  // "**<lit>" and "**<lit>**" with a star-free literal: the built-in deny rules "**/mcp" and
+  // "**/mcp/**" that every request is tested against. A suffix test and one substring search,
+  // before any scan of the pattern.
+  if (pattern.size() > 2 && pattern[0] == '*' && pattern[1] == '*') {
+    std::string_view literal = pattern.substr(2);
+    const bool open_end = literal.size() > 2 && literal[literal.size() - 1] == '*' &&
+                          literal[literal.size() - 2] == '*';
+    if (open_end) literal.remove_suffix(2);
+    if (literal.front() != '*' && literal.find('*') == std::string_view::npos) {
+      if (!open_end) {
+        return text.size() >= literal.size() && text.substr(text.size() - literal.size()) == literal;
+      }
+      return ::memmem(text.data(), text.size(), literal.data(), literal.size()) != nullptr;
+    }
+  }
   const size_t first_star = pattern.find('*');
   if (first_star == std::string_view::npos) return pattern == text;  // most upstream names
   if (pattern == "**") return true;                                  // the default path glob

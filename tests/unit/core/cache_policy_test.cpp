@@ -272,6 +272,8 @@ TEST_CASE("globMatch agrees with a reference matcher on random patterns and path
   const char* pieces[] = {"*", "**", "/", "a", "b", "m", "/a", "ab"};
   const char alphabet[] = {'/', 'a', 'b', 'm'};
   int fast_path_cases = 0;
+  int suffix_cases = 0;    // "**<literal>": the suffix test
+  int contains_cases = 0;  // "**<literal>**": the substring search
   for (int round = 0; round < 20'000; ++round) {
     std::string pattern;
     for (uint32_t k = next(6); k > 0; --k) {
@@ -283,10 +285,20 @@ TEST_CASE("globMatch agrees with a reference matcher on random patterns and path
     std::string text;
     for (uint32_t k = next(9); k > 0; --k) text += alphabet[next(4)];
     if (pattern.find("**") != std::string::npos) ++fast_path_cases;
+    if (pattern.size() > 2 && pattern.compare(0, 2, "**") == 0) {
+      const std::string rest = pattern.substr(2);
+      if (rest.find('*') == std::string::npos) ++suffix_cases;
+      if (rest.size() > 2 && rest.compare(rest.size() - 2, 2, "**") == 0 &&
+          rest.substr(0, rest.size() - 2).find('*') == std::string::npos) {
+        ++contains_cases;
+      }
+    }
     INFO("pattern '" << pattern << "' text '" << text << "'");
     REQUIRE(globMatch(pattern, text) == refGlob(pattern, text));
   }
   CHECK(fast_path_cases > 1000);
+  CHECK(suffix_cases > 200);
+  CHECK(contains_cases > 50);
 }
 
 TEST_CASE("default rules: Platform, Unify, BundleIQ GETs and BOSA read actions; never Proxy or MCP") {
