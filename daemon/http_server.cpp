@@ -290,6 +290,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     if (closed_ || !peer_ || data.empty()) return;
     pending_bytes_ += data.size();
     outq_.push_back(std::move(data));
+    has_out_.store(true, std::memory_order_relaxed);
   }
 
   // Sends what is queued, in order. send_mu_ serialises flushers (so bytes never reorder) and is
@@ -303,7 +304,13 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // it cannot take (a full socket buffer, an error) goes to Pistache as before, which waits for
   // writability or reports the error. Order holds: nothing is sent directly while a Pistache
   // write of ours is pending.
+  //
+  // Nothing queued (the common call: drive() flushes before and after every request, and most
+  // find nothing): return without taking either mutex. Safe because every caller that queues
+  // bytes calls flush() itself afterwards, on its own thread, and sees its own store; a flusher
+  // that misses a concurrent queuer's bytes leaves them to that queuer's flush.
   void flush() {
+    if (!has_out_.load(std::memory_order_relaxed)) return;
     size_t written_directly = 0;
     {
       std::lock_guard<std::mutex> send_lock(send_mu_);
@@ -312,6 +319,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
       {
         std::lock_guard<std::mutex> lock(mu_);
         if (outq_.empty()) return;
+        has_out_.store(false, std::memory_order_relaxed);
         if (closed_ || !peer_) {
           outq_.clear();
           return;
@@ -458,6 +466,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::mutex send_mu_;  // taken before mu_, never while holding mu_
   std::mutex mu_;
   std::atomic<int> pistache_writes_{0};  // writes handed to Pistache and not yet completed
+  std::atomic<bool> has_out_{false};     // outq_ is not empty; written under mu_, read by flush()
   std::shared_ptr<Pistache::Tcp::Peer> peer_;
   std::vector<std::string> outq_;
   std::shared_ptr<ServerShared> shared_;
