@@ -566,6 +566,56 @@ TEST_CASE("Http1UpstreamClient resolves host names off the I/O thread") {
   }
 }
 
+TEST_CASE("Http1UpstreamClient sends each URL to its own authority, with the target as written") {
+  // A worker keeps the authorities it has parsed: alternating upstreams, spellings of the same
+  // one, and a bad URL in between must still each go where their URL says, with their Host.
+  auto echo = [](const ReceivedRequest& r) {
+    return Script{testing::send(testing::response(200, "OK", {}, r.target))};
+  };
+  RawHttpServer a(echo);
+  RawHttpServer b(echo);
+  Http1UpstreamClient client;
+  const std::string a_host = "127.0.0.1:" + std::to_string(a.port());
+  const std::string b_host = "127.0.0.1:" + std::to_string(b.port());
+  struct Case {
+    std::string url;
+    RawHttpServer* server;
+    std::string host;
+    std::string target;
+  };
+  const std::vector<Case> cases = {
+      {"http://" + a_host + "/one?x=1", &a, a_host, "/one?x=1"},
+      {"http://" + b_host + "/two", &b, b_host, "/two"},
+      {"http://" + a_host + "?q=3", &a, a_host, "/?q=3"},
+      {"http://" + b_host, &b, b_host, "/"},
+      {"HTTP://" + a_host + "/five", &a, a_host, "/five"},
+      {"http://127.0.0.1:1/x", nullptr, "", ""},            // refused: fails on its own
+      {"http://[::1/x", nullptr, "", ""},                   // fails to parse, is not kept
+      {"http://" + b_host + "/six", &b, b_host, "/six"},
+  };
+  size_t expected_a = 0;
+  size_t expected_b = 0;
+  for (const auto& c : cases) {
+    CAPTURE(c.url);
+    auto r = exchange(client, makeRequest("GET", c.url));
+    if (c.server == nullptr) {
+      CHECK(r->outcome().failure != UpstreamFailure::kNone);
+      continue;
+    }
+    REQUIRE(r->outcome().failure == UpstreamFailure::kNone);
+    CHECK(r->body() == c.target);
+    (c.server == &a ? expected_a : expected_b) += 1;
+    REQUIRE(c.server->requestCount() == (c.server == &a ? expected_a : expected_b));
+    const ReceivedRequest got = c.server->requests().back();
+    CHECK(got.target == c.target);
+    const core::Header* host = core::findHeader(got.headers, "Host");
+    REQUIRE(host != nullptr);
+    CHECK(host->value == c.host);
+  }
+  CHECK(a.requestCount() == 3);
+  CHECK(b.requestCount() == 3);
+}
+
 TEST_CASE("Http1UpstreamClient takes only http:// URLs") {
   CHECK(Http1UpstreamClient::handles("http://127.0.0.1/x"));
   CHECK(Http1UpstreamClient::handles("HTTP://example.test"));
