@@ -314,6 +314,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
     size_t written_directly = 0;
     {
       std::lock_guard<std::mutex> send_lock(send_mu_);
+      std::string data;
       std::vector<std::string> batch;
       std::shared_ptr<Pistache::Tcp::Peer> peer;
       {
@@ -324,13 +325,17 @@ class Connection : public std::enable_shared_from_this<Connection> {
           outq_.clear();
           return;
         }
-        batch.swap(outq_);
+        // One response (the common case) is moved out and outq_ keeps its capacity, so the
+        // next push_back does not allocate. Several pieces (a stream) are joined outside mu_.
+        if (outq_.size() == 1) {
+          data = std::move(outq_.front());
+          outq_.clear();
+        } else {
+          batch.swap(outq_);
+        }
         peer = peer_;
       }
-      std::string data;
-      if (batch.size() == 1) {
-        data = std::move(batch.front());
-      } else {
+      if (!batch.empty()) {
         size_t total = 0;
         for (const auto& b : batch) total += b.size();
         data.reserve(total);
