@@ -1095,10 +1095,15 @@ class Http1UpstreamClient::Worker final : public ReactorGuest {
   std::vector<epoll_event> host_events_;
   std::vector<Command> host_commands_;
   std::shared_ptr<Mailbox> mailbox_;
-  std::unordered_map<Transfer*, std::shared_ptr<Transfer>> active_;
+  using ActiveMap = std::unordered_map<Transfer*, std::shared_ptr<Transfer>>;
+  ActiveMap active_;
+  // Nodes of finished exchanges, reused by the next start (as spare_timers_ below): each
+  // exchange enters active_ once. Bounded by kSpareNodes.
+  static constexpr size_t kSpareNodes = 64;
+  std::vector<ActiveMap::node_type> spare_active_;
   TimerMap timers_;
   // Map nodes of disarmed timers, reused by the next arm: every exchange arms one and disarms it,
-  // and a node kept here saves a malloc and a free each time. Bounded by kSpareTimers.
+  // and a node kept here saves a malloc and a free each time. Bounded by kSpareNodes.
   std::vector<TimerMap::node_type> spare_timers_;
   std::unordered_map<std::string, std::vector<ConnPtr>> idle_;
   size_t idle_count_ = 0;
@@ -1353,7 +1358,15 @@ void Http1UpstreamClient::Worker::processCommands(std::vector<Command>& commands
 }
 
 void Http1UpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& t) {
-  active_.emplace(t.get(), t);
+  if (spare_active_.empty()) {
+    active_.emplace(t.get(), t);
+  } else {
+    ActiveMap::node_type node = std::move(spare_active_.back());
+    spare_active_.pop_back();
+    node.key() = t.get();
+    node.mapped() = t;
+    active_.insert(std::move(node));
+  }
   if (t->cancel_requested.load(std::memory_order_acquire)) {
     finish(t, UpstreamFailure::kCancelled, "cancelled");
     return;
@@ -1671,11 +1684,10 @@ void Http1UpstreamClient::Worker::onTimeout(const std::shared_ptr<Transfer>& t) 
 }
 
 void Http1UpstreamClient::Worker::armTimer(Transfer& t, std::optional<SteadyClock::time_point> when) {
-  constexpr size_t kSpareTimers = 64;
   if (t.timer) {
     TimerMap::node_type node = timers_.extract(*t.timer);
     t.timer.reset();
-    if (spare_timers_.size() < kSpareTimers) spare_timers_.push_back(std::move(node));
+    if (spare_timers_.size() < kSpareNodes) spare_timers_.push_back(std::move(node));
   }
   if (!when) return;
   if (spare_timers_.empty()) {
@@ -1722,7 +1734,10 @@ void Http1UpstreamClient::Worker::finish(const std::shared_ptr<Transfer>& t, Ups
   t->pending = std::string{};
   t->addresses = {};
   std::shared_ptr<Transfer> keep = t;  // `t` may reference the map entry erased below
-  active_.erase(keep.get());
+  if (ActiveMap::node_type node = active_.extract(keep.get())) {
+    node.mapped().reset();
+    if (spare_active_.size() < kSpareNodes) spare_active_.push_back(std::move(node));
+  }
   if (observer) {
     try {
       observer->onComplete(outcome);
