@@ -404,8 +404,17 @@ std::string_view presentedToken(const Headers& headers, const UpstreamConfig& up
   return {};
 }
 
+namespace {
+// Config generations, unique in the process, so that a per-thread copy cached for one Gateway is
+// never mistaken for another's (tests build many, possibly at the same address).
+uint64_t nextConfigGeneration() {
+  static std::atomic<uint64_t> next{1};
+  return next.fetch_add(1, std::memory_order_relaxed);
+}
+}  // namespace
+
 Gateway::Gateway(std::shared_ptr<const Config> config, GatewayDeps deps)
-    : config_(std::move(config)), deps_(std::move(deps)) {
+    : config_(std::move(config)), config_generation_(nextConfigGeneration()), deps_(std::move(deps)) {
   if (!deps_.clock) deps_.clock = std::make_shared<RealClock>();
   if (!deps_.ready) deps_.ready = [] { return true; };
   if (!deps_.schemas) deps_.schemas = std::make_shared<NullSchemaStore>();
@@ -467,9 +476,30 @@ void Gateway::setConfig(std::shared_ptr<const Config> config) {
   for (const auto& u : config->upstreams) names.push_back(u.name);
   deps_.metrics->ensureUpstreams(names);
   std::atomic_store(&config_, std::move(config));
+  // After the store: a thread that sees the new generation loads the new snapshot.
+  config_generation_.store(nextConfigGeneration(), std::memory_order_release);
 }
 
-std::shared_ptr<const Config> Gateway::config() const { return std::atomic_load(&config_); }
+std::shared_ptr<const Config> Gateway::config() const {
+  // Every request takes a snapshot. std::atomic_load on a shared_ptr locks one of libstdc++'s
+  // global mutexes, the same one on every reactor thread, and bumps a reference count both
+  // threads write. Each thread instead keeps the snapshot it last loaded, behind a control block
+  // of its own (an aliasing pointer into a per-thread holder), and reloads it only when the
+  // generation moved. A stale generation read just costs one reload.
+  struct Cached {
+    uint64_t generation = 0;
+    std::shared_ptr<const Config> config;
+  };
+  thread_local Cached cached;
+  const uint64_t generation = config_generation_.load(std::memory_order_acquire);
+  if (cached.generation != generation || !cached.config) {
+    auto holder = std::make_shared<std::shared_ptr<const Config>>(std::atomic_load(&config_));
+    const Config* raw = holder->get();
+    cached.config = std::shared_ptr<const Config>(std::move(holder), raw);
+    cached.generation = generation;
+  }
+  return cached.config;
+}
 
 void Gateway::handle(HttpRequest request, const ListenerContext& listener,
                      std::shared_ptr<Responder> responder) {

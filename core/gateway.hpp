@@ -196,6 +196,9 @@ class Gateway {
                     AccessRecord record, std::chrono::steady_clock::time_point start);
 
   std::shared_ptr<const Config> config_;  // accessed with std::atomic_load/store
+  // Changes with every setConfig(), unique across Gateway instances: config() keeps a
+  // per-thread copy of the snapshot and reloads it only when this moved.
+  std::atomic<uint64_t> config_generation_;
   GatewayDeps deps_;
   std::atomic<bool> draining_{false};
 

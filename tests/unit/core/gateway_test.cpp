@@ -6,6 +6,7 @@
 
 #include <deque>
 #include <mutex>
+#include <thread>
 
 #include "storage/memory_cache_store.hpp"
 #include "storage/memory_credential_store.hpp"
@@ -81,6 +82,34 @@ std::string errorCodeOf(const HttpResponse& r) {
 }
 
 }  // namespace
+
+TEST_CASE("gateway: a new config is used at once on every thread, and never another gateway's") {
+  Fixture f;
+  const auto first = f.gateway->config();
+  CHECK(first.get() == f.config.get());
+  CHECK(f.call(Fixture::get("/bundleiq/v1/notes")).get()->response.status != 404);
+
+  // Reload without bundleiq: this thread and a new one both see it on their next request.
+  auto next = std::make_shared<Config>(*f.config);
+  next->upstreams.erase(next->upstreams.begin() + 2);
+  f.gateway->setConfig(next);
+  CHECK(f.gateway->config().get() == next.get());
+  CHECK(f.call(Fixture::get("/bundleiq/v1/notes")).get()->response.status == 404);
+  std::thread([&] {
+    CHECK(f.gateway->config().get() == next.get());
+    CHECK(f.call(Fixture::get("/bundleiq/v1/notes")).get()->response.status == 404);
+  }).join();
+  CHECK(first.use_count() >= 1);  // the old snapshot lives while someone holds it
+
+  // Gateways alternating on one thread (each built and freed, maybe at the same address).
+  for (int i = 0; i < 20; ++i) {
+    Fixture a;
+    Fixture b;
+    CHECK(a.gateway->config().get() == a.config.get());
+    CHECK(b.gateway->config().get() == b.config.get());
+    CHECK(a.gateway->config().get() == a.config.get());
+  }
+}
 
 TEST_CASE("gateway: health, ready and metrics need no token") {
   Fixture f;
