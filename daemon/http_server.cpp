@@ -150,11 +150,14 @@ class Connection : public std::enable_shared_from_this<Connection> {
       if (inbuf_.empty() && !parser_started_) request_started_ = last_activity_;
       inbuf_.append(data, len);
       // A client that keeps sending while we work on its previous request can only queue so
-      // much: one more full request at most.
-      const auto limits = shared_->limits();
-      if (busy_ && inbuf_.size() > limits.max_header_bytes + limits.max_body_bytes + 65536) {
-        hardCloseLocked();
-        return;
+      // much: one more full request at most. (The limits are read only then: limits() takes a
+      // mutex every reactor thread shares.)
+      if (busy_) {
+        const auto limits = shared_->limits();
+        if (inbuf_.size() > limits.max_header_bytes + limits.max_body_bytes + 65536) {
+          hardCloseLocked();
+          return;
+        }
       }
     }
     drive();
