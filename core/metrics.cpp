@@ -49,16 +49,18 @@ void Histogram::observe(std::chrono::nanoseconds d) {
   const double s = static_cast<double>(d.count()) / 1e9;
   size_t i = 0;
   while (i < kBounds.size() && s > kBounds[i]) ++i;
-  buckets_[i].fetch_add(1, std::memory_order_relaxed);
-  count_.fetch_add(1, std::memory_order_relaxed);
-  sum_ns_.fetch_add(static_cast<uint64_t>(d.count() < 0 ? 0 : d.count()), std::memory_order_relaxed);
+  Stripe& stripe = stripes_[metricStripe()];
+  stripe.buckets[i].fetch_add(1, std::memory_order_relaxed);
+  stripe.sum_ns.fetch_add(static_cast<uint64_t>(d.count() < 0 ? 0 : d.count()), std::memory_order_relaxed);
 }
 
 void Histogram::render(std::string& out, const std::string& name, const std::string& labels) const {
   uint64_t cumulative = 0;
+  uint64_t sum_ns = 0;
+  for (const Stripe& stripe : stripes_) sum_ns += stripe.sum_ns.load(std::memory_order_relaxed);
   const std::string sep = labels.empty() ? "" : ",";
   for (size_t i = 0; i <= kBounds.size(); ++i) {
-    cumulative += buckets_[i].load(std::memory_order_relaxed);
+    for (const Stripe& stripe : stripes_) cumulative += stripe.buckets[i].load(std::memory_order_relaxed);
     out += name;
     out += "_bucket{";
     out += labels;
@@ -74,10 +76,10 @@ void Histogram::render(std::string& out, const std::string& name, const std::str
     out += '\n';
   }
   out += name + "_sum{" + labels + "} ";
-  appendDouble(out, static_cast<double>(sum_ns_.load(std::memory_order_relaxed)) / 1e9);
+  appendDouble(out, static_cast<double>(sum_ns) / 1e9);
   out += '\n';
   out += name + "_count{" + labels + "} ";
-  appendUint(out, count_.load(std::memory_order_relaxed));
+  appendUint(out, cumulative);  // _count is the +Inf bucket: the same figure, by definition
   out += '\n';
 }
 

@@ -14,7 +14,64 @@
 
 namespace keyway::core {
 
-// A cumulative histogram with fixed bucket bounds (seconds). Thread-safe, wait-free observe.
+// Why the series below are striped: every forwarded request adds to a dozen of them, from
+// whichever reactor thread serves it. One atomic per series, written by every thread, moves its
+// cache line between cores on nearly every request, and a locked add on a line another core
+// holds stalls until it arrives; nginx's workers, separate processes, never pay that. Each
+// thread adds to a stripe of its own (its own cache line); a scrape sums the stripes. Every
+// stripe only grows, so a counter's sum never goes backwards between scrapes.
+inline constexpr size_t kMetricStripes = 8;
+// This thread's stripe: threads take stripes in turn as they first count something.
+inline size_t metricStripe() {
+  static std::atomic<size_t> next{0};
+  thread_local const size_t stripe = next.fetch_add(1, std::memory_order_relaxed) % kMetricStripes;
+  return stripe;
+}
+
+// A counter (monotonic). Same calls as the std::atomic<uint64_t> it replaces.
+class StripedCounter {
+ public:
+  void fetch_add(uint64_t n, std::memory_order = std::memory_order_relaxed) {
+    stripes_[metricStripe()].value.fetch_add(n, std::memory_order_relaxed);
+  }
+  uint64_t load(std::memory_order = std::memory_order_relaxed) const {
+    uint64_t sum = 0;
+    for (const auto& s : stripes_) sum += s.value.load(std::memory_order_relaxed);
+    return sum;
+  }
+
+ private:
+  struct alignas(64) Stripe {
+    std::atomic<uint64_t> value{0};
+  };
+  std::array<Stripe, kMetricStripes> stripes_{};
+};
+
+// A gauge that goes up and down (requests in flight, open connections): a stripe may go
+// negative when another thread ends what this one started; the sum is the value.
+class StripedGauge {
+ public:
+  void fetch_add(int64_t n, std::memory_order = std::memory_order_relaxed) {
+    stripes_[metricStripe()].value.fetch_add(n, std::memory_order_relaxed);
+  }
+  void fetch_sub(int64_t n, std::memory_order = std::memory_order_relaxed) {
+    stripes_[metricStripe()].value.fetch_sub(n, std::memory_order_relaxed);
+  }
+  int64_t load(std::memory_order = std::memory_order_relaxed) const {
+    int64_t sum = 0;
+    for (const auto& s : stripes_) sum += s.value.load(std::memory_order_relaxed);
+    return sum;
+  }
+
+ private:
+  struct alignas(64) Stripe {
+    std::atomic<int64_t> value{0};
+  };
+  std::array<Stripe, kMetricStripes> stripes_{};
+};
+
+// A cumulative histogram with fixed bucket bounds (seconds). Thread-safe, wait-free observe;
+// striped as a whole (each stripe's buckets and sum share its own lines).
 class Histogram {
  public:
   static constexpr std::array<double, 14> kBounds = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
@@ -24,9 +81,11 @@ class Histogram {
   void render(std::string& out, const std::string& name, const std::string& labels) const;
 
  private:
-  std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets_{};  // last = +Inf
-  std::atomic<uint64_t> count_{0};
-  std::atomic<uint64_t> sum_ns_{0};
+  struct alignas(64) Stripe {
+    std::array<std::atomic<uint64_t>, kBounds.size() + 1> buckets{};  // last = +Inf
+    std::atomic<uint64_t> sum_ns{0};
+  };
+  std::array<Stripe, kMetricStripes> stripes_{};
 };
 
 // Failure kinds counted per upstream; fixed so the label set stays bounded.
@@ -37,16 +96,18 @@ const char* upstreamErrorKindName(UpstreamErrorKind kind);
 // a reload that adds upstreams gets new slots via Metrics::ensureUpstreams).
 struct UpstreamMetrics {
   std::string name;
-  std::array<std::atomic<uint64_t>, 5> responses_by_class{};  // 1xx..5xx sent to clients
-  std::array<std::atomic<uint64_t>, static_cast<size_t>(UpstreamErrorKind::kCount)> errors{};
-  std::atomic<uint64_t> retries{0};
-  std::atomic<uint64_t> cache_hits{0}, cache_misses{0}, cache_stale{0}, cache_bypass{0};
-  std::atomic<uint64_t> coalesced_waits{0};
-  std::atomic<int64_t> background_refreshes{0};        // running now (bounded per upstream)
-  std::atomic<uint64_t> background_refreshes_deferred{0};  // stale hits that found the bound full
-  std::atomic<uint64_t> validation_failures{0};
-  std::atomic<uint64_t> credential_uses{0};
-  std::atomic<uint64_t> connections_reused{0}, connections_new{0};
+  std::array<StripedCounter, 5> responses_by_class{};  // 1xx..5xx sent to clients
+  std::array<StripedCounter, static_cast<size_t>(UpstreamErrorKind::kCount)> errors{};
+  StripedCounter retries;
+  StripedCounter cache_hits, cache_misses, cache_stale, cache_bypass;
+  StripedCounter coalesced_waits;
+  // Running now, bounded per upstream: a plain atomic, because the bound is checked on the
+  // value fetch_add returns.
+  std::atomic<int64_t> background_refreshes{0};
+  StripedCounter background_refreshes_deferred;  // stale hits that found the bound full
+  StripedCounter validation_failures;
+  StripedCounter credential_uses;
+  StripedCounter connections_reused, connections_new;
   Histogram total_latency;
   Histogram upstream_latency;
 };
@@ -62,16 +123,16 @@ class Metrics {
   void ensureUpstreams(const std::vector<std::string>& names);
   static constexpr size_t kMaxUpstreams = 256;
 
-  std::atomic<int64_t> in_flight{0};               // requests being handled
-  std::atomic<int64_t> open_connections{0};        // client connections
-  std::atomic<uint64_t> connections_accepted{0};
-  std::atomic<uint64_t> local_responses_by_class[5]{};  // keyway's own answers without an upstream
-  std::atomic<uint64_t> rejected_requests{0};      // refused before routing (bad target, limits)
-  std::atomic<uint64_t> auth_failures{0};          // 401 and 403
-  std::atomic<uint64_t> cache_evictions{0};
-  std::atomic<uint64_t> schema_refreshes{0};
-  std::atomic<uint64_t> schema_refresh_failures{0};
-  std::atomic<uint64_t> degraded_events{0};        // store/cache trouble the gateway survived
+  StripedGauge in_flight;                          // requests being handled
+  StripedGauge open_connections;                   // client connections
+  StripedCounter connections_accepted;
+  StripedCounter local_responses_by_class[5]{};  // keyway's own answers without an upstream
+  StripedCounter rejected_requests;                // refused before routing (bad target, limits)
+  StripedCounter auth_failures;                    // 401 and 403
+  StripedCounter cache_evictions;
+  StripedCounter schema_refreshes;
+  StripedCounter schema_refresh_failures;
+  StripedCounter degraded_events;                  // store/cache trouble the gateway survived
 
   // Extra gauges computed at scrape time (store sizes, upstream client stats...).
   using GaugeFn = std::function<double()>;
@@ -83,8 +144,8 @@ class Metrics {
   using RenderFn = std::function<void(std::string& out)>;
   void addRenderer(RenderFn fn);
 
-  std::atomic<uint64_t> token_mints{0};            // BOSA user tokens minted
-  std::atomic<uint64_t> token_mint_failures{0};
+  StripedCounter token_mints;                      // BOSA user tokens minted
+  StripedCounter token_mint_failures;
 
   std::string render() const;
 

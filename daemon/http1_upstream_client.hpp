@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "core/http_types.hpp"
+#include "core/metrics.hpp"
 #include "core/upstream_client.hpp"
 #include "daemon/reactor_guest.hpp"
 
@@ -184,12 +185,13 @@ class Http1UpstreamClient final : public core::UpstreamClient {
  private:
   class Worker;
   class Resolver;
+  // Striped (core/metrics.hpp): every exchange counts on the thread it runs on.
   struct Counters {
-    std::atomic<uint64_t> requests{0};
-    std::atomic<uint64_t> connections_opened{0};
-    std::atomic<uint64_t> connections_reused{0};
-    std::atomic<int64_t> in_flight{0};
-    std::atomic<int64_t> open_sockets{0};
+    core::StripedCounter requests;
+    core::StripedCounter connections_opened;
+    core::StripedCounter connections_reused;
+    core::StripedGauge in_flight;
+    std::atomic<int64_t> open_sockets{0};  // per connection, not per exchange
   };
 
   Http1UpstreamClientOptions options_;
