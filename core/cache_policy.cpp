@@ -237,7 +237,9 @@ bool globMatch(std::string_view pattern, std::string_view text) {
       if (!open_end) {
         return text.size() >= literal.size() && text.substr(text.size() - literal.size()) == literal;
       }
-      return ::memmem(text.data(), text.size(), literal.data(), literal.size()) != nullptr;
+      // The size test first: an empty view's data() may be null, which memmem must not get.
+      return text.size() >= literal.size() &&
+             ::memmem(text.data(), text.size(), literal.data(), literal.size()) != nullptr;
     }
   }
   const size_t first_star = pattern.find('*');

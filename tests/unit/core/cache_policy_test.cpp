@@ -222,6 +222,9 @@ TEST_CASE("globMatch: '*' stays within a segment, '**' crosses them") {
   CHECK(globMatch("**/mcp", "/v1/mcp"));
   CHECK_FALSE(globMatch("**/mcp", "/v1/mcp/"));
   CHECK_FALSE(globMatch("**/mcp", "/v1/mcpx"));
+  CHECK_FALSE(globMatch("**/mcp/**", std::string_view()));  // null data(): no memmem on it
+  CHECK_FALSE(globMatch("**/mcp", std::string_view()));
+  CHECK(globMatch("**/mcp/**", "/mcp/"));
   CHECK(globMatch("list_*", "list_pull_requests"));
   CHECK_FALSE(globMatch("list_*", "create_issue"));
   CHECK(globMatch("/connectors/*/*", "/connectors/github/list_x"));
