@@ -28,46 +28,45 @@ inline size_t metricStripe() {
   return stripe;
 }
 
-// A counter (monotonic). Same calls as the std::atomic<uint64_t> it replaces.
-class StripedCounter {
+// The stripes and their sum, shared by the counter and the gauge below; they differ only in
+// which updates they allow.
+template <typename T>
+class StripedValue {
  public:
-  void fetch_add(uint64_t n, std::memory_order = std::memory_order_relaxed) {
-    stripes_[metricStripe()].value.fetch_add(n, std::memory_order_relaxed);
-  }
-  uint64_t load(std::memory_order = std::memory_order_relaxed) const {
-    uint64_t sum = 0;
+  T load(std::memory_order = std::memory_order_relaxed) const {
+    T sum = 0;
     for (const auto& s : stripes_) sum += s.value.load(std::memory_order_relaxed);
     return sum;
   }
 
+ protected:
+  std::atomic<T>& mine() { return stripes_[metricStripe()].value; }
+
  private:
   struct alignas(64) Stripe {
-    std::atomic<uint64_t> value{0};
+    std::atomic<T> value{0};
   };
   std::array<Stripe, kMetricStripes> stripes_{};
 };
 
+// A counter (monotonic). Same calls as the std::atomic<uint64_t> it replaces.
+class StripedCounter : public StripedValue<uint64_t> {
+ public:
+  void fetch_add(uint64_t n, std::memory_order = std::memory_order_relaxed) {
+    mine().fetch_add(n, std::memory_order_relaxed);
+  }
+};
+
 // A gauge that goes up and down (requests in flight, open connections): a stripe may go
 // negative when another thread ends what this one started; the sum is the value.
-class StripedGauge {
+class StripedGauge : public StripedValue<int64_t> {
  public:
   void fetch_add(int64_t n, std::memory_order = std::memory_order_relaxed) {
-    stripes_[metricStripe()].value.fetch_add(n, std::memory_order_relaxed);
+    mine().fetch_add(n, std::memory_order_relaxed);
   }
   void fetch_sub(int64_t n, std::memory_order = std::memory_order_relaxed) {
-    stripes_[metricStripe()].value.fetch_sub(n, std::memory_order_relaxed);
+    mine().fetch_sub(n, std::memory_order_relaxed);
   }
-  int64_t load(std::memory_order = std::memory_order_relaxed) const {
-    int64_t sum = 0;
-    for (const auto& s : stripes_) sum += s.value.load(std::memory_order_relaxed);
-    return sum;
-  }
-
- private:
-  struct alignas(64) Stripe {
-    std::atomic<int64_t> value{0};
-  };
-  std::array<Stripe, kMetricStripes> stripes_{};
 };
 
 // A cumulative histogram with fixed bucket bounds (seconds). Thread-safe, wait-free observe;
