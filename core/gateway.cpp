@@ -776,8 +776,9 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   out.method = request.method;
   out.url.reserve(upstream.base_url.size() + rest.size());
   out.url.append(upstream.base_url).append(rest.data(), rest.size());
-  out.headers = upstreamRequestHeaders(request.headers);
-  if (!upstream.credential.header.empty()) removeHeader(out.headers, upstream.credential.header);
+  // The client's own field of the credential's name (its keyway token, for Authorization) is
+  // dropped here rather than copied and removed: it never goes upstream.
+  out.headers = upstreamRequestHeaders(request.headers, upstream.credential.header);
   if (!upstream.credential.secret.empty()) {
     auto secret = resolveSecret(upstream.credential.secret, id.team.name);
     if (!secret.ok()) {

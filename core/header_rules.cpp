@@ -77,13 +77,14 @@ bool isHopByHop(std::string_view name) {
   }
 }
 
-Headers upstreamRequestHeaders(const Headers& client_headers) {
+Headers upstreamRequestHeaders(const Headers& client_headers, std::string_view replaced) {
   const auto named = connectionOptions(client_headers);
   Headers out;
   out.reserve(client_headers.size());
   for (const auto& h : client_headers) {
     if (isHopByHop(h.name) || iequals(h.name, "Host") || iequals(h.name, "Content-Length") ||
-        iequals(h.name, "Expect") || isKeywayPrivate(h.name) || namedIn(named, h.name)) {
+        iequals(h.name, "Expect") || isKeywayPrivate(h.name) || namedIn(named, h.name) ||
+        (!replaced.empty() && iequals(h.name, replaced))) {
       continue;
     }
     out.push_back(h);

@@ -61,6 +61,25 @@ TEST_CASE("header_rules: upstreamRequestHeaders") {
   CHECK(out[4].value == "a");
   CHECK(out[5].value == "b");
   CHECK(upstreamRequestHeaders({}).empty());
+
+  SUBCASE("a replaced field is dropped whatever its spelling, and only that one") {
+    const Headers with_auth = {{"authorization", "Bearer kw_client"},
+                               {"Accept", "a"},
+                               {"AUTHORIZATION", "Bearer second"},
+                               {"Authorization-Extra", "kept"},
+                               {"X-Api-Key", "kept too"}};
+    const Headers dropped = upstreamRequestHeaders(with_auth, "Authorization");
+    CHECK(names(dropped) == std::vector<std::string>{"Accept", "Authorization-Extra", "X-Api-Key"});
+    CHECK(dropped[2].value == "kept too");
+    // Positive control: without the argument the client's Authorization fields are copied.
+    CHECK(names(upstreamRequestHeaders(with_auth)) ==
+          std::vector<std::string>{"authorization", "Accept", "AUTHORIZATION", "Authorization-Extra", "X-Api-Key"});
+    CHECK(names(upstreamRequestHeaders(with_auth, "x-api-key")) ==
+          std::vector<std::string>{"authorization", "Accept", "AUTHORIZATION", "Authorization-Extra"});
+    // The usual filter still applies on top of it.
+    CHECK(names(upstreamRequestHeaders(in, "Accept")) ==
+          std::vector<std::string>{"Content-Type", "Authorization", "BU-Connection-Id", "X-Keyway"});
+  }
 }
 
 TEST_CASE("header_rules: clientResponseHeaders") {
