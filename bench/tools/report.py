@@ -135,6 +135,14 @@ def summarize(lines):
             k, n = entry["keyway"], entry["nginx"]
             if k and n:
                 entry["ratio"] = {"rps": ratio(k["rps"], n["rps"]), "p99": ratio(k["p99_ms"], n["p99_ms"])}
+                # Shown, not judged: each keyway round against the nginx round run right after it.
+                # On a machine whose pace drifts, the spread of these says how much one run's
+                # ratio of medians (the judged figure) can be trusted.
+                pairs = [ratio(a["rps"], b["rps"]) for a, b in zip(k["rounds"], n["rounds"])]
+                entry["ratio"]["rps_per_round"] = pairs
+                if len(pairs) > 1 and None not in pairs:
+                    entry["notes"].append("rps keyway/nginx round by round (each keyway run, then nginx's): "
+                                          + ", ".join(f"{x:.2f}x" for x in pairs))
             rr, pr = entry["ratio"]["rps"], entry["ratio"]["p99"]
             if s == "a" and rr is not None:
                 entry["result"] = verdict(ge(rr, 1.0) and le(pr, 1.5))
