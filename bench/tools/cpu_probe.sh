@@ -12,8 +12,8 @@
 # CPU_PROBE_DURATION (seconds per round, 10), CPU_PROBE_CONNECTIONS (64), CPU_PROBE_PATH
 # (default /bundleup-proxy/api/v2/users?page=1), CPU_PROBE_NGINX=0 (keywayd only),
 # CPU_PROBE_KEEP=1 (keep the work dir).
-# Prints: round N keyway|nginx: requests R, rps X, cpu_s C, us_per_request U (user, sys); then
-# the medians and their ratio keyway/nginx.
+# Prints: round N keyway|nginx: requests R, rps X, cpu_s C, us_per_request U (user, sys),
+# tcp_segments_per_request S; then the medians and their ratio keyway/nginx.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -76,16 +76,24 @@ cpu_ticks() {
   echo "$user $sys"
 }
 TICK=$(getconf CLK_TCK)
+# TCP segments sent by the whole host (/proc/net/snmp, Tcp OutSegs): over loopback each one is
+# also received, so per request this counts the packets of the whole path (client, gateway,
+# upstream), ACKs sent on their own included. Anything else the host sends adds to it.
+tcp_out_segs() {
+  awk '$1 == "Tcp:" { if (!seen) { for (i = 2; i <= NF; i++) if ($i == "OutSegs") col = i; seen = 1 } else print $col }' /proc/net/snmp
+}
 : >"$WORK/results.txt"
 for r in $(seq 1 "$ROUNDS"); do
   for gw in "${GATEWAYS[@]}"; do
     url="http://$ADDR$TARGET"
     [ "$gw" = nginx ] && url="http://127.0.0.1:$GW_PORT$TARGET"
     before=$(cpu_ticks "$gw")
+    segs_before=$(tcp_out_segs)
     wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "Authorization: Bearer $TOKEN" -H "BU-Connection-Id: conn_1" \
       "$url" >"$WORK/wrk-$gw-$r.txt" 2>&1 || true
     after=$(cpu_ticks "$gw")
-    python3 - "$WORK/wrk-$gw-$r.txt" "$before" "$after" "$TICK" "$r" "$gw" <<'PYEOF' | tee -a "$WORK/results.txt"
+    segs=$(($(tcp_out_segs) - segs_before))
+    python3 - "$WORK/wrk-$gw-$r.txt" "$before" "$after" "$TICK" "$r" "$gw" "$segs" <<'PYEOF' | tee -a "$WORK/results.txt"
 import re, sys
 text = open(sys.argv[1]).read()
 m = re.search(r"(\d+) requests in ([\d.]+)s", text)
@@ -95,8 +103,10 @@ n, secs = int(m.group(1)), float(m.group(2))
 b, a = [list(map(int, x.split())) for x in (sys.argv[2], sys.argv[3])]
 user, system = [(a[i] - b[i]) / int(sys.argv[4]) for i in (0, 1)]
 cpu = user + system
-print("round %s %s: requests %d, rps %.0f, cpu_s %.2f, us_per_request %.2f (user %.2f, sys %.2f)"
-      % (sys.argv[5], sys.argv[6], n, n / secs, cpu, cpu * 1e6 / n, user * 1e6 / n, system * 1e6 / n))
+print("round %s %s: requests %d, rps %.0f, cpu_s %.2f, us_per_request %.2f (user %.2f, sys %.2f), "
+      "tcp_segments_per_request %.2f"
+      % (sys.argv[5], sys.argv[6], n, n / secs, cpu, cpu * 1e6 / n, user * 1e6 / n, system * 1e6 / n,
+         int(sys.argv[7]) / n))
 PYEOF
   done
 done
