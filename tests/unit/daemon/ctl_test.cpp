@@ -35,6 +35,7 @@ namespace {
 
 using keyway::testing::contains;
 using keyway::testing::fileMode;
+using keyway::testing::readFile;
 using keyway::testing::TempDir;
 using keyway::testing::writeFile;
 
@@ -387,18 +388,6 @@ TEST_CASE("keywayctl: schemas usage errors; list on a fresh state dir creates no
   CHECK(contains(help.out, "--all"));
 }
 
-// The whole file ("" when absent). stdio, not istreambuf_iterator: GCC 12 -O2 reports a false
-// -Wnull-dereference inside the latter.
-std::string slurp(const std::string& path) {
-  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(path.c_str(), "rb"), &std::fclose);
-  std::string content;
-  if (!f) return content;
-  char buf[4096];
-  size_t n = 0;
-  while ((n = std::fread(buf, 1, sizeof buf, f.get())) > 0) content.append(buf, n);
-  return content;
-}
-
 // Runs keywayctl in a child process: LMDB forbids one process opening an environment twice, and
 // the parent holds the "daemon's" cache store open. Output comes back through files.
 Outcome runInChild(Ctl& ctl, const std::vector<std::string>& args) {
@@ -416,8 +405,8 @@ Outcome runInChild(Ctl& ctl, const std::vector<std::string>& args) {
   REQUIRE(::waitpid(pid, &status, 0) == pid);
   REQUIRE(WIFEXITED(status));
   o.rc = WEXITSTATUS(status);
-  o.out = slurp(out_path);
-  o.err = slurp(err_path);
+  o.out = readFile(out_path);
+  o.err = readFile(err_path);
   return o;
 }
 
