@@ -51,9 +51,9 @@ struct LmdbCacheStoreOptions {
 //    compared on read, so a collision is a miss, never another key's response.
 //  - One writer thread applies puts, invalidations, purges, recency updates and counters in
 //    batched write transactions; request threads never wait for the LMDB write lock. Each
-//    transaction is bounded (a few hundred operations, a thousand recency updates): LMDB keeps
-//    the pages a transaction dirtied on the heap until the environment closes, so memory stays
-//    bounded whatever the size of a burst or of the key set. A put is
+//    transaction is bounded (16 puts or invalidations, 256 recency updates, 64 swept
+//    entries): LMDB keeps the pages a transaction dirtied on the heap until the environment
+//    closes, so memory stays bounded whatever the size of a burst or of the key set. A put is
 //    visible to get() at once through an in-memory pending map until it is committed;
 //    invalidations mark the affected keys (tombstones) at once and are resolved again by the
 //    writer inside its transaction.

@@ -399,6 +399,44 @@ TEST_CASE("lmdb cache store: long paths are indexed and still matched exactly") 
   CHECK(store->stats().entries == 0);
 }
 
+TEST_CASE("cache store: a refreshed entry stays one entry, found by invalidation and purge") {
+  // A refresh rewrites an entry under the same key; the LMDB store then keeps its path-index
+  // keys in place instead of deleting and re-adding them. Whatever the path length (long ones
+  // are cut in the index key), the refreshed entry must stay reachable through both indexes.
+  forEachStore([](core::CacheStore& store, core::ManualClock& clock) {
+    for (const std::string& path : {std::string("/v1/webhooks"), "/v1/" + std::string(600, 'q')}) {
+      CAPTURE(path.size());
+      putEntry(store, clock, "bundleup-api", path, "", "v0");
+      store.flush();
+      const uint64_t one_entry_bytes = store.stats().bytes;
+      for (int i = 1; i <= 3; ++i) {
+        clock.advance(std::chrono::seconds(1));
+        putEntry(store, clock, "bundleup-api", path, "", "v" + std::to_string(i));
+        store.flush();
+        CHECK(store.get(keyFor("bundleup-api", path, ""))->body == "v" + std::to_string(i));
+      }
+      CHECK(store.stats().entries == 1);
+      CHECK(store.stats().bytes == one_entry_bytes);
+      // by_identity (invalidate) finds it...
+      CHECK(store.invalidate("bundleup-api", tagFor(), path) == 1);
+      store.flush();
+      CHECK_FALSE(has(store, "bundleup-api", path, ""));
+      CHECK(store.stats().entries == 0);
+      CHECK(store.stats().bytes == 0);
+      // ...and so does by_path (purge), after refreshes of a new entry.
+      putEntry(store, clock, "bundleup-api", path, "", "w0");
+      store.flush();
+      putEntry(store, clock, "bundleup-api", path, "", "w1");
+      store.flush();
+      CHECK(store.purge("bundleup-api", path.substr(0, 8)) == 1);
+      store.flush();
+      CHECK(store.stats().entries == 0);
+      // Nothing of it is left in an index: the next invalidation finds nothing.
+      CHECK(store.invalidate("bundleup-api", tagFor(), path) == 0);
+    }
+  });
+}
+
 TEST_CASE("lmdb cache store: entries persist across reopen") {
   TempDir dir;
   auto clock = std::make_shared<core::ManualClock>();
