@@ -212,6 +212,12 @@ def summarize(lines):
                     entry["notes"].append(f"{gw}: RSS split per round (MiB, anon/file/shmem): " + "; ".join(
                         f"{sp['anon_kib'] / 1024:.1f}/{sp['file_kib'] / 1024:.1f}/{sp['shmem_kib'] / 1024:.1f}"
                         if sp else "n/a" for sp in splits))
+                    if all(sp and sp.get("cache_file_kib") for sp in splits):
+                        # Part of the file-backed RSS: the cache's LMDB pages mapped, against the
+                        # file's size, which bounds them.
+                        entry["notes"].append(f"{gw}: cache file pages mapped per round (MiB, of the file's size): "
+                                              + "; ".join(f"{sp['cache_map_kib'] / 1024:.1f} of "
+                                                          f"{sp['cache_file_kib'] / 1024:.1f}" for sp in splits))
                 entry["notes"].append(f"{gw}: RSS after each round {rss} MiB"
                                       + (f", growth round 2->3 {growth}%" if growth is not None else "")
                                       + f"; requests per round {entry[gw]['requests_per_round']}")
