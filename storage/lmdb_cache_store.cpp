@@ -1456,16 +1456,24 @@ int LmdbCacheStore::Impl::insertEntry(MDB_txn* txn, TxnState* st, const PendingP
       MDB_SUCCESS) {
     return rc;
   }
-  if (!kept_indexes) {
-    if ((rc = rawPut(txn, dbis_.by_identity,
-                     indexKey(head16({info.upstream, info.identity}), info.path, p.hash),
-                     info.path)) != MDB_SUCCESS) {
-      return rc;
+  // A kept index key is only looked up (no page dirtied); one found missing, which no code path
+  // should leave behind, is written again rather than trusted.
+  const auto putIndex = [&](MDB_dbi dbi, const std::string& key) {
+    if (kept_indexes) {
+      std::string_view present;
+      const int got = rawGet(txn, dbi, key, &present);
+      if (got != MDB_NOTFOUND) return got;
     }
-    if ((rc = rawPut(txn, dbis_.by_path, indexKey(head16({info.upstream}), info.path, p.hash),
-                     info.path)) != MDB_SUCCESS) {
-      return rc;
-    }
+    return rawPut(txn, dbi, key, info.path);
+  };
+  if ((rc = putIndex(dbis_.by_identity,
+                     indexKey(head16({info.upstream, info.identity}), info.path, p.hash))) !=
+      MDB_SUCCESS) {
+    return rc;
+  }
+  if ((rc = putIndex(dbis_.by_path, indexKey(head16({info.upstream}), info.path, p.hash))) !=
+      MDB_SUCCESS) {
+    return rc;
   }
   st->bytes += info.bytes;
   st->tick = std::max(st->tick, info.tick);
