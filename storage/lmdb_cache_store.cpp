@@ -1408,23 +1408,24 @@ int LmdbCacheStore::Impl::deleteEntry(MDB_txn* txn, TxnState* st, const Hash& h,
   if ((rc = rawDel(txn, dbis_.stored, timeKey(orderedTime(info.stored), h))) != MDB_SUCCESS) {
     return rc;
   }
-  if (replacing != nullptr && kept_indexes != nullptr && info.upstream == replacing->upstream &&
-      info.identity == replacing->identity_tag && info.path == replacing->path) {
-    // A refresh of the same key: its path-index entries would be deleted and put back
-    // byte for byte. Left alone, a refresh dirties two B-tree leaves fewer (of seven), and a
-    // wave of refreshes needs that many fewer free pages (see kMaxOpsPerTxn).
+  // A refresh of the same key: its path-index entries would be deleted and put back byte for
+  // byte. Left alone, a refresh dirties two B-tree leaves fewer (of seven), and a wave of
+  // refreshes needs that many fewer free pages (see kMaxOpsPerTxn).
+  const bool keep = replacing != nullptr && kept_indexes != nullptr &&
+                    info.upstream == replacing->upstream &&
+                    info.identity == replacing->identity_tag && info.path == replacing->path;
+  if (keep) {
     *kept_indexes = true;
-    st->bytes = st->bytes >= info.bytes ? st->bytes - info.bytes : 0;
-    return MDB_SUCCESS;
-  }
-  if ((rc = rawDel(txn, dbis_.by_identity,
-                   indexKey(head16({info.upstream, info.identity}), info.path, h))) !=
-      MDB_SUCCESS) {
-    return rc;
-  }
-  if ((rc = rawDel(txn, dbis_.by_path, indexKey(head16({info.upstream}), info.path, h))) !=
-      MDB_SUCCESS) {
-    return rc;
+  } else {
+    if ((rc = rawDel(txn, dbis_.by_identity,
+                     indexKey(head16({info.upstream, info.identity}), info.path, h))) !=
+        MDB_SUCCESS) {
+      return rc;
+    }
+    if ((rc = rawDel(txn, dbis_.by_path, indexKey(head16({info.upstream}), info.path, h))) !=
+        MDB_SUCCESS) {
+      return rc;
+    }
   }
   st->bytes = st->bytes >= info.bytes ? st->bytes - info.bytes : 0;
   return MDB_SUCCESS;
