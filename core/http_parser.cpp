@@ -12,6 +12,17 @@ namespace keyway::core {
 
 namespace {
 
+// uri-host [":" port] (RFC 9112 §3.2, RFC 3986 §3.2.2): the characters of reg-name, IP-literal
+// and port. Empty is allowed.
+bool isValidHostValue(std::string_view v) {
+  for (char c : v) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                    std::string_view("-._~!$&'()*+,;=%:[]").find(c) != std::string_view::npos;
+    if (!ok) return false;
+  }
+  return true;
+}
+
 constexpr size_t kNpos = std::string_view::npos;
 // A chunk-size line (size + extensions) longer than this is abuse, not HTTP.
 constexpr size_t kMaxChunkLineBytes = 4096;
@@ -378,9 +389,15 @@ bool RequestParser::parseHeaderBlock(std::string_view block) {
     // Only the fields that decide framing and connection handling are interpreted here.
     switch (name.size()) {
       case 4:
-        if (iequals(name, "Host") && ++host_count_ > 1) {
-          fail(ErrorCode::kBadRequest, "more than one Host header field");
-          return false;
+        if (iequals(name, "Host")) {
+          if (++host_count_ > 1) {
+            fail(ErrorCode::kBadRequest, "more than one Host header field");
+            return false;
+          }
+          if (!isValidHostValue(value)) {
+            fail(ErrorCode::kBadRequest, "the Host header field is not a host[:port]");
+            return false;
+          }
         }
         break;
       case 6:
@@ -472,6 +489,11 @@ bool RequestParser::parseHeaderBlock(std::string_view block) {
 
 bool RequestParser::finishHead() {
   head_complete_ = true;
+  // RFC 9112 §3.2: a server MUST answer 400 to an HTTP/1.1 request without a Host field.
+  if (version_minor_ >= 1 && host_count_ == 0) {
+    fail(ErrorCode::kBadRequest, "an HTTP/1.1 request needs a Host header field (RFC 9112 section 3.2)");
+    return false;
+  }
   if (has_te_) {
     // RFC 9112 §6.1 and §6.3: these are the request-smuggling guards.
     if (has_cl_) {

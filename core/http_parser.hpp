@@ -99,8 +99,13 @@ struct ParserLimits {
 // the framing of the connection is lost: the server answers and closes (keepAlive() is false).
 // Messages say what is wrong; they never quote header values.
 //
+// Host (RFC 9112 §3.2): an HTTP/1.1 request without one, with more than one, or with a value
+// that is not a uri-host [":" port] (characters outside unreserved, sub-delims, '%', ':', '[',
+// ']') is a kBadRequest. An empty value is allowed (a target without authority). keyway routes on
+// the target and never forwards Host.
+//
 // Accepted leniencies: bare LF as line terminator (RFC 9112 §2.2), empty lines before the request
-// line (§2.2), a missing Host header (keyway routes on the target and never forwards Host).
+// line (§2.2).
 //
 // Thread-safety: none; one parser per connection, used by one thread at a time.
 class RequestParser {
