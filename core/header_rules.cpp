@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <vector>
 
+#include "core/client_token.hpp"
+
 namespace keyway::core {
 
 namespace {
@@ -77,18 +79,25 @@ bool isHopByHop(std::string_view name) {
   }
 }
 
-Headers upstreamRequestHeaders(const Headers& client_headers, std::string_view replaced) {
+Headers upstreamRequestHeaders(const Headers& client_headers, std::string_view replaced, size_t* withheld) {
   const auto named = connectionOptions(client_headers);
   Headers out;
   out.reserve(client_headers.size());
+  size_t tokens = 0;
   for (const auto& h : client_headers) {
     if (isHopByHop(h.name) || iequals(h.name, "Host") || iequals(h.name, "Content-Length") ||
         iequals(h.name, "Expect") || isKeywayPrivate(h.name) || namedIn(named, h.name) ||
         (!replaced.empty() && iequals(h.name, replaced))) {
       continue;
     }
+    // A keyway client token never leaves the host (docs/isolation.md, "The token rule").
+    if (carriesClientToken(h.value)) {
+      ++tokens;
+      continue;
+    }
     out.push_back(h);
   }
+  if (withheld != nullptr) *withheld = tokens;
   return out;
 }
 

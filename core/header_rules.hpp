@@ -13,12 +13,16 @@ bool isHopByHop(std::string_view name);
 
 // Headers to send upstream, in their original order and spelling: drops hop-by-hop ones and any
 // named in the request's Connection header(s), Host (the HTTP client sets it from the URL),
-// Content-Length (recomputed from the body), Expect, and every X-Keyway-* header (client token,
-// user handle, ...). Credential injection happens after this filter, so a Connection header can
-// never remove an injected credential. `replaced` (if not empty) is one more field name to drop:
-// the one the caller is about to set itself (the upstream's credential header), which is then
-// never copied only to be removed again. Pure function, thread-safe.
-Headers upstreamRequestHeaders(const Headers& client_headers, std::string_view replaced = {});
+// Content-Length (recomputed from the body), Expect, every X-Keyway-* header (client token,
+// user handle, ...) and, by the token rule (core/client_token.hpp), every field whose value
+// carries a keyway client token, whatever its name, scheme or position. Credential injection
+// happens after this filter, so a Connection header can never remove an injected credential.
+// `replaced` (if not empty) is one more field name to drop: the one the caller is about to set
+// itself (the upstream's credential header), which is then never copied only to be removed
+// again. `withheld` (optional) receives how many fields the token rule dropped (X-Keyway-* and
+// `replaced` fields not counted). Pure function, thread-safe.
+Headers upstreamRequestHeaders(const Headers& client_headers, std::string_view replaced = {},
+                               size_t* withheld = nullptr);
 
 // Headers to send to the client: drops hop-by-hop ones (and those named in the upstream's
 // Connection header(s)), Content-Length and Transfer-Encoding (the server frames the body

@@ -223,6 +223,9 @@ std::string Metrics::render() const {
   scalar("keyway_degraded_events_total", "counter",
          "Storage or cache failures the gateway survived by degrading (see the log).",
          static_cast<double>(degraded_events.load(std::memory_order_relaxed)));
+  scalar("keyway_client_tokens_withheld_total", "counter",
+         "Request header fields not forwarded because they held a keyway client token.",
+         static_cast<double>(client_tokens_withheld.load(std::memory_order_relaxed)));
   scalar("keyway_bosa_token_mints_total", "counter", "BOSA user tokens minted through POST /auth/tokens.",
          static_cast<double>(token_mints.load(std::memory_order_relaxed)));
   scalar("keyway_bosa_token_mint_failures_total", "counter", "BOSA user token mints that failed.",

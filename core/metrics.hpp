@@ -132,6 +132,7 @@ class Metrics {
   StripedCounter schema_refreshes;
   StripedCounter schema_refresh_failures;
   StripedCounter degraded_events;                  // store/cache trouble the gateway survived
+  StripedCounter client_tokens_withheld;           // header fields not forwarded: they held a kw_ token
 
   // Extra gauges computed at scrape time (store sizes, upstream client stats...).
   using GaugeFn = std::function<double()>;

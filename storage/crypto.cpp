@@ -20,6 +20,7 @@ constexpr size_t kTagBytes = crypto_aead_xchacha20poly1305_ietf_ABYTES;
 constexpr char kKdfContext[crypto_kdf_CONTEXTBYTES + 1] = "keywayv1";
 constexpr uint64_t kSealSubkeyId = 1;
 constexpr uint64_t kTokenSubkeyId = 2;
+constexpr uint64_t kFingerprintSubkeyId = 3;
 
 static_assert(kKeyBytes == crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 static_assert(kKeyBytes == crypto_kdf_KEYBYTES);
@@ -94,29 +95,23 @@ core::SecretString generateClientToken() {
   return core::SecretString(std::move(token));
 }
 
-bool isWellFormedClientToken(std::string_view token) {
-  if (token.size() != kClientTokenLength) return false;
-  if (token.substr(0, kClientTokenPrefix.size()) != kClientTokenPrefix) return false;
-  for (char c : token.substr(kClientTokenPrefix.size())) {
-    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-                    c == '-' || c == '_';
-    if (!ok) return false;
-  }
-  return true;
-}
-
 Result<Keyring> Keyring::create(const MasterKey& master) {
   auto seal_key = SecureKey::allocate();
   if (!seal_key) return seal_key.takeError();
   auto token_key = SecureKey::allocate();
   if (!token_key) return token_key.takeError();
+  auto fingerprint_key = SecureKey::allocate();
+  if (!fingerprint_key) return fingerprint_key.takeError();
   if (crypto_kdf_derive_from_key(seal_key->bytes_.get(), kKeyBytes, kSealSubkeyId, kKdfContext,
                                  master.data()) != 0 ||
       crypto_kdf_derive_from_key(token_key->bytes_.get(), kKeyBytes, kTokenSubkeyId, kKdfContext,
-                                 master.data()) != 0) {
+                                 master.data()) != 0 ||
+      crypto_kdf_derive_from_key(fingerprint_key->bytes_.get(), kKeyBytes, kFingerprintSubkeyId,
+                                 kKdfContext, master.data()) != 0) {
     return Error::make(ErrorCode::kInternal, "key derivation failed");
   }
-  return Keyring(std::move(seal_key).value(), std::move(token_key).value());
+  return Keyring(std::move(seal_key).value(), std::move(token_key).value(),
+                 std::move(fingerprint_key).value());
 }
 
 std::string Keyring::seal(std::string_view plaintext, std::string_view associated_data) const {
@@ -171,6 +166,13 @@ std::string Keyring::tokenHash(std::string_view token) const {
                      reinterpret_cast<const unsigned char*>(token.data()), token.size(),
                      token_key_.data(), kKeyBytes);
   return out;
+}
+
+std::string Keyring::fingerprint(std::string_view value) const {
+  unsigned char raw[kFingerprintBytes];
+  crypto_generichash(raw, sizeof raw, reinterpret_cast<const unsigned char*>(value.data()), value.size(),
+                     fingerprint_key_.data(), kKeyBytes);
+  return base64UrlEncode(std::string_view(reinterpret_cast<const char*>(raw), sizeof raw));
 }
 
 }  // namespace keyway::storage

@@ -7,6 +7,7 @@
 #include <string>
 #include <string_view>
 
+#include "core/client_token.hpp"
 #include "core/result.hpp"
 #include "core/secret.hpp"
 
@@ -39,16 +40,16 @@ class SecureKey {
 
 using MasterKey = SecureKey;
 
-// Client tokens: "kw_" + base64url (no padding) of 32 random bytes = 46 characters.
-inline constexpr std::string_view kClientTokenPrefix = "kw_";
-inline constexpr size_t kClientTokenLength = 46;
+// Client tokens of the shape core/client_token.hpp defines (the gateway's token rule relies on it).
+using core::isWellFormedClientToken;
+using core::kClientTokenLength;
+using core::kClientTokenPrefix;
 core::SecretString generateClientToken();
-// True for strings of the generated shape (checked before any lookup).
-bool isWellFormedClientToken(std::string_view token);
 
 std::string base64UrlEncode(std::string_view bytes);  // URL-safe alphabet, no padding
 
 inline constexpr size_t kTokenHashBytes = 32;
+inline constexpr size_t kFingerprintBytes = 16;
 
 // Subkeys derived from the master key (crypto_kdf) and the operations that use them.
 // Immutable after creation; all methods are thread-safe.
@@ -70,11 +71,19 @@ class Keyring {
   // master key, a stolen database cannot be used to test token guesses.
   std::string tokenHash(std::string_view token) const;
 
+  // BLAKE2b-128 of `value` keyed with the fingerprint subkey, base64url (22 characters): names a
+  // credential's value in cache identities without revealing it. Equal for equal values under
+  // the same master key (so on every host of a fleet), unguessable without it.
+  std::string fingerprint(std::string_view value) const;
+
  private:
-  Keyring(SecureKey seal_key, SecureKey token_key)
-      : seal_key_(std::move(seal_key)), token_key_(std::move(token_key)) {}
+  Keyring(SecureKey seal_key, SecureKey token_key, SecureKey fingerprint_key)
+      : seal_key_(std::move(seal_key)),
+        token_key_(std::move(token_key)),
+        fingerprint_key_(std::move(fingerprint_key)) {}
   SecureKey seal_key_;
   SecureKey token_key_;
+  SecureKey fingerprint_key_;
 };
 
 }  // namespace keyway::storage
