@@ -383,12 +383,12 @@ StoreDecision storeDecision(const CacheRule& rule, int status, const Headers& re
   // which the identity names) and Accept-Encoding (bodies are stored identity-encoded). Any
   // other varied header would need to be part of the key; rather than guess, do not store.
   static constexpr std::string_view kCovered[] = {
-      "Accept-Encoding", "Authorization",  "X-API-Key",     "BU-Connection-Id",
-      "X-Bosa-Integration", "BU-Include-Raw", "X-Keyway-User", "X-Keyway-Token"};
+      "Accept-Encoding", "BU-Connection-Id", "X-Bosa-Integration", "BU-Include-Raw", "X-Keyway-User", "X-Keyway-Token"};
   bool vary_ok = true;
   forEachHeader(response_headers, "Vary", [&](std::string_view value) {
     forEachDirective(value, [&](std::string_view name, std::string_view) {
-      const bool covered = std::any_of(std::begin(kCovered), std::end(kCovered),
+      const bool covered = isCredentialHeaderName(name) ||
+                           std::any_of(std::begin(kCovered), std::end(kCovered),
                                        [&](std::string_view c) { return iequals(c, name); });
       if (!covered) vary_ok = false;  // includes "*"
     });
@@ -519,24 +519,79 @@ std::string cacheKey(std::string_view upstream, std::string_view method, std::st
   std::string key;
   key.reserve(64 + upstream.size() + method.size() + path.size() + canonical_query.size() +
               canonical_body.size() + id.credential.size() + id.bosa_user.size() +
-              id.connection_id.size() + id.bosa_integration.size() + id.include_raw.size());
-  key += "kwc1|";  // format version: bump when the layout changes
+              id.connection_id.size() + id.bosa_integration.size() + id.include_raw.size() +
+              id.passthrough.size());
+  // Format version: bump when the layout or the identity's meaning changes (entries under an old
+  // version become unreachable and age out).
+  key += "kwc2|";
   for (std::string_view field :
        {upstream, method, path, std::string_view(canonical_query), canonical_body,
         std::string_view(id.credential), std::string_view(id.bosa_user),
         std::string_view(id.connection_id), std::string_view(id.bosa_integration),
-        std::string_view(id.include_raw)}) {
+        std::string_view(id.include_raw), std::string_view(id.passthrough)}) {
     appendField(key, field);
   }
   return key;
 }
 
 std::string identityTag(const CacheIdentity& id) {
-  std::string tag = "kwi1|";
+  std::string tag = "kwi2|";
   appendField(tag, id.credential);
   appendField(tag, id.bosa_user);
   appendField(tag, id.connection_id);
+  appendField(tag, id.passthrough);
   return tag;
+}
+
+bool isCredentialHeaderName(std::string_view name) {
+  static constexpr std::string_view kWords[] = {"auth", "token", "key", "secret", "session", "cookie",
+                                                "password", "signature"};
+  for (std::string_view word : kWords) {
+    if (name.size() < word.size()) continue;
+    for (size_t i = 0; i + word.size() <= name.size(); ++i) {
+      if (iequals(name.substr(i, word.size()), word)) return true;
+    }
+  }
+  return false;
+}
+
+CacheIdentity cacheIdentity(const IdentitySources& in, const KeyedHash& keyed_hash) {
+  CacheIdentity id;
+  if (!in.credential_name.empty()) {
+    id.credential.reserve(in.credential_name.size() + in.credential_scope.size() + in.credential_fingerprint.size() + 2);
+    id.credential.append(in.credential_name).append(1, '@').append(in.credential_scope).append(1, '#').append(
+        in.credential_fingerprint);
+  }
+  id.bosa_user = std::string(in.bosa_user);
+  std::string credentials;  // the passed-through credential fields, wiped after hashing
+  for (const Header& h : in.forwarded) {
+    std::string* view = nullptr;
+    if (iequals(h.name, "BU-Connection-Id")) {
+      view = &id.connection_id;
+    } else if (iequals(h.name, "X-Bosa-Integration")) {
+      view = &id.bosa_integration;
+    } else if (iequals(h.name, "BU-Include-Raw")) {
+      view = &id.include_raw;
+    }
+    if (view != nullptr) {
+      // Every field line counts: an upstream may read the first, the last or all of them.
+      if (!view->empty()) view->append(", ");
+      view->append(h.value);
+      continue;
+    }
+    if (!isCredentialHeaderName(h.name)) continue;
+    if (!in.credential_header.empty() && iequals(h.name, in.credential_header)) continue;  // keyway's own
+    if (!in.bosa_user.empty() && iequals(h.name, "Authorization")) continue;              // the minted token
+    for (char c : h.name) credentials.push_back(static_cast<char>(c >= 'A' && c <= 'Z' ? c + 32 : c));
+    credentials.push_back(':');
+    credentials.append(h.value);
+    credentials.push_back('\n');
+  }
+  if (!credentials.empty()) {
+    id.passthrough = keyed_hash(credentials);
+    std::fill(credentials.begin(), credentials.end(), '\0');
+  }
+  return id;
 }
 
 bool invalidatesOnSuccess(std::string_view method) {

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -122,15 +123,46 @@ CacheFreshness cacheFreshness(int64_t now_unix_ms, int64_t fresh_until_unix_ms,
                               int64_t stale_until_unix_ms, std::chrono::seconds swr,
                               std::chrono::seconds sie);
 
-// Who a response belongs to (SPEC §7 "The key covers"). Values as sent/injected; absent = "".
-// None of these is a secret (the credential is named, never its value).
+// Who a response belongs to: everything that decides whose data the upstream returns
+// (docs/isolation.md, "The cache-key rule"). Absent = "". None of these is a secret: credentials
+// appear as names and keyed fingerprints, never as values.
 struct CacheIdentity {
-  std::string credential;        // "<secret name>@<scope>" of the credential actually injected
+  std::string credential;        // "<secret name>@<scope>#<fingerprint>" of the credential injected
   std::string bosa_user;         // BOSA user identifier acted as
-  std::string connection_id;     // BU-Connection-Id
-  std::string bosa_integration;  // X-Bosa-Integration
-  std::string include_raw;       // BU-Include-Raw
+  std::string connection_id;     // BU-Connection-Id, every field line joined with ", "
+  std::string bosa_integration;  // X-Bosa-Integration, likewise
+  std::string include_raw;       // BU-Include-Raw, likewise
+  // Keyed hash of the credentials the client sent that keyway forwards unchanged (a BOSA user's
+  // own JWT, a cookie, another API key): requests with different ones never share an entry.
+  std::string passthrough;
 };
+
+// Header names that may carry a credential: any name containing "auth", "token", "key",
+// "secret", "session", "cookie", "password" or "signature" (case-insensitive). Deliberately wide:
+// counting a harmless header in the identity only costs cache hits, missing one would share
+// one caller's data with another.
+bool isCredentialHeaderName(std::string_view name);
+
+// A keyed hash (CredentialStore::fingerprint): names a value without revealing it.
+using KeyedHash = std::function<std::string(std::string_view)>;
+
+// What the identity is computed from: the request exactly as it is forwarded.
+struct IdentitySources {
+  const Headers& forwarded;                 // every header going upstream, keyway's own included
+  std::string_view credential_header;       // the field keyway injected the credential into, or ""
+  std::string_view credential_name;         // the injected secret's name ("" if none)
+  std::string_view credential_scope;        // "shared" or "team:<name>"
+  std::string_view credential_fingerprint;  // ResolvedSecret::fingerprint
+  std::string_view bosa_user;               // acted as; Authorization is then keyway's minted token
+};
+
+// The cache-key rule's identity: the injected credential (name, scope and which value), the BOSA
+// user, the view-selecting headers (BU-Connection-Id, X-Bosa-Integration, BU-Include-Raw) and a
+// keyed hash of every passed-through credential field (isCredentialHeaderName, except the
+// fields keyway set itself), all read from `in.forwarded`, so a header the client named in
+// Connection (and keyway therefore dropped) counts as absent. `keyed_hash` is called only when
+// there is a passed-through credential.
+CacheIdentity cacheIdentity(const IdentitySources& in, const KeyedHash& keyed_hash);
 
 // Order-insensitive query: split on '&', drop empty parts, then sort the parts STABLY by their
 // key (the bytes before the first '='), and rejoin with '&'. Each part keeps its original bytes
@@ -148,8 +180,8 @@ std::string cacheKey(std::string_view upstream, std::string_view method, std::st
                      std::string_view query, std::string_view canonical_body,
                      const CacheIdentity& id);
 
-// The identity that OWNS data, for per-identity invalidation: credential, BOSA user and
-// connection id. X-Bosa-Integration and BU-Include-Raw are deliberately left out: they select a
+// The identity that OWNS data, for per-identity invalidation: credential, BOSA user, connection
+// id and passed-through credentials. X-Bosa-Integration and BU-Include-Raw are deliberately left out: they select a
 // view of the same data (an integration of the same user, the raw payload), so a write made
 // through one view must invalidate the others too (a DELETE without BU-Include-Raw must still
 // drop the BU-Include-Raw: true lists). Length-prefixed like cacheKey.

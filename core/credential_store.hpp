@@ -39,6 +39,9 @@ struct ResolvedSecret {
   std::string name;
   std::string scope;  // "shared" or "team:<name>"
   SecretString value;
+  // CredentialStore::fingerprint(value): which value this is, without revealing it. A rotation
+  // changes it, so cached answers fetched with the old value are never served for the new one.
+  std::string fingerprint;
 };
 
 struct BosaUserRecord {
@@ -94,6 +97,12 @@ class CredentialStore {
   // A number that changes whenever any record changes (any process). Lets callers keep derived
   // in-memory state and refresh it cheaply.
   virtual uint64_t generation() = 0;
+
+  // A keyed hash of `value` under a key derived from the master key (short, printable): names a
+  // credential in cache identities without revealing it. Equal values give equal fingerprints
+  // for as long as the master key stays; without the key it cannot be tested against guesses.
+  // Thread-safe, no I/O.
+  virtual std::string fingerprint(std::string_view value) const = 0;
 };
 
 }  // namespace keyway::core

@@ -188,10 +188,11 @@ Result<std::optional<core::ResolvedSecret>> LmdbCredentialStore::resolveSecret(
       if (!stored) return stored.takeError();
       auto value = keyring_.open(stored->sealed, associatedData(table::kSecrets, key));
       if (!value) return value.takeError();
+      std::string fingerprint = keyring_.fingerprint(value->view());
       out = core::ResolvedSecret{std::string(name),
                                  scope.empty() ? std::string("shared")
                                                : "team:" + std::string(scope),
-                                 std::move(value).value()};
+                                 std::move(value).value(), std::move(fingerprint)};
       return core::okStatus();
     }
     return core::okStatus();

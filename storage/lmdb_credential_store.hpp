@@ -62,6 +62,7 @@ class LmdbCredentialStore final : public core::CredentialStore {
   core::Result<std::vector<core::BosaUserRecord>> listBosaUsers() override;
 
   uint64_t generation() override;
+  std::string fingerprint(std::string_view value) const override { return keyring_.fingerprint(value); }
 
   const std::shared_ptr<LmdbEnv>& env() const { return env_; }
 

@@ -65,12 +65,13 @@ Result<std::optional<core::ResolvedSecret>> MemoryCredentialStore::resolveSecret
     auto it = secrets_.find(SecretKey(team, name));
     if (it != secrets_.end()) {
       return Out(core::ResolvedSecret{std::string(name), "team:" + std::string(team),
-                                      it->second.value.clone()});
+                                      it->second.value.clone(), keyring_->fingerprint(it->second.value.view())});
     }
   }
   auto it = secrets_.find(SecretKey("", name));
   if (it == secrets_.end()) return Out();
-  return Out(core::ResolvedSecret{std::string(name), "shared", it->second.value.clone()});
+  return Out(core::ResolvedSecret{std::string(name), "shared", it->second.value.clone(),
+                                  keyring_->fingerprint(it->second.value.view())});
 }
 
 Result<std::optional<core::BosaUserRecord>> MemoryCredentialStore::findBosaUser(

@@ -53,6 +53,7 @@ class MemoryCredentialStore final : public core::CredentialStore {
   core::Result<std::vector<core::BosaUserRecord>> listBosaUsers() override;
 
   uint64_t generation() override { return generation_.load(); }
+  std::string fingerprint(std::string_view value) const override { return keyring_->fingerprint(value); }
 
  private:
   struct Client {

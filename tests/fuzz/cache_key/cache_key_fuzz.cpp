@@ -78,25 +78,33 @@ void checkQuery(std::string_view in) {
   }
 }
 
-// The input, split on NUL, gives the key's ten fields; changing any one field, or moving a
+// The input, split on NUL, gives the key's eleven fields; changing any one field, or moving a
 // byte across a field boundary, must change the key.
 void checkKey(std::string_view in) {
+  constexpr size_t kFields = 11;
   std::vector<std::string> f;
   for (std::string_view part : split(in, '\0')) {
-    if (f.size() == 10) break;
+    if (f.size() == kFields) break;
     f.emplace_back(part);
   }
-  f.resize(10);
-  const auto make = [](const std::vector<std::string>& v) {
-    CacheIdentity id{v[5], v[6], v[7], v[8], v[9]};
-    return cacheKey(v[0], v[1], v[2], v[3], v[4], id);
+  f.resize(kFields);
+  const auto identity = [](const std::vector<std::string>& v) {
+    CacheIdentity id;
+    id.credential = v[5];
+    id.bosa_user = v[6];
+    id.connection_id = v[7];
+    id.bosa_integration = v[8];
+    id.include_raw = v[9];
+    id.passthrough = v[10];
+    return id;
   };
-  const auto tag = [](const std::vector<std::string>& v) {
-    return identityTag(CacheIdentity{v[5], v[6], v[7], v[8], v[9]});
+  const auto make = [&identity](const std::vector<std::string>& v) {
+    return cacheKey(v[0], v[1], v[2], v[3], v[4], identity(v));
   };
+  const auto tag = [&identity](const std::vector<std::string>& v) { return identityTag(identity(v)); };
   const std::string base = make(f);
   FUZZ_CHECK(make(f) == base);
-  const size_t i = in.size() % 10;
+  const size_t i = in.size() % kFields;
   std::vector<std::string> changed = f;
   changed[i] += 'x';
   // Field 3 is the query: "a&" and "a" are the same canonical query, so append a real part.
@@ -109,12 +117,13 @@ void checkKey(std::string_view in) {
     shifted[b].pop_back();
     FUZZ_CHECK(make(shifted) != base);
   }
-  // The identity tag depends on credential, user and connection only.
+  // The identity tag depends on credential, user, connection and passed-through credentials only.
   std::vector<std::string> view = f;
   view[8] += "i";
   view[9] += "r";
   FUZZ_CHECK(tag(view) == tag(f));
-  view[5 + in.size() % 3] += "o";
+  static constexpr size_t kOwning[] = {5, 6, 7, 10};
+  view[kOwning[in.size() % 4]] += "o";
   FUZZ_CHECK(tag(view) != tag(f));
 }
 
