@@ -104,19 +104,6 @@ Result<std::shared_ptr<const BosaSnapshot>> makeBosaSnapshot(std::string documen
   return std::shared_ptr<const BosaSnapshot>(std::move(snap));
 }
 
-bool isBosaActionPath(std::string_view path) {
-  if (path.substr(0, kConnectors.size() + 1) != "/connectors/") return false;
-  std::string_view rest = path.substr(kConnectors.size() + 1);
-  const size_t slash = rest.find('/');
-  if (slash == 0 || slash == std::string_view::npos) return false;
-  std::string_view name = rest.substr(slash + 1);
-  if (name.empty() || name.find('/') != std::string_view::npos) return false;
-  for (std::string_view reserved : {"integrations", "integration-exists", "success-authorize-callback"}) {
-    if (name.substr(0, reserved.size()) == reserved) return false;
-  }
-  return true;
-}
-
 bool isBosaDiscoveryPath(std::string_view path) {
   return path == "/connectors" || path == "/connectors/" || path == "/connectors/names";
 }

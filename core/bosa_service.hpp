@@ -44,9 +44,6 @@ struct BosaSnapshot {
 // Builds a snapshot from a discovery document; fails when it is not a JSON object.
 Result<std::shared_ptr<const BosaSnapshot>> makeBosaSnapshot(std::string document, int64_t fetched_unix_ms);
 
-// Whether `path` (no query) is an action call: /connectors/{app}/{name} where name does not start
-// with "integrations", "integration-exists" or "success-authorize-callback".
-bool isBosaActionPath(std::string_view path);
 // Whether a GET of `path` is schema discovery: /connectors, /connectors/ or /connectors/names.
 bool isBosaDiscoveryPath(std::string_view path);
 

@@ -4,7 +4,9 @@
 #include <algorithm>
 #include <cstring>
 
+#include "core/bosa_route.hpp"
 #include "core/canonical_json.hpp"
+#include "core/client_token.hpp"
 #include "core/json_schema.hpp"
 #include "core/errors.hpp"
 #include "core/header_rules.hpp"
@@ -757,6 +759,17 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
     return;
   }
 
+  if (carriesClientToken(rest)) {
+    // The token rule: a client token never leaves the host, and a target is forwarded byte for
+    // byte, so one that holds a token is refused rather than rewritten.
+    deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+    respondError(responder, Error::make(ErrorCode::kBadRequest,
+                                        "the request target holds a keyway client token, which would be sent to the "
+                                        "upstream; send the token as X-Keyway-Token (or in the upstream's credential "
+                                        "header) only"),
+                 std::move(record), start);
+    return;
+  }
   auto identity = authenticate(request, upstream);
   if (!identity.ok()) {
     respondError(responder, identity.error(), std::move(record), start);
@@ -778,7 +791,9 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   out.url.append(upstream.base_url).append(rest.data(), rest.size());
   // The client's own field of the credential's name (its keyway token, for Authorization) is
   // dropped here rather than copied and removed: it never goes upstream.
-  out.headers = upstreamRequestHeaders(request.headers, upstream.credential.header);
+  size_t withheld = 0;
+  out.headers = upstreamRequestHeaders(request.headers, upstream.credential.header, &withheld);
+  if (withheld != 0) deps_.metrics->client_tokens_withheld.fetch_add(withheld, std::memory_order_relaxed);
   if (!upstream.credential.secret.empty()) {
     auto secret = resolveSecret(upstream.credential.secret, id.team.name);
     if (!secret.ok()) {
@@ -804,6 +819,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
     out.headers.push_back(Header{upstream.credential.header, std::move(value)});
     record.credential = resolved.name;
     record.credential_scope = resolved.scope;
+    p->credential_fingerprint = resolved.fingerprint;
     if (bosa) p->api_key = std::move(*secret);
   }
   out.body = std::move(request.body);
@@ -821,23 +837,56 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
     dispatch(std::move(p));
     return;
   }
-  // SPEC §4: act as a BOSA user named by X-Keyway-User (wins) or Authorization: Bearer kwu_<id>.
-  std::string user;
-  if (auto v = headerValue(p->client_headers, "X-Keyway-User")) user = std::string(trim(*v));
-  if (auto auth = headerValue(p->client_headers, "Authorization")) {
-    std::string_view v = trim(*auth);
-    if (startsWithNoCase(v, "Bearer ")) {
-      v = trim(v.substr(7));
-      if (v.substr(0, 4) == "kwu_") {
-        if (user.empty()) user = std::string(v.substr(4));
-        removeHeader(out.headers, "Authorization");
-      } else if (v.substr(0, kTokenPrefix.size()) == kTokenPrefix) {
-        removeHeader(out.headers, "Authorization");  // a keyway client token never goes upstream
-      }
-    }
+  // The validation rule (docs/isolation.md): decided once on how BOSA's server would route the
+  // path, so no spelling of an action path escapes validation.
+  p->bosa_route = classifyBosaPath(targetPath(p->rest));
+  const BosaRoute& route = p->bosa_route;
+  const bool action_call = route.kind == BosaRouteKind::kAction && out.method == "POST";
+  if (action_call && !route.canonical) {
+    deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+    respondPendingError(p, Error::make(ErrorCode::kBadRequest,
+                                       "this path reaches BOSA action '" + route.connector + "/" + route.action +
+                                           "' only after decoding or slash clean-up, and keyway forwards actions "
+                                           "only as validated; send POST /connectors/" + route.connector + "/" +
+                                           route.action + " (no trailing slash, empty segment or percent-escape)"));
+    return;
   }
-  if (!user.empty() || headerValue(p->client_headers, "X-Keyway-User")) {
+  // SPEC §4: act as a BOSA user named by X-Keyway-User (wins) or Authorization: Bearer kwu_<id>.
+  bool wants_user = false;
+  std::string user;
+  if (auto v = headerValue(p->client_headers, "X-Keyway-User")) {
+    wants_user = true;
+    user = std::string(trim(*v));
+  }
+  std::string handle;  // from the Authorization fields; every one of them is looked at
+  for (const auto& h : p->client_headers) {
+    if (!iequals(h.name, "Authorization")) continue;
+    std::string_view v = trim(h.value);
+    if (!startsWithNoCase(v, "Bearer ")) continue;
+    v = trim(v.substr(7));
+    if (v.substr(0, 4) != "kwu_") continue;
+    if (!handle.empty() && handle != v.substr(4)) {
+      respondPendingError(p, Error::make(ErrorCode::kBadRequest,
+                                         "the request names two different BOSA users in Authorization; send one "
+                                         "Authorization: Bearer kwu_<user> (or X-Keyway-User)"));
+      return;
+    }
+    handle = std::string(v.substr(4));
+    wants_user = true;
+  }
+  if (user.empty()) user = handle;
+  if (wants_user) {
+    // The handle is keyway's, never the upstream's: every Authorization field goes.
     removeHeader(out.headers, "Authorization");
+    if (!bosaRouteTakesUserToken(route, out.method)) {
+      deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+      respondPendingError(p, Error::make(ErrorCode::kBadRequest,
+                                         "keyway sends a BOSA user token only with action calls (POST "
+                                         "/connectors/{app}/{action}), integration routes (/connectors/{app}/"
+                                         "integrations...) and user routes (/users/me, /auth/tokens), spelt exactly "
+                                         "so; this request asks for user '" + user + "' on another path"));
+      return;
+    }
     const Error refused = Error::make(ErrorCode::kForbidden, "BOSA user '" + user + "' is unknown or not granted to team '" +
                                                                  id.team.name +
                                                                  "'; an operator can run: keywayctl bosa-user grant " +
@@ -863,8 +912,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
     }
     p->bosa_user = std::move(user);
   }
-  const std::string path(targetPath(p->rest));
-  if (out.method == "POST" && isBosaActionPath(path)) {
+  if (action_call) {
     bosaValidate(std::move(p));
     return;
   }
@@ -891,10 +939,10 @@ void Gateway::serveDiscovery(const UpstreamConfig& upstream, const std::string& 
 }
 
 void Gateway::bosaValidate(std::shared_ptr<Pending> p) {
-  const std::string path(targetPath(p->rest));
-  // /connectors/{app}/{action}: the connector is wanted, so a new one triggers a refresh.
-  std::string_view after = std::string_view(path).substr(std::string_view("/connectors/").size());
-  std::vector<std::string> want{std::string(after.substr(0, after.find('/')))};
+  // A canonical action path: its spelling is the route's (classifyBosaPath).
+  const std::string path = p->bosa_route.path;
+  // The connector is wanted, so a new one triggers a refresh.
+  std::vector<std::string> want{p->bosa_route.connector};
   const UpstreamConfig& upstream = *p->upstream;
   bosa_schemas_->get(upstream, want, [this, p, path, connector = want[0]](
                                          Result<std::shared_ptr<const BosaSnapshot>> snap) mutable {
@@ -1035,15 +1083,17 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   const std::string_view path = targetPath(p->rest);  // p, and its rest, outlive this call
   const std::string_view query = targetQuery(p->rest);
   // Built only when a key or an invalidation needs it: most forwarded requests need neither.
-  auto makeCacheIdentity = [&p] {
-    CacheIdentity id;
+  // The cache-key rule (docs/isolation.md): from the request exactly as it goes upstream.
+  auto makeCacheIdentity = [&p, &out, &upstream, this] {
     const AccessRecord& record = p->record;
-    id.credential = record.credential.empty() ? "" : record.credential + "@" + record.credential_scope;
-    id.bosa_user = p->bosa_user;
-    id.connection_id = std::string(headerValue(p->client_headers, "BU-Connection-Id").value_or(""));
-    id.bosa_integration = std::string(headerValue(p->client_headers, "X-Bosa-Integration").value_or(""));
-    id.include_raw = std::string(headerValue(p->client_headers, "BU-Include-Raw").value_or(""));
-    return id;
+    const IdentitySources sources{out.headers,
+                                  record.credential.empty() ? std::string_view() : std::string_view(upstream.credential.header),
+                                  record.credential,
+                                  record.credential_scope,
+                                  p->credential_fingerprint,
+                                  p->bosa_user};
+    const std::shared_ptr<CredentialStore>& store = deps_.store;
+    return cacheIdentity(sources, [&store](std::string_view v) { return store->fingerprint(v); });
   };
   const std::string_view action = upstream.protocol == Protocol::kBosa ? bosaActionName(path) : std::string_view();
   const CacheRule* rule = cache->healthy() ? matchRule(config.cache, upstream.name, out.method, path, action) : nullptr;

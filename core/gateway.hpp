@@ -13,6 +13,7 @@
 #include <string>
 #include <unordered_map>
 
+#include "core/bosa_route.hpp"
 #include "core/bosa_service.hpp"
 #include "core/bosa_tokens.hpp"
 #include "core/cache_policy.hpp"
@@ -167,6 +168,8 @@ class Gateway {
     std::string bosa_user;                  // identifier acted as, "" for none
     std::string action;                     // action name for action calls, "" otherwise
     std::string user_token_header;          // the Authorization value injected (for a 401 re-mint)
+    BosaRoute bosa_route;                   // classifyBosaPath of the path (BOSA upstreams)
+    std::string credential_fingerprint;     // of the injected credential's value (cache identity)
   };
   void forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
                std::string rest, AccessRecord&& record, const std::shared_ptr<Responder>& responder,

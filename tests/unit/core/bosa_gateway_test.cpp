@@ -310,17 +310,10 @@ TEST_CASE("parseBosaTimestamp reads naive ISO as UTC and refuses garbage") {
   CHECK_FALSE(parseBosaTimestamp(""));
 }
 
-TEST_CASE("bosaModulesQuery and isBosaActionPath") {
+TEST_CASE("bosaModulesQuery and isBosaDiscoveryPath") {
   CHECK(bosaModulesQuery("modules=github") == std::vector<std::string>{"github"});
   CHECK(bosaModulesQuery("x=1&modules=github%2Cgmail&modules=github") == std::vector<std::string>{"github", "gmail"});
   CHECK(bosaModulesQuery("") == std::vector<std::string>{});
-  CHECK(isBosaActionPath("/connectors/github/list_pull_requests"));
-  CHECK_FALSE(isBosaActionPath("/connectors/github/integrations"));
-  CHECK_FALSE(isBosaActionPath("/connectors/github/integrations/octocat"));
-  CHECK_FALSE(isBosaActionPath("/connectors/github/integration-exists"));
-  CHECK_FALSE(isBosaActionPath("/connectors/github/success-authorize-callback"));
-  CHECK_FALSE(isBosaActionPath("/connectors/names"));
-  CHECK_FALSE(isBosaActionPath("/connectors//x"));
   CHECK(isBosaDiscoveryPath("/connectors/"));
   CHECK_FALSE(isBosaDiscoveryPath("/connectors/github"));
 }
