@@ -530,7 +530,7 @@ class FakeBosa:
             return _error(500, "fake_bosa crashed: %r" % (e,), "FAKE_ERROR")
 
     def _route(self, req):
-        path = req.path
+        path = routing_path(req.path)
         if req.method in ("GET", "HEAD") and _is_discovery(req.target):
             return self._discovery(req)
         if path == "/auth/tokens" and req.method == "POST":
@@ -801,9 +801,21 @@ def _is_discovery(target):
     return path in ("/connectors", "/connectors/", "/connectors/names")
 
 
+def routing_path(path):
+    """The path as BOSA's server routes it: percent-escapes decoded (as the ASGI server does before
+    routing), runs of '/' merged (as the proxy in front of it does) and a trailing '/' dropped (as
+    the framework's slash redirect does). So "/connectors/github/create_issue/" and
+    "/connectors//github/create%5Fissue" reach the action create_issue, as they would upstream."""
+    decoded = urllib.parse.unquote(path)
+    merged = re.sub(r"/{2,}", "/", decoded)
+    if len(merged) > 1:
+        merged = merged.rstrip("/") or "/"
+    return merged
+
+
 def _action_parts(req):
     """(app, action) for /connectors/{app}/{action} (not the integration routes), else None."""
-    m = re.fullmatch(r"/connectors/([^/]+)/([^/]+)", req.path)
+    m = re.fullmatch(r"/connectors/([^/]+)/([^/]+)", routing_path(req.path))
     if not m or m.group(1) == "names" or m.group(2).startswith(NON_ACTION_PREFIXES):
         return None
     return m.group(1), m.group(2)
