@@ -58,6 +58,11 @@ struct UpstreamConfig {
   std::chrono::milliseconds connect_timeout{5000};
   std::chrono::milliseconds timeout{60000};   // whole exchange (not applied to streams)
   size_t max_response_bytes = 64u << 20;      // buffered responses; streams are not limited
+  // Upstream connections open at once (all reactor threads together); requests beyond it wait
+  // for a connection. Envoy's default circuit-breaker bound: high enough that HTTP/1.1
+  // upstreams with slow answers are not throttled, low enough that a burst cannot open
+  // thousands of TLS handshakes. At least server.threads (each thread keeps one).
+  size_t max_connections = 1024;
   BosaSettings bosa;                          // used when protocol == kBosa
 };
 

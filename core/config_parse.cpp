@@ -504,6 +504,10 @@ Status validateConfig(const Config& config) {
     if (up.max_response_bytes == 0 || up.max_response_bytes > L::kMaxResponseBytes) {
       return fail(key + ".max_response_bytes", "must be 1 byte..4GiB");
     }
+    if (up.max_connections < config.server.threads || up.max_connections > L::kMaxUpstreamConnections) {
+      return fail(key + ".max_connections", "must be at least server.threads (" + std::to_string(config.server.threads) +
+                                                ": each reactor thread keeps one) and at most 65536");
+    }
     if (!up.compat_listen.empty()) listeners.emplace_back(key + ".compat_listen", up.compat_listen);
   }
   for (size_t i = 0; i < listeners.size(); ++i) {

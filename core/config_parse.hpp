@@ -99,6 +99,7 @@ inline constexpr uint64_t kMaxBodyBytes = uint64_t{4} << 30;
 inline constexpr uint64_t kMaxResponseBytes = uint64_t{4} << 30;
 inline constexpr uint64_t kMaxHeaders = 10000;
 inline constexpr uint64_t kMaxConnections = 1000000;
+inline constexpr uint64_t kMaxUpstreamConnections = 65536;
 inline constexpr std::chrono::milliseconds kMaxConnectTimeout{std::chrono::minutes(10)};
 inline constexpr std::chrono::milliseconds kMaxTimeout{std::chrono::hours(24)};
 inline constexpr std::chrono::milliseconds kMaxShutdownGrace{std::chrono::hours(1)};

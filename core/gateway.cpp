@@ -826,6 +826,8 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   out.connect_timeout = upstream.connect_timeout;
   out.total_timeout = upstream.timeout;
   out.max_response_bytes = upstream.max_response_bytes;
+  out.pool = upstream.name;
+  out.max_connections = upstream.max_connections;
   out.allow_streaming = true;
   UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
   if (um != nullptr && !record.credential.empty()) um->credential_uses.fetch_add(1, std::memory_order_relaxed);

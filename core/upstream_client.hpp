@@ -23,6 +23,11 @@ struct UpstreamRequest {
   // size is not limited by max_response_bytes.
   bool allow_streaming = false;
   size_t max_response_bytes = 64u << 20;
+  // The connection pool the exchange uses (keywayd: the upstream's name) and how many upstream
+  // connections that pool may hold at once (0 = no limit); requests beyond it wait for a
+  // connection instead of opening one.
+  std::string pool;
+  size_t max_connections = 0;
 };
 
 // How an exchange ended. Everything but kNone is a failure keyway maps to a SPEC §8 error.

@@ -1,5 +1,7 @@
-// CurlUpstreamClient: each I/O thread runs an epoll loop driving one CURLM through
-// curl_multi_socket_action, with a command mailbox (start/cancel/resume) woken by an eventfd.
+// CurlUpstreamClient: each worker runs an epoll loop driving its CURLM handles (one per
+// connection pool) through curl_multi_socket_action, with a command mailbox (start/cancel/
+// resume/probe) woken by an eventfd. Hosted, the loop is a ReactorGuest run by a listener's
+// reactor thread, with curl's timer on a timerfd; otherwise it runs on a thread of its own.
 //
 // Why socket_action and not curl_multi_poll/curl_multi_perform: in libcurl 7.88,
 // curl_multi_perform visits every easy handle and Curl_readwrite() issues one poll() syscall per
@@ -16,6 +18,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/socket.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -28,6 +31,7 @@
 #include <string_view>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 
 #include "daemon/event_mailbox.hpp"
@@ -198,6 +202,7 @@ class Transfer final : public core::UpstreamCall, public std::enable_shared_from
 
   // I/O thread only.
   core::UpstreamRequest request;
+  void* pool = nullptr;  // the Worker::Pool whose multi handle runs it, while it runs
   std::shared_ptr<core::UpstreamObserver> observer;
   EasyPtr easy;
   SlistPtr header_list;
@@ -258,36 +263,92 @@ int onCloseSocket(void* clientp, curl_socket_t fd) {
   return ::close(fd);
 }
 
+// The worker the current thread hosts, and the id of the client it belongs to (a hosted worker
+// outlives its client while a reactor still holds it, so the id is checked before the pointer is
+// used).
+thread_local void* tl_hosted_worker = nullptr;
+thread_local uint64_t tl_hosted_client = 0;
+std::atomic<uint64_t> g_next_client_id{1};
+
+// epoll tags for the worker's own descriptors; curl's sockets carry a SocketContext pointer.
+char kEventTag;
+char kTimerTag;
+
 }  // namespace
 
-class CurlUpstreamClient::Worker {
+class CurlUpstreamClient::Worker final : public ReactorGuest {
  public:
-  Worker(const CurlUpstreamClientOptions& options, std::shared_ptr<Counters> counters,
-         unsigned index);
-  ~Worker();
+  Worker(const CurlUpstreamClientOptions& options, std::shared_ptr<Counters> counters, unsigned index,
+         uint64_t client_id);
+  ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
 
   const std::shared_ptr<Mailbox>& mailbox() const { return mailbox_; }
-  // Asks the thread to cancel everything and exit; join() waits for it. Both idempotent.
+  // Own thread (not hosted): asks it to cancel everything and exit; join() waits. Idempotent.
   void requestStop();
   void join();
 
+  // ReactorGuest (hosted workers only).
+  int pollFd() const override { return epoll_fd_.get(); }
+  void enter() override;
+  void runReady() override;
+  // Hosted: ends the worker for good (completes what is in flight with kCancelled, closes the
+  // mailbox); runReady() does nothing afterwards. Any thread; the client's shutdown calls it.
+  void retire();
+  // The hosted worker the calling thread runs, if it belongs to client `client_id` and may start
+  // an exchange inline right now (not from inside its own loop); else nullptr.
+  static Worker* inlineFor(uint64_t client_id);
+  // Starts an exchange on the calling (hosting) thread, without the mailbox; false (nothing
+  // done) once the worker is retired.
+  bool startInline(const std::shared_ptr<Transfer>& transfer);
+
  private:
+  // One connection pool: a multi handle with its own connection cache and limits.
+  struct SocketContext;
+  struct Pool {
+    ~Pool() {
+      multi.reset();  // closes cached connections: their CURL_POLL_REMOVE calls still see this pool
+      for (SocketContext* c : live_sockets) delete c;
+    }
+    Worker* worker = nullptr;
+    std::string name;
+    MultiPtr multi;
+    size_t max_connections = 0;  // as requested (the whole client's limit)
+    std::optional<SteadyClock::time_point> deadline;  // curl's timer for this multi
+    bool dirty = false;  // socket_action ran: completed transfers may wait in info_read
+    std::unordered_set<SocketContext*> live_sockets;  // owned; see onSocket
+  };
+  // What epoll reports for one of curl's sockets. Freed only between loop passes: an event for
+  // a socket curl removed earlier in the same pass still points at valid memory (dead = true).
+  struct SocketContext {
+    Pool* pool;
+    curl_socket_t fd;
+    bool dead = false;
+  };
+
   void run();
+  // One pass of the loop: wait up to timeout_ms (0: do not block) and handle what is ready.
+  void loopOnce(int timeout_ms);
+  void runDueTimers();
+  void drainDone();
+  // Hosted: the timerfd fires at the earliest pool deadline when that moved earlier than the
+  // one it is set for (or it went off); so most passes cost no timerfd call.
+  void rearmTimer();
+  std::optional<SteadyClock::time_point> nextDeadline() const;
   void shutdown();
   void processCommands(std::vector<Command>& commands);
   void startTransfer(const std::shared_ptr<Transfer>& transfer);
+  Pool& poolFor(const core::UpstreamRequest& request);
+  void applyLimit(Pool& pool, size_t max_connections);
   bool configure(Transfer& transfer, CURL* easy);
   void resumeTransfer(const std::shared_ptr<Transfer>& transfer);
-  void drainDone();
-  // Ends an exchange exactly once, whether or not it reached the multi: detaches and recycles
-  // its easy handle, updates the counters and calls onComplete (last reference to the observer).
+  // Ends an exchange exactly once, whether or not it reached a multi: detaches and recycles its
+  // easy handle, updates the counters and calls onComplete (last reference to the observer).
   void finish(const std::shared_ptr<Transfer>& transfer, core::UpstreamOutcome outcome);
   // finish() with the outcome libcurl's result code maps to.
   void finishWithCode(const std::shared_ptr<Transfer>& transfer, CURLcode code);
-  void classify(const Transfer& transfer, CURLcode code, bool request_sent,
-                core::UpstreamOutcome& outcome) const;
+  void classify(const Transfer& transfer, CURLcode code, bool request_sent, core::UpstreamOutcome& outcome) const;
   EasyPtr acquireEasy();
   void releaseEasy(Transfer& transfer);
 
@@ -296,63 +357,71 @@ class CurlUpstreamClient::Worker {
 
   const CurlUpstreamClientOptions options_;
   std::shared_ptr<Counters> counters_;
+  const unsigned index_;
+  const uint64_t client_id_;
   Fd epoll_fd_;
   Fd event_fd_;
+  Fd timer_fd_;  // hosted only
+  std::optional<SteadyClock::time_point> timer_armed_for_;
   std::shared_ptr<Mailbox> mailbox_;
-  // Destruction order matters: easy handles, then the multi (closes cached connections), then
+  // Hosted: runReady(), startInline() and retire() exclude each other; in_loop_ marks a pass in
+  // progress on the hosting thread (an observer starting an exchange then goes through the
+  // mailbox: libcurl forbids adding a handle from inside its callbacks).
+  std::mutex host_mu_;
+  std::atomic<bool> retired_{false};  // written under host_mu_; read by inlineFor() without it
+  bool in_loop_ = false;
+  std::vector<epoll_event> events_;
+  std::vector<Command> commands_;
+  // Destruction order matters: easy handles, then the multis (close cached connections), then
   // the share they all used. See ~Worker.
   SharePtr share_;
-  MultiPtr multi_;
+  std::unordered_map<std::string, std::unique_ptr<Pool>> pools_;
+  std::vector<Pool*> dirty_pools_;
   std::vector<EasyPtr> idle_easy_;
   std::unordered_map<Transfer*, std::shared_ptr<Transfer>> active_;
-  std::optional<SteadyClock::time_point> timer_deadline_;
+  std::vector<std::unique_ptr<SocketContext>> dead_sockets_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
 
-CurlUpstreamClient::Worker::Worker(const CurlUpstreamClientOptions& options,
-                                   std::shared_ptr<Counters> counters, unsigned index)
+CurlUpstreamClient::Worker::Worker(const CurlUpstreamClientOptions& options, std::shared_ptr<Counters> counters,
+                                   unsigned index, uint64_t client_id)
     : options_(options),
       counters_(std::move(counters)),
+      index_(index),
+      client_id_(client_id),
       epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
-      event_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)) {
+      event_fd_(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)),
+      timer_fd_(options.hosted ? ::timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC) : -1),
+      events_(512) {
   if (epoll_fd_.get() < 0) fatal("epoll_create1 failed");
   if (event_fd_.get() < 0) fatal("eventfd failed");
   epoll_event ev{};
   ev.events = EPOLLIN;
-  ev.data.fd = event_fd_.get();
-  if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, event_fd_.get(), &ev) != 0) {
-    fatal("epoll_ctl(eventfd) failed");
+  ev.data.ptr = &kEventTag;
+  if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, event_fd_.get(), &ev) != 0) fatal("epoll_ctl(eventfd) failed");
+  if (options_.hosted) {
+    if (timer_fd_.get() < 0) fatal("timerfd_create failed");
+    ev.data.ptr = &kTimerTag;
+    if (::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_ADD, timer_fd_.get(), &ev) != 0) fatal("epoll_ctl(timerfd) failed");
   }
   mailbox_ = std::make_shared<Mailbox>(event_fd_.get());
 
-  // DNS answers and TLS sessions are shared by every transfer of this thread. Only this thread
-  // touches the share, so it needs no lock callbacks.
+  // DNS answers and TLS sessions are shared by every transfer of this worker, whatever its pool.
+  // Only this worker's thread touches the share, so it needs no lock callbacks.
   share_.reset(curl_share_init());
   if (!share_) fatal("curl_share_init failed");
   curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
   curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
 
-  multi_.reset(curl_multi_init());
-  if (!multi_) fatal("curl_multi_init failed");
-  const long threads = static_cast<long>(std::max(1u, options_.io_threads));
-  auto per_thread = [threads](long limit) { return limit <= 0 ? 0L : (limit + threads - 1) / threads; };
-  curl_multi_setopt(multi_.get(), CURLMOPT_SOCKETFUNCTION, &Worker::onSocket);
-  curl_multi_setopt(multi_.get(), CURLMOPT_SOCKETDATA, this);
-  curl_multi_setopt(multi_.get(), CURLMOPT_TIMERFUNCTION, &Worker::onTimer);
-  curl_multi_setopt(multi_.get(), CURLMOPT_TIMERDATA, this);
-  curl_multi_setopt(multi_.get(), CURLMOPT_MAXCONNECTS, std::max(1L, options_.max_cached_connections));
-  curl_multi_setopt(multi_.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS, per_thread(options_.max_total_connections));
-  curl_multi_setopt(multi_.get(), CURLMOPT_MAX_HOST_CONNECTIONS, per_thread(options_.max_host_connections));
-  curl_multi_setopt(multi_.get(), CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
-
+  if (options_.hosted) return;
   try {
     thread_ = std::thread([this] { run(); });
   } catch (...) {
     fatal("cannot start an I/O thread");
   }
   char name[16];
-  std::snprintf(name, sizeof name, "kw-upstream-%u", index % 100);
+  std::snprintf(name, sizeof name, "kw-upstream-%u", index_ % 100);
   pthread_setname_np(thread_.native_handle(), name);
 }
 
@@ -366,65 +435,199 @@ void CurlUpstreamClient::Worker::join() {
 }
 
 CurlUpstreamClient::Worker::~Worker() {
-  requestStop();
-  join();
+  if (!options_.hosted) {
+    requestStop();
+    join();
+  } else {
+    retire();
+  }
   active_.clear();
   idle_easy_.clear();
-  multi_.reset();
+  pools_.clear();
+  dead_sockets_.clear();
   share_.reset();
 }
 
+void CurlUpstreamClient::Worker::enter() {
+  tl_hosted_worker = this;
+  tl_hosted_client = client_id_;
+}
+
+CurlUpstreamClient::Worker* CurlUpstreamClient::Worker::inlineFor(uint64_t client_id) {
+  if (tl_hosted_client != client_id || tl_hosted_worker == nullptr) return nullptr;
+  auto* worker = static_cast<Worker*>(tl_hosted_worker);
+  // Only this thread sets in_loop_. A retired worker takes no new exchange: start() then goes
+  // through its closed mailbox and completes at once.
+  return worker->in_loop_ || worker->retired_.load(std::memory_order_acquire) ? nullptr : worker;
+}
+
+bool CurlUpstreamClient::Worker::startInline(const std::shared_ptr<Transfer>& transfer) {
+  std::lock_guard<std::mutex> lock(host_mu_);
+  if (retired_.load(std::memory_order_relaxed)) return false;  // retired since inlineFor()
+  in_loop_ = true;
+  startTransfer(transfer);
+  // Adding a handle sets its multi's timer to "now": run it here rather than one epoll round
+  // (and a timerfd write) later, so the exchange leaves at once, on a pooled connection if one
+  // is idle.
+  runDueTimers();
+  drainDone();
+  in_loop_ = false;
+  dead_sockets_.clear();
+  rearmTimer();
+  return true;
+}
+
+void CurlUpstreamClient::Worker::runReady() {
+  std::lock_guard<std::mutex> lock(host_mu_);
+  if (retired_.load(std::memory_order_relaxed)) return;
+  in_loop_ = true;
+  loopOnce(0);
+  in_loop_ = false;
+  rearmTimer();
+}
+
+void CurlUpstreamClient::Worker::retire() {
+  std::lock_guard<std::mutex> lock(host_mu_);
+  if (retired_.load(std::memory_order_relaxed)) return;
+  retired_.store(true, std::memory_order_release);
+  stopping_.store(true, std::memory_order_release);
+  shutdown();
+  // Leave nothing readable behind: the host's epoll set may still hold pollFd() (level-triggered)
+  // and would otherwise wake its thread for nothing, again and again.
+  uint64_t value = 0;
+  while (::read(event_fd_.get(), &value, sizeof value) > 0 || errno == EINTR) {
+  }
+  if (timer_fd_.get() >= 0) {
+    itimerspec off{};
+    ::timerfd_settime(timer_fd_.get(), 0, &off, nullptr);
+    while (::read(timer_fd_.get(), &value, sizeof value) > 0 || errno == EINTR) {
+    }
+  }
+  // The cancelled transfers' connections stay cached in the multis: close them now.
+  pools_.clear();
+  dead_sockets_.clear();
+}
+
 void CurlUpstreamClient::Worker::run() {
-  std::vector<epoll_event> events(512);
-  std::vector<Command> commands;
-  int running = 0;
   while (!stopping_.load(std::memory_order_acquire)) {
     int timeout_ms = -1;
-    if (timer_deadline_) {
+    if (const auto next = nextDeadline()) {
       const auto now = SteadyClock::now();
-      if (*timer_deadline_ <= now) {
+      if (*next <= now) {
         timeout_ms = 0;
       } else {
         // Round up so we do not spin on a sub-millisecond remainder.
-        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*timer_deadline_ - now);
+        const auto left = std::chrono::ceil<std::chrono::milliseconds>(*next - now);
         timeout_ms = static_cast<int>(std::min<int64_t>(left.count(), INT_MAX));
       }
     }
-    const int n = ::epoll_wait(epoll_fd_.get(), events.data(), static_cast<int>(events.size()),
-                               timeout_ms);
-    if (n < 0 && errno != EINTR) fatal("epoll_wait failed");
-    bool woken = false;
-    for (int i = 0; i < n; ++i) {
-      const int fd = events[i].data.fd;
-      const uint32_t flags = events[i].events;
-      if (fd == event_fd_.get()) {
-        uint64_t value = 0;
-        while (::read(fd, &value, sizeof value) < 0 && errno == EINTR) {
-        }
-        woken = true;
-        continue;
-      }
-      // A hang-up is reported as readable so libcurl reads what is left and then sees EOF;
-      // CURL_CSELECT_ERR would discard a response the peer sent just before closing.
-      int action = 0;
-      if (flags & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) action |= CURL_CSELECT_IN;
-      if (flags & EPOLLOUT) action |= CURL_CSELECT_OUT;
-      if (action == 0 && (flags & EPOLLERR)) action = CURL_CSELECT_ERR;
-      curl_multi_socket_action(multi_.get(), fd, action, &running);
-    }
-    if (timer_deadline_ && *timer_deadline_ <= SteadyClock::now()) {
-      timer_deadline_.reset();  // onTimer may set a new one during the call below
-      curl_multi_socket_action(multi_.get(), CURL_SOCKET_TIMEOUT, 0, &running);
-    }
-    drainDone();
-    if (woken) {
-      mailbox_->take(commands);
-      processCommands(commands);
-      commands.clear();
-      drainDone();
-    }
+    loopOnce(timeout_ms);
   }
   shutdown();
+}
+
+void CurlUpstreamClient::Worker::loopOnce(int timeout_ms) {
+  const int n = ::epoll_wait(epoll_fd_.get(), events_.data(), static_cast<int>(events_.size()), timeout_ms);
+  if (n < 0 && errno != EINTR) fatal("epoll_wait failed");
+  bool woken = false;
+  for (int i = 0; i < n; ++i) {
+    void* tag = events_[i].data.ptr;
+    const uint32_t flags = events_[i].events;
+    if (tag == &kEventTag || tag == &kTimerTag) {
+      uint64_t value = 0;
+      while (::read(tag == &kEventTag ? event_fd_.get() : timer_fd_.get(), &value, sizeof value) < 0 &&
+             errno == EINTR) {
+      }
+      if (tag == &kEventTag) {
+        woken = true;
+      } else {
+        timer_armed_for_.reset();
+      }
+      continue;
+    }
+    auto* ctx = static_cast<SocketContext*>(tag);
+    if (ctx->dead) continue;
+    // A hang-up is reported as readable so libcurl reads what is left and then sees EOF;
+    // CURL_CSELECT_ERR would discard a response the peer sent just before closing.
+    int action = 0;
+    if (flags & (EPOLLIN | EPOLLHUP | EPOLLRDHUP)) action |= CURL_CSELECT_IN;
+    if (flags & EPOLLOUT) action |= CURL_CSELECT_OUT;
+    if (action == 0 && (flags & EPOLLERR)) action = CURL_CSELECT_ERR;
+    Pool* pool = ctx->pool;
+    int running = 0;
+    curl_multi_socket_action(pool->multi.get(), ctx->fd, action, &running);
+    if (!pool->dirty) {
+      pool->dirty = true;
+      dirty_pools_.push_back(pool);
+    }
+  }
+  runDueTimers();
+  drainDone();
+  if (woken) {
+    mailbox_->take(commands_);
+    processCommands(commands_);
+    commands_.clear();
+    runDueTimers();
+    drainDone();
+  }
+  dead_sockets_.clear();
+}
+
+void CurlUpstreamClient::Worker::runDueTimers() {
+  const auto now = SteadyClock::now();
+  for (auto& [name, pool] : pools_) {
+    if (!pool->deadline || *pool->deadline > now) continue;
+    pool->deadline.reset();  // onTimer may set a new one during the call below
+    int running = 0;
+    curl_multi_socket_action(pool->multi.get(), CURL_SOCKET_TIMEOUT, 0, &running);
+    if (!pool->dirty) {
+      pool->dirty = true;
+      dirty_pools_.push_back(pool.get());
+    }
+  }
+}
+
+void CurlUpstreamClient::Worker::drainDone() {
+  // finish() may start nothing here (in_loop_ or own thread: starts are queued), so the list
+  // of dirty pools does not change while it is walked.
+  for (Pool* pool : dirty_pools_) {
+    pool->dirty = false;
+    int left = 0;
+    while (CURLMsg* message = curl_multi_info_read(pool->multi.get(), &left)) {
+      if (message->msg != CURLMSG_DONE) continue;
+      // Copy out: the message dies with curl_multi_remove_handle.
+      CURL* easy = message->easy_handle;
+      const CURLcode code = message->data.result;
+      char* raw = nullptr;
+      curl_easy_getinfo(easy, CURLINFO_PRIVATE, &raw);
+      auto it = active_.find(reinterpret_cast<Transfer*>(raw));
+      if (it == active_.end()) continue;
+      std::shared_ptr<Transfer> transfer = it->second;
+      finishWithCode(transfer, code);
+    }
+  }
+  dirty_pools_.clear();
+}
+
+std::optional<SteadyClock::time_point> CurlUpstreamClient::Worker::nextDeadline() const {
+  std::optional<SteadyClock::time_point> next;
+  for (const auto& [name, pool] : pools_) {
+    if (pool->deadline && (!next || *pool->deadline < *next)) next = pool->deadline;
+  }
+  return next;
+}
+
+void CurlUpstreamClient::Worker::rearmTimer() {
+  const std::optional<SteadyClock::time_point> next = nextDeadline();
+  if (!next || (timer_armed_for_ && *timer_armed_for_ <= *next)) return;
+  itimerspec spec{};
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(next->time_since_epoch()).count();
+  // steady_clock is CLOCK_MONOTONIC; 0 would disarm, so a deadline at the epoch becomes 1 ns.
+  spec.it_value.tv_sec = static_cast<time_t>(ns / 1000000000);
+  spec.it_value.tv_nsec = static_cast<long>(ns % 1000000000);
+  if (spec.it_value.tv_sec == 0 && spec.it_value.tv_nsec == 0) spec.it_value.tv_nsec = 1;
+  if (::timerfd_settime(timer_fd_.get(), TFD_TIMER_ABSTIME, &spec, nullptr) != 0) fatal("timerfd_settime failed");
+  timer_armed_for_ = next;
 }
 
 void CurlUpstreamClient::Worker::shutdown() {
@@ -442,6 +645,9 @@ void CurlUpstreamClient::Worker::shutdown() {
     }
     if (active_.empty() && mailbox_->closeIfEmpty(commands)) break;
     for (auto& command : commands) {
+      if (command.kind == CommandKind::kProbe) {
+        continue;  // not answered: the worker is going away
+      }
       if (command.kind != CommandKind::kStart) continue;
       core::UpstreamOutcome outcome;
       outcome.failure = UpstreamFailure::kCancelled;
@@ -480,6 +686,42 @@ void CurlUpstreamClient::Worker::processCommands(std::vector<Command>& commands)
   }
 }
 
+CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core::UpstreamRequest& request) {
+  auto it = pools_.find(request.pool);
+  if (it != pools_.end()) {
+    if (it->second->max_connections != request.max_connections) applyLimit(*it->second, request.max_connections);
+    return *it->second;
+  }
+  auto pool = std::make_unique<Pool>();
+  pool->worker = this;
+  pool->name = request.pool;
+  pool->multi.reset(curl_multi_init());
+  if (!pool->multi) fatal("curl_multi_init failed");
+  CURLM* multi = pool->multi.get();
+  curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, &Worker::onSocket);
+  curl_multi_setopt(multi, CURLMOPT_SOCKETDATA, pool.get());
+  curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, &Worker::onTimer);
+  curl_multi_setopt(multi, CURLMOPT_TIMERDATA, pool.get());
+  curl_multi_setopt(multi, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
+  applyLimit(*pool, request.max_connections);
+  Pool& out = *pool;
+  pools_.emplace(request.pool, std::move(pool));
+  return out;
+}
+
+void CurlUpstreamClient::Worker::applyLimit(Pool& pool, size_t max_connections) {
+  pool.max_connections = max_connections;
+  // The pool's limit is the whole client's: each worker takes its share, at least one.
+  const size_t workers = std::max(1u, options_.io_threads);
+  const long per_worker =
+      max_connections == 0 ? 0L : static_cast<long>(std::max<size_t>(1, max_connections / workers));
+  // A pool's requests all go to one host, so the per-host limit is the pool's.
+  curl_multi_setopt(pool.multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS, per_worker);
+  curl_multi_setopt(pool.multi.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS, per_worker);
+  curl_multi_setopt(pool.multi.get(), CURLMOPT_MAXCONNECTS,
+                    per_worker > 0 ? per_worker : std::max(1L, options_.max_cached_connections));
+}
+
 void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& transfer) {
   core::UpstreamOutcome outcome;
   if (transfer->cancel_requested.load(std::memory_order_acquire)) {
@@ -501,13 +743,16 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
     finish(transfer, std::move(outcome));
     return;
   }
+  Pool& pool = poolFor(transfer->request);
   transfer->easy = std::move(easy);
   active_.emplace(transfer.get(), transfer);
-  if (curl_multi_add_handle(multi_.get(), transfer->easy.get()) != CURLM_OK) {
+  if (curl_multi_add_handle(pool.multi.get(), transfer->easy.get()) != CURLM_OK) {
     outcome.failure = UpstreamFailure::kProtocol;
     outcome.message = "cannot add the upstream request to the transfer loop";
     finish(transfer, std::move(outcome));
+    return;
   }
+  transfer->pool = &pool;
 }
 
 bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
@@ -634,32 +879,115 @@ void CurlUpstreamClient::Worker::resumeTransfer(const std::shared_ptr<Transfer>&
   transfer->paused = false;
   // May hand the held-back data to onBodyData right here (which may pause again).
   const CURLcode rc = curl_easy_pause(transfer->easy.get(), CURLPAUSE_CONT);
+  if (auto* pool = static_cast<Pool*>(transfer->pool); pool != nullptr && !pool->dirty) {
+    pool->dirty = true;
+    dirty_pools_.push_back(pool);
+  }
   if (rc != CURLE_OK) finishWithCode(transfer, rc);
 }
 
-void CurlUpstreamClient::Worker::drainDone() {
-  int left = 0;
-  while (CURLMsg* message = curl_multi_info_read(multi_.get(), &left)) {
-    if (message->msg != CURLMSG_DONE) continue;
-    // Copy out: the message dies with curl_multi_remove_handle.
-    CURL* easy = message->easy_handle;
-    const CURLcode code = message->data.result;
-    char* raw = nullptr;
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, &raw);
-    auto it = active_.find(reinterpret_cast<Transfer*>(raw));
-    if (it == active_.end()) continue;
-    std::shared_ptr<Transfer> transfer = it->second;
-    finishWithCode(transfer, code);
-  }
-}
-
-void CurlUpstreamClient::Worker::finishWithCode(const std::shared_ptr<Transfer>& transfer,
-                                                CURLcode code) {
+void CurlUpstreamClient::Worker::finishWithCode(const std::shared_ptr<Transfer>& transfer, CURLcode code) {
   core::UpstreamOutcome outcome;
   long request_size = 0;
   if (transfer->easy) curl_easy_getinfo(transfer->easy.get(), CURLINFO_REQUEST_SIZE, &request_size);
   classify(*transfer, code, request_size > 0, outcome);
   finish(transfer, std::move(outcome));
+}
+
+void CurlUpstreamClient::Worker::finish(const std::shared_ptr<Transfer>& transfer, core::UpstreamOutcome outcome) {
+  if (transfer->finished.exchange(true, std::memory_order_acq_rel)) return;
+  outcome.headers_received = transfer->headers_delivered;
+  if (transfer->easy) {
+    long connects = 0;
+    long request_size = 0;
+    curl_easy_getinfo(transfer->easy.get(), CURLINFO_NUM_CONNECTS, &connects);
+    curl_easy_getinfo(transfer->easy.get(), CURLINFO_REQUEST_SIZE, &request_size);
+    outcome.connection_reused = connects == 0 && (request_size > 0 || transfer->headers_delivered);
+    if (connects > 0) counters_->connections_opened.fetch_add(static_cast<uint64_t>(connects));
+    if (outcome.connection_reused) counters_->connections_reused.fetch_add(1);
+    releaseEasy(*transfer);
+  }
+  active_.erase(transfer.get());
+  outcome.elapsed = std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - transfer->started_at);
+  counters_->in_flight.fetch_sub(1);
+  // Drop what the exchange held (body, headers, observer) even if the caller keeps its handle;
+  // the observer lives until onComplete returns.
+  std::shared_ptr<core::UpstreamObserver> observer = std::move(transfer->observer);
+  transfer->request = core::UpstreamRequest{};
+  transfer->headers = core::Headers{};
+  transfer->reason = std::string{};
+  if (observer) {
+    try {
+      observer->onComplete(outcome);
+    } catch (...) {
+      // An observer's exception must not unwind through the event loop; the exchange is over
+      // either way and the observer owns its own error reporting (the gateway's answer 500).
+    }
+  }
+}
+
+EasyPtr CurlUpstreamClient::Worker::acquireEasy() {
+  if (!idle_easy_.empty()) {
+    EasyPtr easy = std::move(idle_easy_.back());
+    idle_easy_.pop_back();
+    return easy;
+  }
+  return EasyPtr(curl_easy_init());
+}
+
+void CurlUpstreamClient::Worker::releaseEasy(Transfer& transfer) {
+  if (auto* pool = static_cast<Pool*>(transfer.pool)) {
+    curl_multi_remove_handle(pool->multi.get(), transfer.easy.get());
+    transfer.pool = nullptr;
+  }
+  EasyPtr easy = std::move(transfer.easy);
+  // Reset keeps the handle's buffers (and its share) but forgets every option, including the
+  // pointers into this transfer.
+  curl_easy_reset(easy.get());
+  transfer.header_list.reset();
+  if (idle_easy_.size() < options_.max_idle_handles) idle_easy_.push_back(std::move(easy));
+}
+
+int CurlUpstreamClient::Worker::onSocket(CURL*, curl_socket_t socket, int what, void* userp, void* socketp) {
+  auto* pool = static_cast<Pool*>(userp);
+  Worker* self = pool->worker;
+  auto* ctx = static_cast<SocketContext*>(socketp);
+  if (what == CURL_POLL_REMOVE) {
+    // May fail if libcurl already closed the socket; epoll forgets closed sockets by itself.
+    ::epoll_ctl(self->epoll_fd_.get(), EPOLL_CTL_DEL, socket, nullptr);
+    if (ctx != nullptr) {
+      ctx->dead = true;
+      if (pool->multi) curl_multi_assign(pool->multi.get(), socket, nullptr);
+      pool->live_sockets.erase(ctx);
+      self->dead_sockets_.emplace_back(ctx);
+    }
+    return 0;
+  }
+  int op = EPOLL_CTL_MOD;
+  if (ctx == nullptr) {
+    ctx = new SocketContext{pool, socket};
+    pool->live_sockets.insert(ctx);
+    curl_multi_assign(pool->multi.get(), socket, ctx);
+    op = EPOLL_CTL_ADD;
+  }
+  epoll_event ev{};
+  ev.data.ptr = ctx;
+  ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+  if (::epoll_ctl(self->epoll_fd_.get(), op, socket, &ev) != 0) {
+    op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
+    if (::epoll_ctl(self->epoll_fd_.get(), op, socket, &ev) != 0) return -1;
+  }
+  return 0;
+}
+
+int CurlUpstreamClient::Worker::onTimer(CURLM*, long timeout_ms, void* userp) {
+  auto* pool = static_cast<Pool*>(userp);
+  if (timeout_ms < 0) {
+    pool->deadline.reset();
+  } else {
+    pool->deadline = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
+  }
+  return 0;
 }
 
 void CurlUpstreamClient::Worker::classify(const Transfer& transfer, CURLcode code,
@@ -754,88 +1082,6 @@ void CurlUpstreamClient::Worker::classify(const Transfer& transfer, CURLcode cod
       outcome.message = std::string("upstream exchange failed: ") + curl_easy_strerror(code);
       return;
   }
-}
-
-void CurlUpstreamClient::Worker::finish(const std::shared_ptr<Transfer>& transfer,
-                                        core::UpstreamOutcome outcome) {
-  if (transfer->finished.exchange(true, std::memory_order_acq_rel)) return;
-  outcome.headers_received = transfer->headers_delivered;
-  if (transfer->easy) {
-    long connects = 0;
-    long request_size = 0;
-    curl_easy_getinfo(transfer->easy.get(), CURLINFO_NUM_CONNECTS, &connects);
-    curl_easy_getinfo(transfer->easy.get(), CURLINFO_REQUEST_SIZE, &request_size);
-    outcome.connection_reused = connects == 0 && (request_size > 0 || transfer->headers_delivered);
-    if (connects > 0) counters_->connections_opened.fetch_add(static_cast<uint64_t>(connects));
-    if (outcome.connection_reused) counters_->connections_reused.fetch_add(1);
-    releaseEasy(*transfer);
-  }
-  active_.erase(transfer.get());
-  outcome.elapsed =
-      std::chrono::duration_cast<std::chrono::microseconds>(SteadyClock::now() - transfer->started_at);
-  counters_->in_flight.fetch_sub(1);
-  // Drop what the exchange held (body, headers, observer) even if the caller keeps its handle;
-  // the observer lives until onComplete returns.
-  std::shared_ptr<core::UpstreamObserver> observer = std::move(transfer->observer);
-  transfer->request = core::UpstreamRequest{};
-  transfer->headers = core::Headers{};
-  transfer->reason = std::string{};
-  if (observer) {
-    try {
-      observer->onComplete(outcome);
-    } catch (...) {
-      // An observer's exception must not unwind through the I/O loop; the exchange is over.
-    }
-  }
-}
-
-EasyPtr CurlUpstreamClient::Worker::acquireEasy() {
-  if (!idle_easy_.empty()) {
-    EasyPtr easy = std::move(idle_easy_.back());
-    idle_easy_.pop_back();
-    return easy;
-  }
-  return EasyPtr(curl_easy_init());
-}
-
-void CurlUpstreamClient::Worker::releaseEasy(Transfer& transfer) {
-  curl_multi_remove_handle(multi_.get(), transfer.easy.get());  // no-op if never added
-  EasyPtr easy = std::move(transfer.easy);
-  // Reset keeps the handle's buffers (and its share) but forgets every option, including the
-  // pointers into this transfer.
-  curl_easy_reset(easy.get());
-  transfer.header_list.reset();
-  if (idle_easy_.size() < options_.max_idle_handles) idle_easy_.push_back(std::move(easy));
-}
-
-int CurlUpstreamClient::Worker::onSocket(CURL*, curl_socket_t socket, int what, void* userp,
-                                         void* socketp) {
-  auto* self = static_cast<Worker*>(userp);
-  if (what == CURL_POLL_REMOVE) {
-    // May fail if libcurl already closed the socket; epoll forgets closed sockets by itself.
-    ::epoll_ctl(self->epoll_fd_.get(), EPOLL_CTL_DEL, socket, nullptr);
-    return 0;
-  }
-  epoll_event ev{};
-  ev.data.fd = socket;
-  ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
-  int op = socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-  if (::epoll_ctl(self->epoll_fd_.get(), op, socket, &ev) != 0) {
-    op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
-    if (::epoll_ctl(self->epoll_fd_.get(), op, socket, &ev) != 0) return -1;
-  }
-  if (!socketp) curl_multi_assign(self->multi_.get(), socket, self);  // marks "registered"
-  return 0;
-}
-
-int CurlUpstreamClient::Worker::onTimer(CURLM*, long timeout_ms, void* userp) {
-  auto* self = static_cast<Worker*>(userp);
-  if (timeout_ms < 0) {
-    self->timer_deadline_.reset();
-  } else {
-    self->timer_deadline_ = SteadyClock::now() + std::chrono::milliseconds(timeout_ms);
-  }
-  return 0;
 }
 
 namespace {
@@ -963,33 +1209,55 @@ size_t onBodyData(char* data, size_t size, size_t count, void* userp) {
 }  // namespace
 
 CurlUpstreamClient::CurlUpstreamClient(CurlUpstreamClientOptions options)
-    : options_(std::move(options)), counters_(std::make_shared<Counters>()) {
+    : options_(std::move(options)),
+      counters_(std::make_shared<Counters>()),
+      client_id_(g_next_client_id.fetch_add(1, std::memory_order_relaxed)) {
   globalInit();
-  const unsigned threads = std::max(1u, options_.io_threads);
-  workers_.reserve(threads);
-  for (unsigned i = 0; i < threads; ++i) {
-    workers_.push_back(std::make_unique<Worker>(options_, counters_, i));
+  const unsigned workers = std::max(1u, options_.io_threads);
+  workers_.reserve(workers);
+  for (unsigned i = 0; i < workers; ++i) {
+    workers_.push_back(std::make_shared<Worker>(options_, counters_, i, client_id_));
   }
 }
 
 CurlUpstreamClient::~CurlUpstreamClient() {
-  // Stop every thread before destroying any: an observer's onComplete may call start() during
-  // shutdown, which reads workers_ (a stopped worker's closed mailbox then completes it inline).
-  for (auto& worker : workers_) worker->requestStop();
-  for (auto& worker : workers_) worker->join();
+  shutdown();
   workers_.clear();
 }
 
-std::shared_ptr<core::UpstreamCall> CurlUpstreamClient::start(
-    core::UpstreamRequest request, std::shared_ptr<core::UpstreamObserver> observer) {
+void CurlUpstreamClient::shutdown() {
+  if (shut_down_.exchange(true)) return;
+  // Stop every worker before destroying any: an observer's onComplete may call start() during
+  // shutdown, which reads workers_ (a stopped worker's closed mailbox then completes it inline).
+  if (options_.hosted) {
+    // Reactor threads may still hold the workers: retiring them ends their loops for good.
+    for (auto& worker : workers_) worker->retire();
+  } else {
+    for (auto& worker : workers_) worker->requestStop();
+    for (auto& worker : workers_) worker->join();
+  }
+}
+
+std::vector<std::shared_ptr<ReactorGuest>> CurlUpstreamClient::guests() const {
+  std::vector<std::shared_ptr<ReactorGuest>> out;
+  if (!options_.hosted) return out;
+  for (const auto& worker : workers_) out.push_back(worker);
+  return out;
+}
+
+std::shared_ptr<core::UpstreamCall> CurlUpstreamClient::start(core::UpstreamRequest request,
+                                                              std::shared_ptr<core::UpstreamObserver> observer) {
   if (!observer) observer = std::make_shared<NullObserver>();
   counters_->requests.fetch_add(1, std::memory_order_relaxed);
   counters_->in_flight.fetch_add(1, std::memory_order_relaxed);
-  const size_t index = next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size();
-  auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer),
-                                             workers_[index]->mailbox());
-  if (!workers_[index]->mailbox()->post(Command{CommandKind::kStart, transfer})) {
-    // Shutdown already finished on that thread: nobody else will complete this exchange.
+  Worker* local = options_.hosted ? Worker::inlineFor(client_id_) : nullptr;
+  Worker* worker =
+      local ? local : workers_[next_worker_.fetch_add(1, std::memory_order_relaxed) % workers_.size()].get();
+  auto transfer = std::make_shared<Transfer>(std::move(request), std::move(observer), worker->mailbox());
+  // On a reactor thread that runs one of our loops: no hand-off to another thread.
+  if (local && local->startInline(transfer)) return transfer;
+  if (!worker->mailbox()->post(Command{CommandKind::kStart, transfer})) {
+    // Shutdown already finished on that worker: nobody else will complete this exchange.
     transfer->finished.store(true, std::memory_order_release);
     counters_->in_flight.fetch_sub(1, std::memory_order_relaxed);
     core::UpstreamOutcome outcome;
@@ -1000,6 +1268,7 @@ std::shared_ptr<core::UpstreamCall> CurlUpstreamClient::start(
     try {
       obs->onComplete(outcome);
     } catch (...) {
+      // As in finish(): the observer's failure is its own to report.
     }
   }
   return transfer;

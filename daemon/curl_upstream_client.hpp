@@ -1,4 +1,5 @@
-// core::UpstreamClient on libcurl's multi interface: pooled connections, streaming, own I/O threads.
+// core::UpstreamClient on libcurl's multi socket interface: the one upstream client of keyway,
+// for http:// and https:// (TLS, HTTP/2), run by the listener's reactor threads or its own.
 #pragma once
 
 #include <atomic>
@@ -9,22 +10,28 @@
 #include <string>
 #include <vector>
 
+#include "core/metrics.hpp"
 #include "core/upstream_client.hpp"
+#include "daemon/reactor_guest.hpp"
 
 namespace keyway::daemon {
 
 struct CurlUpstreamClientOptions {
-  // I/O threads, each with its own multi handle, connection cache, DNS cache and TLS session
-  // cache. Requests are spread round-robin. 0 is taken as 1.
+  // Event loops ("workers"), each with its own multi handles, connection pools, DNS cache, TLS
+  // session cache and reusable easy handles. Requests started off a worker's thread are spread
+  // round-robin. 0 is taken as 1.
   unsigned io_threads = 1;
-  // Connection limits for the whole client (split evenly across I/O threads, rounded up);
-  // 0 = no limit. Requests over a limit wait in libcurl's queue (their timeouts still run).
-  long max_total_connections = 0;
-  long max_host_connections = 0;
-  // Size of each I/O thread's connection cache (CURLMOPT_MAXCONNECTS): how many connections are
-  // kept for reuse. Sized for thousands of concurrent requests.
+  // No threads of its own: the io_threads loops are run by whoever hosts guests() (keywayd: the
+  // main listener's reactor threads, one loop each). start() called on a hosting thread then
+  // begins the exchange inline, and the response comes back on that thread: no thread hop.
+  // Loops nobody hosts never run, so every guest must be hosted before requests are started.
+  // Destroy the client on a thread that hosts none of its loops (keywayd: the main thread, after
+  // the listeners stopped); exchanges still in flight then complete with kCancelled there.
+  bool hosted = false;
+  // Idle connections kept for reuse per pool and worker (CURLMOPT_MAXCONNECTS), when the pool
+  // has no connection limit; a limited pool keeps up to its limit.
   long max_cached_connections = 8192;
-  // Easy handles kept for reuse per I/O thread once their transfer ended.
+  // Easy handles kept for reuse per worker once their transfer ended.
   size_t max_idle_handles = 512;
   // TLS: verification is on unless explicitly disabled (tests only). Empty = libcurl's default
   // CA bundle / directory.
@@ -60,18 +67,22 @@ struct CurlStats {
 // - A body is sent for any method when non-empty, and always for POST/PUT/PATCH or when the
 //   caller gave Content-Length. HEAD never reads a body.
 // - No redirects, no decompression, no proxy (environment ignored), TLS verified.
+// - Connection pools: one per UpstreamRequest::pool and worker. A pool with max_connections > 0
+//   holds at most max_connections / io_threads connections per worker (at least 1); requests
+//   beyond that wait for a connection (their timeouts run), they do not fail. Over TLS, HTTP/2
+//   is negotiated when the upstream offers it, and then a pool's requests share connections.
 // - Invalid input (a method that is not a token, a header name that is not a token, CR/LF/NUL in
 //   a value, a URL that is not http(s) or does not parse) completes with kProtocol and a message
 //   saying which part is invalid; nothing is sent.
 // - Backpressure: onBody returning false pauses the transfer (the socket is no longer read);
 //   resume() continues it. A resume() that arrives while the transfer is not paused is ignored.
 // Threading: start(), stats() and every UpstreamCall method are thread-safe and never block on
-// I/O. Observer callbacks run on one of the client's I/O threads and may call start(), cancel()
-// and resume() (those are queued, never re-entrant). Observers must not block.
-// Lifetime: the destructor cancels every exchange in flight (onComplete(kCancelled) on the I/O
-// thread) and joins the threads. A start() issued after shutdown began (e.g. from an observer's
-// onComplete) completes at once with kCancelled on the calling thread. UpstreamCall handles may
-// outlive the client (then no-ops).
+// I/O. Observer callbacks run on a worker's thread and may call start(), cancel() and resume()
+// (those are queued, never re-entrant). Observers must not block.
+// Lifetime: the destructor cancels every exchange in flight (onComplete(kCancelled)) and joins
+// its threads. A start() issued after shutdown began (e.g. from an observer's onComplete)
+// completes at once with kCancelled on the calling thread. UpstreamCall handles and hosted
+// guests may outlive the client (then no-ops).
 class CurlUpstreamClient final : public core::UpstreamClient {
  public:
   explicit CurlUpstreamClient(CurlUpstreamClientOptions options = {});
@@ -85,26 +96,38 @@ class CurlUpstreamClient final : public core::UpstreamClient {
 
   CurlStats stats() const;
 
-  // Liveness probe for a watchdog: asks every I/O thread to answer through its command queue
-  // and waits until all did or `deadline` passed. True only if every thread answered, which
-  // proves none is stuck (in a callback, a lock, a blocking call). Blocks the caller for at most
-  // `deadline`: never call it from an I/O thread or an observer. False once shutdown began.
+  // Completes every exchange in flight with kCancelled and stops the loops (the destructor does
+  // the same). Later start() calls complete at once with kCancelled. Idempotent; never call it
+  // from a worker's or hosting thread.
+  void shutdown();
+
+  // The loops to host (options.hosted), one per io_thread; empty otherwise.
+  std::vector<std::shared_ptr<ReactorGuest>> guests() const;
+
+  // Liveness probe for a watchdog: asks every worker to answer through its command queue and
+  // waits until all did or `deadline` passed. True only if every worker answered, which proves
+  // none is stuck (in a callback, a lock, a blocking call) and, hosted, that its reactor thread
+  // runs. Blocks the caller for at most `deadline`: never call it from a worker or an observer.
+  // False once shutdown began.
   bool probeIoThreads(std::chrono::milliseconds deadline);
 
  private:
-  class Worker;  // one I/O thread
+  class Worker;
+  // Striped (core/metrics.hpp): every exchange counts on the thread it runs on.
   struct Counters {
-    std::atomic<uint64_t> requests{0};
-    std::atomic<uint64_t> connections_opened{0};
-    std::atomic<uint64_t> connections_reused{0};
-    std::atomic<int64_t> in_flight{0};
-    std::atomic<int64_t> open_sockets{0};
+    core::StripedCounter requests;
+    core::StripedCounter connections_opened;
+    core::StripedCounter connections_reused;
+    core::StripedGauge in_flight;
+    std::atomic<int64_t> open_sockets{0};  // per connection, not per exchange
   };
 
   CurlUpstreamClientOptions options_;
   std::shared_ptr<Counters> counters_;
-  std::vector<std::unique_ptr<Worker>> workers_;
+  std::vector<std::shared_ptr<Worker>> workers_;
   std::atomic<size_t> next_worker_{0};
+  std::atomic<bool> shut_down_{false};
+  uint64_t client_id_ = 0;
 };
 
 }  // namespace keyway::daemon

@@ -27,8 +27,6 @@
 #include "core/gateway.hpp"
 #include "core/metrics.hpp"
 #include "daemon/curl_upstream_client.hpp"
-#include "daemon/http1_upstream_client.hpp"
-#include "daemon/routing_upstream_client.hpp"
 #include "daemon/http_server.hpp"
 #include "daemon/log.hpp"
 #include "daemon/timer_scheduler.hpp"
@@ -259,14 +257,14 @@ class Daemon {
   int drainAndStop();
   std::string statusLine() const;
   // WATCHDOG=1 from the serving path (see watchdogLoop). No-op without WATCHDOG_USEC.
-  void startWatchdog(std::shared_ptr<daemon::RoutingUpstreamClient> upstream);
+  void startWatchdog(std::shared_ptr<daemon::CurlUpstreamClient> upstream);
   // Stops the pings at once (the thread may finish its round); stopWatchdog() also joins.
   void haltWatchdog();
   void stopWatchdog();
   void watchdogLoop(std::chrono::microseconds period, SelfCheckTarget target,
-                    std::shared_ptr<daemon::RoutingUpstreamClient> upstream);
+                    std::shared_ptr<daemon::CurlUpstreamClient> upstream);
   bool watchdogRound(SteadyClock::time_point deadline, const SelfCheckTarget& target,
-                     daemon::RoutingUpstreamClient& upstream);
+                     daemon::CurlUpstreamClient& upstream);
   // Connections and requests a drain still waits for.
   int64_t drainPending() const;
 
@@ -277,7 +275,7 @@ class Daemon {
   std::shared_ptr<core::Gateway> gateway_;
   std::shared_ptr<daemon::LogEventSink> events_;
   std::vector<std::unique_ptr<daemon::HttpServer>> servers_;
-  std::shared_ptr<daemon::RoutingUpstreamClient> upstream_;
+  std::shared_ptr<daemon::CurlUpstreamClient> upstream_;
   std::atomic<bool> ready_{false};
 
   std::thread watchdog_;
@@ -294,7 +292,7 @@ std::string Daemon::statusLine() const {
          std::to_string(metrics_->in_flight.load()) + " requests in flight";
 }
 
-void Daemon::startWatchdog(std::shared_ptr<daemon::RoutingUpstreamClient> upstream) {
+void Daemon::startWatchdog(std::shared_ptr<daemon::CurlUpstreamClient> upstream) {
   uint64_t usec = 0;
   if (sd_watchdog_enabled(0, &usec) <= 0 || usec == 0 || servers_.empty()) return;
   SelfCheckTarget target = resolveSelfCheckTarget(gateway_->config()->listen.host, servers_.front()->port());
@@ -327,7 +325,7 @@ void Daemon::stopWatchdog() {
 // WatchdogSec/3 and 250 ms), so one slow or failed round leaves the next one time to ping
 // before systemd's deadline, and two in a row get keywayd restarted (sd_watchdog_enabled(3)).
 void Daemon::watchdogLoop(std::chrono::microseconds period, SelfCheckTarget target,
-                          std::shared_ptr<daemon::RoutingUpstreamClient> upstream) {
+                          std::shared_ptr<daemon::CurlUpstreamClient> upstream) {
   const auto interval = period / 3;
   const auto budget = std::max<std::chrono::microseconds>(
       period / 6, std::min<std::chrono::microseconds>(interval, std::chrono::milliseconds(250)));
@@ -349,7 +347,7 @@ void Daemon::watchdogLoop(std::chrono::microseconds period, SelfCheckTarget targ
 }
 
 bool Daemon::watchdogRound(SteadyClock::time_point deadline, const SelfCheckTarget& target,
-                           daemon::RoutingUpstreamClient& upstream) {
+                           daemon::CurlUpstreamClient& upstream) {
   SelfCheckOutcome http = httpSelfCheck(target, deadline);
   if (!http.ok && http.closed_without_answer &&
       servers_.front()->openConnections() >= gateway_->config()->limits.max_connections) {
@@ -387,42 +385,14 @@ int Daemon::run() {
   std::shared_ptr<core::CredentialStore> credential_store = std::move(store.value());
 
   daemon::CurlUpstreamClientOptions curl_options;
-  // One upstream I/O thread per reactor thread: a single curl thread saturates first under load.
+  // One event loop per reactor thread of the main listener, run by that thread: a forwarded
+  // request, its upstream exchange and its response stay on one thread, with no hand-off to an
+  // I/O thread and back (README, "Upstream connections").
   curl_options.io_threads = static_cast<unsigned>(config.server.threads);
-  // Plain http:// upstreams go through the native HTTP/1.1 client (issue 6: libcurl's per-transfer
-  // set-up dominated forwarding); https:// stays on libcurl. KEYWAY_UPSTREAM_CLIENT=curl sends
-  // everything through libcurl (escape hatch, A/B benchmarks).
-  std::unique_ptr<daemon::Http1UpstreamClient> http1_client;
-  const char* client_choice = std::getenv("KEYWAY_UPSTREAM_CLIENT");
-  const std::string choice = client_choice ? client_choice : "";
-  if (!choice.empty() && choice != "curl" && choice != "native") {
-    logger_->error("KEYWAY_UPSTREAM_CLIENT must be 'curl' or 'native'", {daemon::field("value", choice)});
-    return 1;
-  }
-  std::vector<std::shared_ptr<daemon::ReactorGuest>> reactor_guests;
-  if (choice != "curl") {
-    daemon::Http1UpstreamClientOptions http1_options;
-    http1_options.io_threads = static_cast<unsigned>(config.server.threads);
-    // The main listener's reactor threads run the client's loops (one each), so a forwarded
-    // request and its upstream exchange stay on one thread (issue 6: the hand-off to a separate
-    // I/O thread and back was the largest cost left on the forwarding path).
-    // KEYWAY_UPSTREAM_IO=threads gives the client its own I/O threads again (A/B benchmarks).
-    const char* io = std::getenv("KEYWAY_UPSTREAM_IO");
-    const std::string io_choice = io ? io : "";
-    if (!io_choice.empty() && io_choice != "threads" && io_choice != "reactor") {
-      logger_->error("KEYWAY_UPSTREAM_IO must be 'reactor' or 'threads'", {daemon::field("value", io_choice)});
-      return 1;
-    }
-    http1_options.hosted = io_choice != "threads";
-    http1_client = std::make_unique<daemon::Http1UpstreamClient>(http1_options);
-    reactor_guests = http1_client->guests();
-  }
-  auto upstream = std::make_shared<daemon::RoutingUpstreamClient>(
-      std::make_unique<daemon::CurlUpstreamClient>(curl_options), std::move(http1_client));
+  curl_options.hosted = true;
+  auto upstream = std::make_shared<daemon::CurlUpstreamClient>(curl_options);
+  const std::vector<std::shared_ptr<daemon::ReactorGuest>> reactor_guests = upstream->guests();
   upstream_ = upstream;
-  logger_->info("upstream client", {daemon::field("http", upstream->nativeHttp1() ? "native" : "curl"),
-                                    daemon::field("https", "curl"),
-                                    daemon::field("http_io", reactor_guests.empty() ? "threads" : "reactor")});
 
   metrics_ = std::make_shared<core::Metrics>(upstreamNames(config));
   metrics_->addGauge("keyway_upstream_requests_in_flight", "Upstream exchanges in flight.",
@@ -729,7 +699,7 @@ int Daemon::drainAndStop() {
   stopWatchdog();
   // Exchanges abandoned by the grace's end complete now (cancelled): their observers hold the
   // metrics, the gateway and the connections, which hold the client.
-  upstream_->shutdownNative();
+  upstream_->shutdown();
   events_->flushAudit();
   const std::initializer_list<daemon::LogField> fields = {
       daemon::field("reason", reason), daemon::field("abandoned_requests", static_cast<int64_t>(in_flight)),

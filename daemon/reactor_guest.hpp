@@ -1,5 +1,5 @@
-// Work that a listener's reactor thread runs on behalf of another component: the native upstream
-// client's I/O loops (daemon/http1_upstream_client.hpp), so that a forwarded request, its
+// Work that a listener's reactor thread runs on behalf of another component: the upstream
+// client's event loops (daemon/curl_upstream_client.hpp), so that a forwarded request, its
 // upstream exchange and its response stay on one thread, as in nginx's worker.
 #pragma once
 

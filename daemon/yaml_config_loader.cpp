@@ -315,6 +315,14 @@ struct State {
   bool have_upstreams = false;
   int listen_line = 0;
   std::vector<Listener> compat_listeners;
+  // upstreams.<name>.max_connections as written, checked against server.threads once both
+  // sections are read.
+  struct Placed {
+    std::string path;
+    int line = 0;
+    std::string upstream;
+  };
+  std::vector<Placed> max_connections_lines;
 };
 
 constexpr milliseconds kOneMs{1};
@@ -640,6 +648,11 @@ Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
        [&](const Entry& e) -> Status {
          return readSize(ctx, e, 1, limits::kMaxResponseBytes, up.max_response_bytes);
        }},
+      {"max_connections",
+       [&](const Entry& e) -> Status {
+         state.max_connections_lines.push_back({e.path, e.value_line, up.name});
+         return readCount(ctx, e, 1, limits::kMaxUpstreamConnections, up.max_connections);
+       }},
       // BOSA settings: accepted on every upstream (a renamed mount may set protocol later in
       // the entry), used only when the protocol is bosa.
       {"schema_ttl",
@@ -753,6 +766,14 @@ Status parseTop(const Ctx& ctx, const YAML::Node& root, State& state, const EnvL
                      "upstreams: { bosa: { base_url: https://api.bosa.id } }");
   }
   if (auto s = checkListeners(ctx, state); !s) return s;
+  for (const auto& placed : state.max_connections_lines) {
+    const core::UpstreamConfig* up = state.config.findUpstream(placed.upstream);
+    if (up != nullptr && up->max_connections < state.config.server.threads) {
+      return ctx.error(placed.line, placed.path,
+                       "must be at least server.threads (" + std::to_string(state.config.server.threads) +
+                           "): each reactor thread keeps at least one connection");
+    }
+  }
   state.config.state_dir = core::resolveStateDir(state.state_dir, env);
   state.config.master_key_file =
       core::resolveMasterKeyFile(state.master_key_file, state.config.state_dir, env);

@@ -6,7 +6,6 @@
 # one-worker nginx fast upstream, ROUNDS times each; prints one line per run and the medians.
 #
 #   bench/tools/cpu_probe.sh                               # build-g, 3 rounds of 10 s, -c64
-#   KEYWAY_UPSTREAM_IO=threads bench/tools/cpu_probe.sh    # any environment is passed to keywayd
 #
 # Environment: CPU_PROBE_BUILD (build dir, default build-g), CPU_PROBE_ROUNDS (3),
 # CPU_PROBE_DURATION (seconds per round, 10), CPU_PROBE_CONNECTIONS (64), CPU_PROBE_PATH
@@ -33,7 +32,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "cpu_probe: n
 probe_init cpuprobe "${CPU_PROBE_KEEP:-}"
 probe_start_upstream '{"data":[{"id":"u_01","name":"Ada","email":"ada@example.com"},{"id":"u_02","name":"Lin"}],"meta":{"next":null}}'
 probe_start_keywayd bundleup-proxy
-echo "cpu_probe: keywayd pid $KW_PID at $ADDR ($(grep -o '"http_io":"[a-z]*"' "$WORK/keywayd.log" || echo '-')), upstream 127.0.0.1:$UP_PORT" >&2
+echo "cpu_probe: keywayd pid $KW_PID at $ADDR, upstream 127.0.0.1:$UP_PORT" >&2
 curl -s -o /dev/null -H "Authorization: Bearer $TOKEN" -H "BU-Connection-Id: conn_1" "http://$ADDR$TARGET"
 
 GATEWAYS=(keyway)

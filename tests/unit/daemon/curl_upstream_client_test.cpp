@@ -1,15 +1,28 @@
-// Tests of CurlUpstreamClient: the cases every upstream client shares
-// (upstream_client_cases.hpp) plus the TLS ones, against raw-socket fake upstreams on 127.0.0.1.
+// Tests of CurlUpstreamClient: the cases every upstream client shares (upstream_client_cases.hpp),
+// on its own threads and hosted by reactor threads as in keywayd, plus connection pooling, pool
+// limits and TLS failures, against raw-socket fake upstreams on 127.0.0.1.
 #include "daemon/curl_upstream_client.hpp"
 
+#include <set>
+
+#include "tests/unit/daemon/hosted_client.hpp"
 #include "tests/unit/daemon/upstream_client_cases.hpp"
 
+namespace keyway::daemon {
+using HostedCurlClient = testing::HostedClient<CurlUpstreamClient, CurlUpstreamClientOptions>;
+}  // namespace keyway::daemon
+
 DOCTEST_TYPE_TO_STRING_AS("CurlUpstreamClient", keyway::daemon::CurlUpstreamClient);
+DOCTEST_TYPE_TO_STRING_AS("CurlUpstreamClient(hosted)", keyway::daemon::HostedCurlClient);
 
 namespace keyway::daemon {
 
 template <>
 struct ClientTraits<CurlUpstreamClient> {
+  using Options = CurlUpstreamClientOptions;
+};
+template <>
+struct ClientTraits<HostedCurlClient> {
   using Options = CurlUpstreamClientOptions;
 };
 
@@ -36,6 +49,29 @@ TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase20, CurlUpstreamClient);
 TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase21, CurlUpstreamClient);
 TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase22, CurlUpstreamClient);
 
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase01, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase02, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase03, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase04, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase05, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase06, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase07, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase08, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase09, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase10, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase11, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase12, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase13, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase14, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase15, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase16, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase17, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase18, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase19, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase20, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase21, HostedCurlClient);
+TEST_CASE_TEMPLATE_INVOKE(kwUpstreamCase22, HostedCurlClient);
+
 TEST_CASE("CurlUpstreamClient reports a TLS handshake failure as kTls") {
   // A plain-HTTP peer on an https:// URL: the handshake fails.
   RawHttpServer server(echoOk(), Script{testing::send("HTTP/1.1 400 Bad Request\r\n\r\n"),
@@ -45,6 +81,90 @@ TEST_CASE("CurlUpstreamClient reports a TLS handshake failure as kTls") {
       exchange(client, makeRequest("GET", "https://127.0.0.1:" + std::to_string(server.port()) + "/"));
   CHECK(recorder->outcome().failure == UpstreamFailure::kTls);
   CHECK_FALSE(recorder->outcome().headers_received);
+}
+
+TEST_CASE("CurlUpstreamClient retries a stale pooled connection on a new connection") {
+  CurlUpstreamClient client;
+  // The first request on each connection is answered; a second one on it is closed unanswered,
+  // as by an upstream that timed the idle connection out just as the request went out.
+  std::mutex mutex;
+  std::set<int> answered_connections;
+  auto handler = [&](const ReceivedRequest& r) {
+    std::lock_guard<std::mutex> lock(mutex);
+    if (answered_connections.insert(r.connection).second) {
+      return Script{testing::send(testing::response(200, "OK", {}, "fresh" + std::to_string(r.connection)))};
+    }
+    return Script{testing::closeConnection()};
+  };
+  RawHttpServer server(handler);
+  auto first = exchange(client, makeRequest("GET", server.url("/one")));
+  CHECK(first->outcome().failure == UpstreamFailure::kNone);
+  CHECK(first->body() == "fresh0");
+  auto second = exchange(client, makeRequest("POST", server.url("/two"), {}, "{}"));
+  CHECK(second->outcome().failure == UpstreamFailure::kNone);
+  CHECK(second->body() == "fresh1");
+  CHECK(server.connectionsAccepted() == 2);
+  const auto requests = server.requests();
+  REQUIRE(requests.size() == 3);
+  CHECK(requests[2].connection == 1);
+  CHECK(requests[2].body == "{}");
+}
+
+TEST_CASE("CurlUpstreamClient pools connections only when the response allows it") {
+  CurlUpstreamClient client;
+  struct Case {
+    std::string response;
+    bool pooled;
+  };
+  const std::vector<Case> cases = {
+      {"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", false},
+      {"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok", false},
+      {"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok", true},
+      {"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok", true},
+      {"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n", true},
+      {"HTTP/1.1 204 No Content\r\n\r\n", true},
+  };
+  for (const auto& c : cases) {
+    CAPTURE(c.response);
+    // Responses keep the connection open whatever they say: only the client decides to close.
+    RawHttpServer server([&c](const ReceivedRequest&) { return Script{testing::send(c.response)}; });
+    auto first = exchange(client, makeRequest("GET", server.url("/p")));
+    CHECK(first->outcome().failure == UpstreamFailure::kNone);
+    auto second = exchange(client, makeRequest("GET", server.url("/p")));
+    CHECK(second->outcome().failure == UpstreamFailure::kNone);
+    CHECK(second->outcome().connection_reused == c.pooled);
+    CHECK(server.connectionsAccepted() == (c.pooled ? 1u : 2u));
+  }
+}
+
+TEST_CASE("CurlUpstreamClient keeps a pool within its connection limit and queues the rest") {
+  // 40 slow requests to a pool limited to 4 connections: at most 4 connections are ever open at
+  // the upstream, every request succeeds, and the queued ones reuse the pool's connections.
+  RawHttpServer server([&](const ReceivedRequest& r) {
+    return Script{testing::delay(std::chrono::milliseconds(30)),
+                  testing::send(testing::response(200, "OK", {}, r.target))};
+  });
+  CurlUpstreamClientOptions options;
+  options.io_threads = 2;
+  HostedCurlClient client(options);
+  std::vector<std::shared_ptr<Recorder>> recorders;
+  for (int i = 0; i < 40; ++i) {
+    auto request = makeRequest("GET", server.url("/r" + std::to_string(i)));
+    request.pool = "limited";
+    request.max_connections = 4;
+    auto recorder = std::make_shared<Recorder>();
+    client.start(std::move(request), recorder);
+    recorders.push_back(recorder);
+  }
+  for (size_t i = 0; i < recorders.size(); ++i) {
+    CAPTURE(i);
+    REQUIRE(recorders[i]->waitComplete());
+    CHECK(recorders[i]->outcome().failure == UpstreamFailure::kNone);
+    CHECK(recorders[i]->body() == "/r" + std::to_string(i));
+  }
+  CHECK(server.connectionsAccepted() <= 4u);
+  CHECK(client.stats().connections_opened <= 4u);
+  CHECK(client.stats().connections_reused >= 36u);
 }
 
 }  // namespace keyway::daemon

@@ -122,6 +122,7 @@ const KeyCase kScalarKeys[] = {
     {Where::kUpstream, "connect_timeout"},
     {Where::kUpstream, "timeout"},
     {Where::kUpstream, "max_response_bytes"},
+    {Where::kUpstream, "max_connections"},
     {Where::kCredential, "header"},
     {Where::kCredential, "prefix"},
     {Where::kCredential, "secret"},
@@ -197,6 +198,7 @@ TEST_CASE("a minimal config gets every default") {
   CHECK(up.connect_timeout == milliseconds(5000));
   CHECK(up.timeout == milliseconds(60000));
   CHECK(up.max_response_bytes == 64u << 20);
+  CHECK(up.max_connections == 1024);
 }
 
 TEST_CASE("every key takes a non-default value") {
@@ -222,6 +224,7 @@ upstreams:
     connect_timeout: 250ms
     timeout: 2m
     max_response_bytes: 1024
+    max_connections: 64
   alpha: {base_url: https://alpha.example}
   bundleup-mcp: {base_url: https://mcp.bundleup.io, credential: {secret: bundleup.mcp_key}}
 )";
@@ -260,6 +263,7 @@ upstreams:
   CHECK(z.connect_timeout == milliseconds(250));
   CHECK(z.timeout == milliseconds(120000));
   CHECK(z.max_response_bytes == 1024);
+  CHECK(z.max_connections == 64);
   const auto& a = c.upstreams[1];
   CHECK(a.protocol == Protocol::kGeneric);
   CHECK(a.credential.header.empty());
@@ -346,6 +350,9 @@ TEST_CASE("bad values are errors naming the key and its line") {
       {Where::kUpstream, "timeout", "5", "unit"},
       {Where::kUpstream, "max_response_bytes", "0", "between"},
       {Where::kUpstream, "max_response_bytes", "5GiB", "4GiB"},
+      {Where::kUpstream, "max_connections", "0", "1..65536"},
+      {Where::kUpstream, "max_connections", "1", "at least server.threads (2)"},
+      {Where::kUpstream, "max_connections", "65537", "1..65536"},
       {Where::kCredential, "header", "\"X Key\"", "header name"},
       {Where::kCredential, "header", "Host", "cannot carry a credential"},
       {Where::kCredential, "header", "X-Keyway-Token", "cannot carry a credential"},
