@@ -27,6 +27,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <map>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -35,6 +36,8 @@
 #include <utility>
 
 #include "daemon/event_mailbox.hpp"
+#include "daemon/tls_trust.hpp"
+#include <openssl/ssl.h>
 
 namespace keyway::daemon {
 namespace {
@@ -203,6 +206,14 @@ class Transfer final : public core::UpstreamCall, public std::enable_shared_from
   // I/O thread only.
   core::UpstreamRequest request;
   void* pool = nullptr;  // the Worker::Pool whose multi handle runs it, while it runs
+  // Until libcurl gives it a connection (CURLOPT_PREREQFUNCTION), a transfer may wait in its
+  // multi's queue (pool at its limit, or a first TLS connection finding out whether the upstream
+  // multiplexes), where libcurl 7.88 applies none of its timeouts: the worker does
+  // (Worker::waits_).
+  SharedTrustStore trust;  // https only: the CA store its connection verifies against
+  bool has_connection = false;
+  bool wait_armed = false;
+  std::multimap<SteadyClock::time_point, Transfer*>::iterator wait_it;
   std::shared_ptr<core::UpstreamObserver> observer;
   EasyPtr easy;
   SlistPtr header_list;
@@ -258,6 +269,15 @@ curl_socket_t onOpenSocket(void* clientp, curlsocktype, curl_sockaddr* address) 
   return fd;
 }
 
+// CURLOPT_SSL_CTX_FUNCTION: libcurl makes an SSL_CTX per new connection; give it the shared,
+// already parsed trust store instead of letting it load the CA bundle.
+CURLcode onSslContext(CURL*, void* ssl_ctx, void* userp) {
+  auto* store = static_cast<X509_STORE*>(userp);
+  if (X509_STORE_up_ref(store) != 1) return CURLE_OUT_OF_MEMORY;
+  SSL_CTX_set_cert_store(static_cast<SSL_CTX*>(ssl_ctx), store);  // takes the reference
+  return CURLE_OK;
+}
+
 int onCloseSocket(void* clientp, curl_socket_t fd) {
   static_cast<std::atomic<int64_t>*>(clientp)->fetch_sub(1, std::memory_order_relaxed);
   return ::close(fd);
@@ -278,8 +298,8 @@ char kTimerTag;
 
 class CurlUpstreamClient::Worker final : public ReactorGuest {
  public:
-  Worker(const CurlUpstreamClientOptions& options, std::shared_ptr<Counters> counters, unsigned index,
-         uint64_t client_id);
+  Worker(const CurlUpstreamClientOptions& options, std::shared_ptr<Counters> counters,
+         std::shared_ptr<TrustStores> trust, unsigned index, uint64_t client_id);
   ~Worker() override;
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
@@ -330,7 +350,12 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   void run();
   // One pass of the loop: wait up to timeout_ms (0: do not block) and handle what is ready.
   void loopOnce(int timeout_ms);
+  // Runs the multis whose timer is due, again while a pass leaves one due at once (libcurl
+  // wakes queued transfers one by one through 0 ms timers), then fails queued transfers whose
+  // deadline passed.
   void runDueTimers();
+  void expireWaits(SteadyClock::time_point now);
+  void disarmWait(Transfer& transfer);
   void drainDone();
   // Hosted: the timerfd fires at the earliest pool deadline when that moved earlier than the
   // one it is set for (or it went off); so most passes cost no timerfd call.
@@ -353,10 +378,12 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   void releaseEasy(Transfer& transfer);
 
   static int onSocket(CURL* easy, curl_socket_t socket, int what, void* userp, void* socketp);
+  static int onConnectionReady(void* clientp, char*, char*, int, int);
   static int onTimer(CURLM* multi, long timeout_ms, void* userp);
 
   const CurlUpstreamClientOptions options_;
   std::shared_ptr<Counters> counters_;
+  std::shared_ptr<TrustStores> trust_;
   const unsigned index_;
   const uint64_t client_id_;
   Fd epoll_fd_;
@@ -380,14 +407,17 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   std::vector<EasyPtr> idle_easy_;
   std::unordered_map<Transfer*, std::shared_ptr<Transfer>> active_;
   std::vector<std::unique_ptr<SocketContext>> dead_sockets_;
+  // Deadlines of transfers that have no connection yet (see Transfer::has_connection).
+  std::multimap<SteadyClock::time_point, Transfer*> waits_;
   std::atomic<bool> stopping_{false};
   std::thread thread_;
 };
 
 CurlUpstreamClient::Worker::Worker(const CurlUpstreamClientOptions& options, std::shared_ptr<Counters> counters,
-                                   unsigned index, uint64_t client_id)
+                                   std::shared_ptr<TrustStores> trust, unsigned index, uint64_t client_id)
     : options_(options),
       counters_(std::move(counters)),
+      trust_(std::move(trust)),
       index_(index),
       client_id_(client_id),
       epoll_fd_(::epoll_create1(EPOLL_CLOEXEC)),
@@ -574,17 +604,46 @@ void CurlUpstreamClient::Worker::loopOnce(int timeout_ms) {
 }
 
 void CurlUpstreamClient::Worker::runDueTimers() {
-  const auto now = SteadyClock::now();
-  for (auto& [name, pool] : pools_) {
-    if (!pool->deadline || *pool->deadline > now) continue;
-    pool->deadline.reset();  // onTimer may set a new one during the call below
-    int running = 0;
-    curl_multi_socket_action(pool->multi.get(), CURL_SOCKET_TIMEOUT, 0, &running);
-    if (!pool->dirty) {
-      pool->dirty = true;
-      dirty_pools_.push_back(pool.get());
+  // Bounded so that a multi that keeps asking for 0 ms cannot starve the rest of the loop.
+  constexpr int kMaxPasses = 64;
+  SteadyClock::time_point now = SteadyClock::now();
+  for (int pass = 0; pass < kMaxPasses; ++pass) {
+    bool ran = false;
+    for (auto& [name, pool] : pools_) {
+      if (!pool->deadline || *pool->deadline > now) continue;
+      pool->deadline.reset();  // onTimer may set a new one during the call below
+      int running = 0;
+      curl_multi_socket_action(pool->multi.get(), CURL_SOCKET_TIMEOUT, 0, &running);
+      ran = true;
+      if (!pool->dirty) {
+        pool->dirty = true;
+        dirty_pools_.push_back(pool.get());
+      }
     }
+    if (!ran) break;
+    now = SteadyClock::now();
   }
+  expireWaits(now);
+}
+
+void CurlUpstreamClient::Worker::expireWaits(SteadyClock::time_point now) {
+  while (!waits_.empty() && waits_.begin()->first <= now) {
+    Transfer* raw = waits_.begin()->second;
+    disarmWait(*raw);
+    auto it = active_.find(raw);
+    if (it == active_.end()) continue;
+    std::shared_ptr<Transfer> transfer = it->second;
+    core::UpstreamOutcome outcome;
+    outcome.failure = UpstreamFailure::kTimeout;
+    outcome.message = "no connection to the upstream became free in time (the pool is at max_connections)";
+    finish(transfer, std::move(outcome));
+  }
+}
+
+void CurlUpstreamClient::Worker::disarmWait(Transfer& transfer) {
+  if (!transfer.wait_armed) return;
+  waits_.erase(transfer.wait_it);
+  transfer.wait_armed = false;
 }
 
 void CurlUpstreamClient::Worker::drainDone() {
@@ -611,6 +670,7 @@ void CurlUpstreamClient::Worker::drainDone() {
 
 std::optional<SteadyClock::time_point> CurlUpstreamClient::Worker::nextDeadline() const {
   std::optional<SteadyClock::time_point> next;
+  if (!waits_.empty()) next = waits_.begin()->first;
   for (const auto& [name, pool] : pools_) {
     if (pool->deadline && (!next || *pool->deadline < *next)) next = pool->deadline;
   }
@@ -736,6 +796,16 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
     finish(transfer, std::move(outcome));
     return;
   }
+  if (startsWithNoCase(transfer->request.url, "https://")) {
+    auto trust = trust_->get(options_.ca_file);
+    if (!trust.ok()) {
+      outcome.failure = UpstreamFailure::kTls;
+      outcome.message = "TLS trust store unavailable: " + trust.error().message;
+      finish(transfer, std::move(outcome));
+      return;
+    }
+    transfer->trust = std::move(trust.value());
+  }
   EasyPtr easy = acquireEasy();
   if (!easy || !configure(*transfer, easy.get())) {
     outcome.failure = UpstreamFailure::kProtocol;
@@ -753,6 +823,12 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
     return;
   }
   transfer->pool = &pool;
+  const auto budget = transfer->request.total_timeout.count() > 0 ? transfer->request.total_timeout
+                                                                   : transfer->request.connect_timeout;
+  if (!transfer->has_connection && budget.count() > 0) {
+    transfer->wait_it = waits_.emplace(transfer->started_at + budget, transfer.get());
+    transfer->wait_armed = true;
+  }
 }
 
 bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
@@ -839,10 +915,16 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
   } else {
     set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
   }
-  set(CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
-  set(CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
-  if (!options_.ca_file.empty()) set(CURLOPT_CAINFO, options_.ca_file.c_str());
-  if (!options_.ca_path.empty()) set(CURLOPT_CAPATH, options_.ca_path.c_str());
+  set(CURLOPT_SSL_VERIFYPEER, 1L);
+  set(CURLOPT_SSL_VERIFYHOST, 2L);
+  // The trust anchors come pre-parsed (daemon/tls_trust.hpp); with CAINFO or CAPATH set,
+  // libcurl would parse the bundle again into every new connection's store.
+  set(CURLOPT_CAINFO, static_cast<const char*>(nullptr));
+  set(CURLOPT_CAPATH, static_cast<const char*>(nullptr));
+  if (transfer.trust) {
+    set(CURLOPT_SSL_CTX_FUNCTION, &onSslContext);
+    set(CURLOPT_SSL_CTX_DATA, static_cast<void*>(transfer.trust.get()));
+  }
   set(CURLOPT_SHARE, share_.get());
   set(CURLOPT_OPENSOCKETFUNCTION, &onOpenSocket);
   set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&counters_->open_sockets));
@@ -851,6 +933,8 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
   set(CURLOPT_CONNECTTIMEOUT_MS, clampMs(request.connect_timeout));
   set(CURLOPT_TIMEOUT_MS, clampMs(request.total_timeout));
   set(CURLOPT_PRIVATE, static_cast<void*>(&transfer));
+  set(CURLOPT_PREREQFUNCTION, &Worker::onConnectionReady);
+  set(CURLOPT_PREREQDATA, static_cast<void*>(&transfer));
   set(CURLOPT_ERRORBUFFER, transfer.error_buffer);
   set(CURLOPT_HEADERFUNCTION, &onHeaderLine);
   set(CURLOPT_HEADERDATA, static_cast<void*>(&transfer));
@@ -896,6 +980,7 @@ void CurlUpstreamClient::Worker::finishWithCode(const std::shared_ptr<Transfer>&
 
 void CurlUpstreamClient::Worker::finish(const std::shared_ptr<Transfer>& transfer, core::UpstreamOutcome outcome) {
   if (transfer->finished.exchange(true, std::memory_order_acq_rel)) return;
+  disarmWait(*transfer);
   outcome.headers_received = transfer->headers_delivered;
   if (transfer->easy) {
     long connects = 0;
@@ -978,6 +1063,13 @@ int CurlUpstreamClient::Worker::onSocket(CURL*, curl_socket_t socket, int what, 
     if (::epoll_ctl(self->epoll_fd_.get(), op, socket, &ev) != 0) return -1;
   }
   return 0;
+}
+
+int CurlUpstreamClient::Worker::onConnectionReady(void* clientp, char*, char*, int, int) {
+  auto* transfer = static_cast<Transfer*>(clientp);
+  transfer->has_connection = true;
+  if (auto* pool = static_cast<Pool*>(transfer->pool)) pool->worker->disarmWait(*transfer);
+  return CURL_PREREQFUNC_OK;
 }
 
 int CurlUpstreamClient::Worker::onTimer(CURLM*, long timeout_ms, void* userp) {
@@ -1213,10 +1305,11 @@ CurlUpstreamClient::CurlUpstreamClient(CurlUpstreamClientOptions options)
       counters_(std::make_shared<Counters>()),
       client_id_(g_next_client_id.fetch_add(1, std::memory_order_relaxed)) {
   globalInit();
+  if (!options_.trust) options_.trust = std::make_shared<TrustStores>();
   const unsigned workers = std::max(1u, options_.io_threads);
   workers_.reserve(workers);
   for (unsigned i = 0; i < workers; ++i) {
-    workers_.push_back(std::make_shared<Worker>(options_, counters_, i, client_id_));
+    workers_.push_back(std::make_shared<Worker>(options_, counters_, options_.trust, i, client_id_));
   }
 }
 

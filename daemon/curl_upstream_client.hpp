@@ -13,6 +13,7 @@
 #include "core/metrics.hpp"
 #include "core/upstream_client.hpp"
 #include "daemon/reactor_guest.hpp"
+#include "daemon/tls_trust.hpp"
 
 namespace keyway::daemon {
 
@@ -33,11 +34,11 @@ struct CurlUpstreamClientOptions {
   long max_cached_connections = 8192;
   // Easy handles kept for reuse per worker once their transfer ended.
   size_t max_idle_handles = 512;
-  // TLS: verification is on unless explicitly disabled (tests only). Empty = libcurl's default
-  // CA bundle / directory.
-  bool verify_tls = true;
+  // TLS is always verified. The CA stores, parsed once and shared by every connection (null:
+  // the client makes its own); keywayd reloads them on SIGHUP. `ca_file` is the CA file of
+  // requests that name none; "" = libcurl's default bundle and directory.
+  std::shared_ptr<TrustStores> trust;
   std::string ca_file;
-  std::string ca_path;
   // Negotiate HTTP/2 via ALPN over TLS (plain http:// always uses HTTP/1.1).
   bool http2 = true;
   // TCP keepalive probes on upstream connections.

@@ -167,4 +167,46 @@ TEST_CASE("CurlUpstreamClient keeps a pool within its connection limit and queue
   CHECK(client.stats().connections_reused >= 36u);
 }
 
+TEST_CASE("CurlUpstreamClient times out a request still waiting for a connection of a full pool") {
+  // One connection allowed; the first request holds it (the upstream never answers). The second
+  // waits in libcurl's queue, where libcurl 7.88 runs no timeout of its own: the client's own
+  // deadline must end it at its timeout, not when the first one gives up.
+  RawHttpServer server([](const ReceivedRequest& r) {
+    if (r.target == "/hold") return Script{testing::stall()};
+    return Script{testing::send(testing::response(200, "OK", {}, "late"))};
+  });
+  for (bool hosted : {false, true}) {
+    CAPTURE(hosted);
+    CurlUpstreamClientOptions options;
+    std::unique_ptr<core::UpstreamClient> client;
+    if (hosted) {
+      client = std::make_unique<HostedCurlClient>(options);
+    } else {
+      client = std::make_unique<CurlUpstreamClient>(options);
+    }
+    auto hold_request = makeRequest("GET", server.url("/hold"));
+    hold_request.pool = "one";
+    hold_request.max_connections = 1;
+    hold_request.total_timeout = std::chrono::milliseconds(5000);
+    auto hold = std::make_shared<Recorder>();
+    client->start(std::move(hold_request), hold);
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));  // the first one has the connection
+    auto queued_request = makeRequest("GET", server.url("/queued"));
+    queued_request.pool = "one";
+    queued_request.max_connections = 1;
+    queued_request.total_timeout = std::chrono::milliseconds(400);
+    auto queued = std::make_shared<Recorder>();
+    const auto started = std::chrono::steady_clock::now();
+    client->start(std::move(queued_request), queued);
+    REQUIRE(queued->waitComplete(std::chrono::milliseconds(3000)));
+    const auto took = std::chrono::steady_clock::now() - started;
+    CHECK(queued->outcome().failure == UpstreamFailure::kTimeout);
+    CHECK(took < std::chrono::milliseconds(1500));
+    CHECK(took >= std::chrono::milliseconds(350));
+    CHECK_FALSE(hold->waitComplete(std::chrono::milliseconds(10)));  // still holding its connection
+    client.reset();
+    CHECK(hold->outcome().failure == UpstreamFailure::kCancelled);
+  }
+}
+
 }  // namespace keyway::daemon
