@@ -262,10 +262,21 @@ size_t onBodyData(char* data, size_t size, size_t count, void* userp);
 // connection: the multi handles, which own the connection caches, die before the client's
 // counters. libcurl stores the close hook with the connection when it creates it, so a pooled
 // connection closed later by another transfer (or by curl_multi_cleanup) is still counted.
+// What a pool's sockets count into: the client's total and the pool's gauge.
+struct SocketCounts {
+  std::atomic<int64_t>* all = nullptr;
+  PoolGauge* pool = nullptr;
+};
+
 curl_socket_t onOpenSocket(void* clientp, curlsocktype, curl_sockaddr* address) {
   const int fd = ::socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
   if (fd < 0) return CURL_SOCKET_BAD;
-  static_cast<std::atomic<int64_t>*>(clientp)->fetch_add(1, std::memory_order_relaxed);
+  auto* counts = static_cast<SocketCounts*>(clientp);
+  counts->all->fetch_add(1, std::memory_order_relaxed);
+  const int64_t now_open = counts->pool->open.fetch_add(1, std::memory_order_relaxed) + 1;
+  int64_t peak = counts->pool->peak.load(std::memory_order_relaxed);
+  while (now_open > peak && !counts->pool->peak.compare_exchange_weak(peak, now_open, std::memory_order_relaxed)) {
+  }
   return fd;
 }
 
@@ -279,7 +290,9 @@ CURLcode onSslContext(CURL*, void* ssl_ctx, void* userp) {
 }
 
 int onCloseSocket(void* clientp, curl_socket_t fd) {
-  static_cast<std::atomic<int64_t>*>(clientp)->fetch_sub(1, std::memory_order_relaxed);
+  auto* counts = static_cast<SocketCounts*>(clientp);
+  counts->all->fetch_sub(1, std::memory_order_relaxed);
+  counts->pool->open.fetch_sub(1, std::memory_order_relaxed);
   return ::close(fd);
 }
 
@@ -338,6 +351,7 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
     std::optional<SteadyClock::time_point> deadline;  // curl's timer for this multi
     bool dirty = false;  // socket_action ran: completed transfers may wait in info_read
     std::unordered_set<SocketContext*> live_sockets;  // owned; see onSocket
+    SocketCounts socket_counts;  // connections hold a pointer to it until they close (in ~Pool)
   };
   // What epoll reports for one of curl's sockets. Freed only between loop passes: an event for
   // a socket curl removed earlier in the same pass still points at valid memory (dead = true).
@@ -755,6 +769,8 @@ CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core
   auto pool = std::make_unique<Pool>();
   pool->worker = this;
   pool->name = request.pool;
+  pool->socket_counts.all = &counters_->open_sockets;
+  pool->socket_counts.pool = counters_->gauge(request.pool);
   pool->multi.reset(curl_multi_init());
   if (!pool->multi) fatal("curl_multi_init failed");
   CURLM* multi = pool->multi.get();
@@ -806,23 +822,25 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
     }
     transfer->trust = std::move(trust.value());
   }
+  Pool& pool = poolFor(transfer->request);
+  transfer->pool = &pool;  // configure() and the callbacks find the pool here; not yet added
   EasyPtr easy = acquireEasy();
   if (!easy || !configure(*transfer, easy.get())) {
+    transfer->pool = nullptr;
     outcome.failure = UpstreamFailure::kProtocol;
     outcome.message = "cannot set up the upstream request (out of memory?)";
     finish(transfer, std::move(outcome));
     return;
   }
-  Pool& pool = poolFor(transfer->request);
   transfer->easy = std::move(easy);
   active_.emplace(transfer.get(), transfer);
   if (curl_multi_add_handle(pool.multi.get(), transfer->easy.get()) != CURLM_OK) {
+    transfer->pool = nullptr;
     outcome.failure = UpstreamFailure::kProtocol;
     outcome.message = "cannot add the upstream request to the transfer loop";
     finish(transfer, std::move(outcome));
     return;
   }
-  transfer->pool = &pool;
   const auto budget = transfer->request.total_timeout.count() > 0 ? transfer->request.total_timeout
                                                                    : transfer->request.connect_timeout;
   if (!transfer->has_connection && budget.count() > 0) {
@@ -926,10 +944,11 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
     set(CURLOPT_SSL_CTX_DATA, static_cast<void*>(transfer.trust.get()));
   }
   set(CURLOPT_SHARE, share_.get());
+  auto* pool = static_cast<Pool*>(transfer.pool);
   set(CURLOPT_OPENSOCKETFUNCTION, &onOpenSocket);
-  set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&counters_->open_sockets));
+  set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&pool->socket_counts));
   set(CURLOPT_CLOSESOCKETFUNCTION, &onCloseSocket);
-  set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(&counters_->open_sockets));
+  set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(&pool->socket_counts));
   set(CURLOPT_CONNECTTIMEOUT_MS, clampMs(request.connect_timeout));
   set(CURLOPT_TIMEOUT_MS, clampMs(request.total_timeout));
   set(CURLOPT_PRIVATE, static_cast<void*>(&transfer));
@@ -1367,6 +1386,13 @@ std::shared_ptr<core::UpstreamCall> CurlUpstreamClient::start(core::UpstreamRequ
   return transfer;
 }
 
+PoolGauge* CurlUpstreamClient::Counters::gauge(const std::string& pool) {
+  std::lock_guard<std::mutex> lock(pools_mu);
+  auto& slot = pools[pool];
+  if (!slot) slot = std::make_unique<PoolGauge>();
+  return slot.get();
+}
+
 CurlStats CurlUpstreamClient::stats() const {
   CurlStats stats;
   stats.requests = counters_->requests.load(std::memory_order_relaxed);
@@ -1374,6 +1400,11 @@ CurlStats CurlUpstreamClient::stats() const {
   stats.connections_reused = counters_->connections_reused.load(std::memory_order_relaxed);
   stats.in_flight = counters_->in_flight.load(std::memory_order_relaxed);
   stats.open_connections = counters_->open_sockets.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(counters_->pools_mu);
+  for (const auto& [name, gauge] : counters_->pools) {
+    stats.pools.push_back(PoolStats{name, gauge->open.load(std::memory_order_relaxed),
+                                    gauge->peak.load(std::memory_order_relaxed)});
+  }
   return stats;
 }
 

@@ -6,7 +6,9 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -48,6 +50,18 @@ struct CurlUpstreamClientOptions {
   size_t max_header_bytes = 256u << 10;
 };
 
+// Connections of one pool (all workers together).
+struct PoolGauge {
+  std::atomic<int64_t> open{0};  // sockets open now, idle pooled ones included
+  std::atomic<int64_t> peak{0};  // the most that were ever open at once
+};
+
+struct PoolStats {
+  std::string pool;
+  int64_t open = 0;
+  int64_t peak = 0;
+};
+
 // Counters for metrics. Monotonic except in_flight and open_connections.
 struct CurlStats {
   uint64_t requests = 0;            // start() calls
@@ -57,6 +71,7 @@ struct CurlStats {
   // Upstream sockets open right now, idle pooled connections included (counted where libcurl
   // opens and closes them; a connect racing IPv6 against IPv4 briefly counts twice).
   int64_t open_connections = 0;
+  std::vector<PoolStats> pools;  // by pool name
 };
 
 // Contract: core::UpstreamClient (core/upstream_client.hpp).
@@ -121,6 +136,10 @@ class CurlUpstreamClient final : public core::UpstreamClient {
     core::StripedCounter connections_reused;
     core::StripedGauge in_flight;
     std::atomic<int64_t> open_sockets{0};  // per connection, not per exchange
+    // Per pool; entries are never removed, so a connection may keep a pointer to its gauge.
+    PoolGauge* gauge(const std::string& pool);
+    mutable std::mutex pools_mu;
+    std::map<std::string, std::unique_ptr<PoolGauge>> pools;
   };
 
   CurlUpstreamClientOptions options_;

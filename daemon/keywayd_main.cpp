@@ -403,6 +403,27 @@ int Daemon::run() {
                      "Upstream connections open now, idle pooled ones included.",
                      [upstream] { return static_cast<double>(upstream->stats().open_connections); });
   {
+    // Per upstream (one pool each): what max_connections bounds, now and at its highest.
+    std::weak_ptr<daemon::CurlUpstreamClient> weak_upstream = upstream;
+    metrics_->addRenderer([weak_upstream](std::string& out) {
+      auto live = weak_upstream.lock();
+      if (!live) return;
+      const auto stats = live->stats();
+      auto family = [&](const char* name, const char* help, auto value) {
+        out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " gauge\n";
+        for (const auto& pool : stats.pools) {
+          if (pool.pool.empty()) continue;
+          out += std::string(name) + "{upstream=\"" + pool.pool + "\"} " + std::to_string(value(pool)) + "\n";
+        }
+      };
+      family("keyway_upstream_pool_connections_open", "Connections open to the upstream now, idle ones included.",
+             [](const daemon::PoolStats& p) { return p.open; });
+      family("keyway_upstream_pool_connections_peak",
+             "The most connections ever open to the upstream at once (bounded by its max_connections).",
+             [](const daemon::PoolStats& p) { return p.peak; });
+    });
+  }
+  {
     // Store size without a storage/ stats call: the LMDB data file's size (LMDB grows it page
     // by page, without MDB_WRITEMAP it is not preallocated to the map size).
     const std::string data_file = storage::credentialEnvPath(config.state_dir) + "/data.mdb";

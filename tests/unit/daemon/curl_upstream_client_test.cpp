@@ -163,8 +163,14 @@ TEST_CASE("CurlUpstreamClient keeps a pool within its connection limit and queue
     CHECK(recorders[i]->body() == "/r" + std::to_string(i));
   }
   CHECK(server.connectionsAccepted() <= 4u);
-  CHECK(client.stats().connections_opened <= 4u);
-  CHECK(client.stats().connections_reused >= 36u);
+  const auto stats = client.stats();
+  CHECK(stats.connections_opened <= 4u);
+  CHECK(stats.connections_reused >= 36u);
+  REQUIRE(stats.pools.size() == 1);
+  CHECK(stats.pools[0].pool == "limited");
+  CHECK(stats.pools[0].peak >= 1);
+  CHECK(stats.pools[0].peak <= 4);
+  CHECK(stats.pools[0].open <= 4);
 }
 
 TEST_CASE("CurlUpstreamClient times out a request still waiting for a connection of a full pool") {
