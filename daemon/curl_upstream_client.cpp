@@ -266,6 +266,11 @@ size_t onBodyData(char* data, size_t size, size_t count, void* userp);
 struct SocketCounts {
   std::atomic<int64_t>* all = nullptr;
   PoolGauge* pool = nullptr;
+  // Tells the owning worker that a connection socket opened or closed (its epoll bookkeeping
+  // follows the socket's life, not curl's interest in it).
+  void* owner = nullptr;
+  void (*opened)(void* owner, curl_socket_t fd) = nullptr;
+  void (*closed)(void* owner, curl_socket_t fd) = nullptr;
 };
 
 curl_socket_t onOpenSocket(void* clientp, curlsocktype, curl_sockaddr* address) {
@@ -277,6 +282,7 @@ curl_socket_t onOpenSocket(void* clientp, curlsocktype, curl_sockaddr* address) 
   int64_t peak = counts->pool->peak.load(std::memory_order_relaxed);
   while (now_open > peak && !counts->pool->peak.compare_exchange_weak(peak, now_open, std::memory_order_relaxed)) {
   }
+  if (counts->opened) counts->opened(counts->owner, fd);
   return fd;
 }
 
@@ -293,6 +299,7 @@ int onCloseSocket(void* clientp, curl_socket_t fd) {
   auto* counts = static_cast<SocketCounts*>(clientp);
   counts->all->fetch_sub(1, std::memory_order_relaxed);
   counts->pool->open.fetch_sub(1, std::memory_order_relaxed);
+  if (counts->closed) counts->closed(counts->owner, fd);
   return ::close(fd);
 }
 
@@ -338,11 +345,9 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
 
  private:
   // One connection pool: a multi handle with its own connection cache and limits.
-  struct SocketContext;
   struct Pool {
     ~Pool() {
-      multi.reset();  // closes cached connections: their CURL_POLL_REMOVE calls still see this pool
-      for (SocketContext* c : live_sockets) delete c;
+      multi.reset();  // closes cached connections: their callbacks still see this pool
     }
     Worker* worker = nullptr;
     std::string name;
@@ -350,16 +355,31 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
     size_t max_connections = 0;  // as requested (the whole client's limit)
     std::optional<SteadyClock::time_point> deadline;  // curl's timer for this multi
     bool dirty = false;  // socket_action ran: completed transfers may wait in info_read
-    std::unordered_set<SocketContext*> live_sockets;  // owned; see onSocket
     SocketCounts socket_counts;  // connections hold a pointer to it until they close (in ~Pool)
   };
   // What epoll reports for one of curl's sockets. Freed only between loop passes: an event for
-  // a socket curl removed earlier in the same pass still points at valid memory (dead = true).
+  // a socket closed earlier in the same pass still points at valid memory (dead = true).
   struct SocketContext {
     Pool* pool;
     curl_socket_t fd;
     bool dead = false;
+    bool watched = false;  // curl wants events (between its CURL_POLL_IN/OUT and REMOVE)
   };
+  // The epoll state of one descriptor number. A connection socket that curl stops watching
+  // (idle in its pool) stays registered for input: a request reusing it then costs no
+  // epoll_ctl, where curl's REMOVE and ADD around every exchange would cost two. Only when the
+  // idle socket turns readable (the upstream closed it, or sent something unasked) is it taken
+  // out. The state is dropped when the socket closes (our close hook), since the kernel drops
+  // it from the epoll set then and the number may come back for another socket.
+  struct FdState {
+    SocketContext* ctx = nullptr;  // owned; retired through dead_sockets_
+    uint32_t registered = 0;       // events in the epoll set, 0 = not in it
+    bool connection = false;       // opened through our hook (we see its close)
+  };
+  FdState& fdState(curl_socket_t fd);
+  void retireContext(FdState& state);
+  static void onConnectionSocketOpened(void* owner, curl_socket_t fd);
+  static void onConnectionSocketClosed(void* owner, curl_socket_t fd);
 
   void run();
   // One pass of the loop: wait up to timeout_ms (0: do not block) and handle what is ready.
@@ -420,6 +440,7 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   std::vector<Pool*> dirty_pools_;
   std::vector<EasyPtr> idle_easy_;
   std::unordered_map<Transfer*, std::shared_ptr<Transfer>> active_;
+  std::vector<FdState> fds_;
   std::vector<std::unique_ptr<SocketContext>> dead_sockets_;
   // Deadlines of transfers that have no connection yet (see Transfer::has_connection).
   std::multimap<SteadyClock::time_point, Transfer*> waits_;
@@ -488,6 +509,7 @@ CurlUpstreamClient::Worker::~Worker() {
   active_.clear();
   idle_easy_.clear();
   pools_.clear();
+  for (FdState& state : fds_) retireContext(state);
   dead_sockets_.clear();
   share_.reset();
 }
@@ -549,6 +571,7 @@ void CurlUpstreamClient::Worker::retire() {
   }
   // The cancelled transfers' connections stay cached in the multis: close them now.
   pools_.clear();
+  for (FdState& state : fds_) retireContext(state);
   dead_sockets_.clear();
 }
 
@@ -591,6 +614,14 @@ void CurlUpstreamClient::Worker::loopOnce(int timeout_ms) {
     }
     auto* ctx = static_cast<SocketContext*>(tag);
     if (ctx->dead) continue;
+    if (!ctx->watched) {
+      // An idle pooled connection turned readable: curl finds out when it next checks it; until
+      // then it must not wake this loop again and again.
+      FdState& state = fdState(ctx->fd);
+      ::epoll_ctl(epoll_fd_.get(), EPOLL_CTL_DEL, ctx->fd, nullptr);
+      state.registered = 0;
+      continue;
+    }
     // A hang-up is reported as readable so libcurl reads what is left and then sees EOF;
     // CURL_CSELECT_ERR would discard a response the peer sent just before closing.
     int action = 0;
@@ -771,6 +802,9 @@ CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core
   pool->name = request.pool;
   pool->socket_counts.all = &counters_->open_sockets;
   pool->socket_counts.pool = counters_->gauge(request.pool);
+  pool->socket_counts.owner = this;
+  pool->socket_counts.opened = &Worker::onConnectionSocketOpened;
+  pool->socket_counts.closed = &Worker::onConnectionSocketClosed;
   pool->multi.reset(curl_multi_init());
   if (!pool->multi) fatal("curl_multi_init failed");
   CURLM* multi = pool->multi.get();
@@ -1052,35 +1086,65 @@ void CurlUpstreamClient::Worker::releaseEasy(Transfer& transfer) {
   if (idle_easy_.size() < options_.max_idle_handles) idle_easy_.push_back(std::move(easy));
 }
 
-int CurlUpstreamClient::Worker::onSocket(CURL*, curl_socket_t socket, int what, void* userp, void* socketp) {
+CurlUpstreamClient::Worker::FdState& CurlUpstreamClient::Worker::fdState(curl_socket_t fd) {
+  const auto index = static_cast<size_t>(fd);
+  if (index >= fds_.size()) fds_.resize(std::max(index + 1, fds_.size() * 2));
+  return fds_[index];
+}
+
+void CurlUpstreamClient::Worker::retireContext(FdState& state) {
+  if (state.ctx == nullptr) return;
+  state.ctx->dead = true;
+  dead_sockets_.emplace_back(state.ctx);
+  state.ctx = nullptr;
+}
+
+void CurlUpstreamClient::Worker::onConnectionSocketOpened(void* owner, curl_socket_t fd) {
+  auto* self = static_cast<Worker*>(owner);
+  FdState& state = self->fdState(fd);
+  self->retireContext(state);  // a number reused behind our back (not one of our closes)
+  state = FdState{};
+  state.connection = true;
+}
+
+void CurlUpstreamClient::Worker::onConnectionSocketClosed(void* owner, curl_socket_t fd) {
+  auto* self = static_cast<Worker*>(owner);
+  FdState& state = self->fdState(fd);
+  self->retireContext(state);
+  state = FdState{};  // closing the socket takes it out of the epoll set
+}
+
+int CurlUpstreamClient::Worker::onSocket(CURL*, curl_socket_t socket, int what, void* userp, void*) {
   auto* pool = static_cast<Pool*>(userp);
   Worker* self = pool->worker;
-  auto* ctx = static_cast<SocketContext*>(socketp);
+  FdState& state = self->fdState(socket);
   if (what == CURL_POLL_REMOVE) {
-    // May fail if libcurl already closed the socket; epoll forgets closed sockets by itself.
-    ::epoll_ctl(self->epoll_fd_.get(), EPOLL_CTL_DEL, socket, nullptr);
-    if (ctx != nullptr) {
-      ctx->dead = true;
-      if (pool->multi) curl_multi_assign(pool->multi.get(), socket, nullptr);
-      pool->live_sockets.erase(ctx);
-      self->dead_sockets_.emplace_back(ctx);
+    if (state.ctx != nullptr) state.ctx->watched = false;
+    // A connection socket waiting only for input stays registered (see FdState).
+    if (state.connection && state.registered == EPOLLIN) return 0;
+    if (state.registered != 0) {
+      // May fail if libcurl already closed the socket; epoll forgets closed sockets by itself.
+      ::epoll_ctl(self->epoll_fd_.get(), EPOLL_CTL_DEL, socket, nullptr);
+      state.registered = 0;
     }
+    // Not ours (a resolver's descriptor): we would not see its close, so forget it now.
+    if (!state.connection) self->retireContext(state);
     return 0;
   }
-  int op = EPOLL_CTL_MOD;
-  if (ctx == nullptr) {
-    ctx = new SocketContext{pool, socket};
-    pool->live_sockets.insert(ctx);
-    curl_multi_assign(pool->multi.get(), socket, ctx);
-    op = EPOLL_CTL_ADD;
-  }
+  if (state.ctx == nullptr) state.ctx = new SocketContext{pool, socket};
+  state.ctx->pool = pool;
+  state.ctx->watched = true;
+  const uint32_t wanted = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+  if (state.registered == wanted) return 0;
   epoll_event ev{};
-  ev.data.ptr = ctx;
-  ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0u) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0u);
+  ev.data.ptr = state.ctx;
+  ev.events = wanted;
+  int op = state.registered != 0 ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
   if (::epoll_ctl(self->epoll_fd_.get(), op, socket, &ev) != 0) {
     op = op == EPOLL_CTL_ADD ? EPOLL_CTL_MOD : EPOLL_CTL_ADD;
     if (::epoll_ctl(self->epoll_fd_.get(), op, socket, &ev) != 0) return -1;
   }
+  state.registered = wanted;
   return 0;
 }
 
