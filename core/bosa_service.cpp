@@ -302,6 +302,7 @@ void BosaSchemaService::get(const UpstreamConfig& upstream, const std::vector<st
     r.total_timeout = std::min(upstream.timeout, kFetchTimeout);
     // Never fetch a document the schema store would refuse (storage::kMaxSchemaDocumentBytes).
     r.max_response_bytes = std::min<size_t>(upstream.max_response_bytes, size_t{64} << 20);
+    r.tls = upstream.tls;
     fetch = std::move(r);
   };
   auto launch = [&] {

@@ -237,6 +237,7 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
   r.connect_timeout = upstream.connect_timeout;
   r.total_timeout = std::min(upstream.timeout, std::chrono::milliseconds(10000));
   r.max_response_bytes = 1u << 20;
+  r.tls = upstream.tls;
   metrics_->token_mints.fetch_add(1, std::memory_order_relaxed);
   upstream_->start(std::move(r),
                    std::make_shared<TokenMintObserver>(this, std::move(key), identifier, upstream.name, persist, now));

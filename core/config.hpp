@@ -11,6 +11,7 @@
 
 #include "core/cache_policy.hpp"
 #include "core/result.hpp"
+#include "core/upstream_tls.hpp"
 
 namespace keyway::core {
 
@@ -59,6 +60,9 @@ struct UpstreamConfig {
   std::chrono::milliseconds timeout{60000};   // whole exchange (not applied to streams)
   size_t max_response_bytes = 64u << 20;      // buffered responses; streams are not limited
   BosaSettings bosa;                          // used when protocol == kBosa
+  // `tls:` (https:// only); null = the system's CAs and no client certificate. Shared with every
+  // request to this upstream (UpstreamRequest::tls), so a request costs no copy of it.
+  std::shared_ptr<const UpstreamTls> tls;
 };
 
 struct LimitsConfig {

@@ -827,6 +827,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   out.total_timeout = upstream.timeout;
   out.max_response_bytes = upstream.max_response_bytes;
   out.allow_streaming = true;
+  out.tls = upstream.tls;
   UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
   if (um != nullptr && !record.credential.empty()) um->credential_uses.fetch_add(1, std::memory_order_relaxed);
   p->rest = std::move(rest);

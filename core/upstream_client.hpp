@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "core/http_types.hpp"
+#include "core/upstream_tls.hpp"
 
 namespace keyway::core {
 
@@ -23,6 +24,9 @@ struct UpstreamRequest {
   // size is not limited by max_response_bytes.
   bool allow_streaming = false;
   size_t max_response_bytes = 64u << 20;
+  // The upstream's TLS settings (https:// only); null = the system's CAs, no client certificate.
+  // Verification is always on whatever this says.
+  std::shared_ptr<const UpstreamTls> tls;
 };
 
 // How an exchange ended. Everything but kNone is a failure keyway maps to a SPEC §8 error.
@@ -39,10 +43,11 @@ enum class UpstreamFailure {
 
 struct UpstreamOutcome {
   UpstreamFailure failure = UpstreamFailure::kNone;
-  std::string message;  // for logs; never contains header values
+  std::string message;  // for logs; never contains header values nor certificate contents
   bool headers_received = false;
   bool connection_reused = false;
   std::chrono::microseconds elapsed{0};
+  TlsProblem tls_problem = TlsProblem::kHandshake;  // why, when failure == kTls
 };
 
 // Receives the events of one exchange. All calls happen on the client's own I/O thread, in order:
