@@ -30,6 +30,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "daemon/curl_tls.hpp"
 #include "daemon/event_mailbox.hpp"
 
 namespace keyway::daemon {
@@ -594,10 +595,7 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
   } else {
     set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
   }
-  set(CURLOPT_SSL_VERIFYPEER, options_.verify_tls ? 1L : 0L);
-  set(CURLOPT_SSL_VERIFYHOST, options_.verify_tls ? 2L : 0L);
-  if (!options_.ca_file.empty()) set(CURLOPT_CAINFO, options_.ca_file.c_str());
-  if (!options_.ca_path.empty()) set(CURLOPT_CAPATH, options_.ca_path.c_str());
+  if (rc == CURLE_OK) rc = setUpstreamTls(easy, request.tls.get());
   set(CURLOPT_SHARE, share_.get());
   set(CURLOPT_OPENSOCKETFUNCTION, &onOpenSocket);
   set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&counters_->open_sockets));
@@ -685,6 +683,16 @@ void CurlUpstreamClient::Worker::classify(const Transfer& transfer, CURLcode cod
   // port or certificate; elsewhere it may quote response header values, which logs must not see.
   const std::string detail =
       transfer.error_buffer[0] != '\0' ? std::string(transfer.error_buffer) : curl_easy_strerror(code);
+  if (auto problem = tlsProblemOf(transfer.easy.get(), code, transfer.error_buffer, transfer.headers_delivered)) {
+    outcome.failure = UpstreamFailure::kTls;
+    outcome.tls_problem = *problem;
+    // A failed verification is said in general words only: libcurl's text may quote the
+    // certificate ("certificate subject name '...' does not match target host name").
+    outcome.message = core::isCertificateVerification(*problem)
+                          ? "TLS certificate verification failed: " + std::string(core::tlsProblemText(*problem))
+                          : "TLS handshake failed: " + detail;
+    return;
+  }
   switch (code) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -697,24 +705,6 @@ void CurlUpstreamClient::Worker::classify(const Transfer& transfer, CURLcode cod
       outcome.message = transfer.headers_delivered ? "upstream timed out while sending the body"
                         : request_sent             ? "upstream timed out before answering"
                                                    : "upstream timed out while connecting";
-      return;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_SSL_SHUTDOWN_FAILED:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_CLIENTCERT:
-    case CURLE_USE_SSL_FAILED:
-      outcome.failure = UpstreamFailure::kTls;
-      outcome.message = "TLS failure with upstream: " + detail;
       return;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:

@@ -26,11 +26,6 @@ struct CurlUpstreamClientOptions {
   long max_cached_connections = 8192;
   // Easy handles kept for reuse per I/O thread once their transfer ended.
   size_t max_idle_handles = 512;
-  // TLS: verification is on unless explicitly disabled (tests only). Empty = libcurl's default
-  // CA bundle / directory.
-  bool verify_tls = true;
-  std::string ca_file;
-  std::string ca_path;
   // Negotiate HTTP/2 via ALPN over TLS (plain http:// always uses HTTP/1.1).
   bool http2 = true;
   // TCP keepalive probes on upstream connections.
@@ -59,7 +54,8 @@ struct CurlStats {
 //   sent as "Name:".
 // - A body is sent for any method when non-empty, and always for POST/PUT/PATCH or when the
 //   caller gave Content-Length. HEAD never reads a body.
-// - No redirects, no decompression, no proxy (environment ignored), TLS verified.
+// - No redirects, no decompression, no proxy (environment ignored). TLS is always verified; the
+//   request's `tls` settings choose the CA file and the client certificate (daemon/curl_tls.hpp).
 // - Invalid input (a method that is not a token, a header name that is not a token, CR/LF/NUL in
 //   a value, a URL that is not http(s) or does not parse) completes with kProtocol and a message
 //   saying which part is invalid; nothing is sent.
