@@ -6,11 +6,11 @@ upstream (nginx), and --check-config on `tls:`. Every test asserts on the respon
 received, and where relevant on /_keyway/metrics. The forwarding and isolation suites also run over TLS
 (test_forwarding.Tls*, test_isolation.Tls*)."""
 
-import json
 import os
 import re
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -19,8 +19,8 @@ import time
 import unittest
 import uuid
 
-from harness import (REPO, FakeUpstream, Keyway, KeywayTestCase, Response, binary, build_request, closed_port,
-                     concurrent_requests, request, sse_event, test_pki, with_tls)
+from harness import (REPO, FakeUpstream, KeywayTestCase, RawConnection, Response, binary, build_request,
+                     closed_port, concurrent_requests, request, sse_event, test_pki)
 
 sys.path.insert(0, str(REPO / "tests" / "fakes"))
 
@@ -82,7 +82,6 @@ class TlsForwardingTest(KeywayTestCase):
         self.addCleanup(gate.set)
         self.fake.route("GET", "/events", Response(sse=[sse_event("first", event_id=1), gate,
                                                         sse_event("second", event_id=2)]))
-        from harness import RawConnection
         with RawConnection(self.port, timeout=10) as c:
             c.send_request("GET", "/bundleup-proxy/events", [("X-Keyway-Token", self.token()),
                                                             ("Accept", "text/event-stream")])
@@ -252,7 +251,6 @@ class MutualTlsTest(KeywayTestCase):
     def upstreams(cls):
         pki = test_pki()
         ctx = pki.server_context(require_client_cert=True)
-        import ssl
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         cls.tls12 = FakeUpstream(ssl_context=ctx).start()
         cls.addClassCleanup(cls.tls12.stop)
