@@ -304,6 +304,7 @@ void BosaSchemaService::get(const UpstreamConfig& upstream, const std::vector<st
     r.max_response_bytes = std::min<size_t>(upstream.max_response_bytes, size_t{64} << 20);
     r.pool = upstream.name;
     r.max_connections = upstream.max_connections;
+    r.tls = upstream.tls;
     fetch = std::move(r);
   };
   auto launch = [&] {

@@ -239,6 +239,7 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
   r.max_response_bytes = 1u << 20;
   r.pool = upstream.name;
   r.max_connections = upstream.max_connections;
+  r.tls = upstream.tls;
   metrics_->token_mints.fetch_add(1, std::memory_order_relaxed);
   upstream_->start(std::move(r),
                    std::make_shared<TokenMintObserver>(this, std::move(key), identifier, upstream.name, persist, now));

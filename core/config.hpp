@@ -11,6 +11,7 @@
 
 #include "core/cache_policy.hpp"
 #include "core/result.hpp"
+#include "core/upstream_tls.hpp"
 
 namespace keyway::core {
 
@@ -64,6 +65,9 @@ struct UpstreamConfig {
   // thousands of TLS handshakes. At least server.threads (each thread keeps one).
   size_t max_connections = 1024;
   BosaSettings bosa;                          // used when protocol == kBosa
+  // `tls:` (https:// only); null = the system's CAs and no client certificate. Shared with every
+  // request to this upstream (UpstreamRequest::tls), so a request costs no copy of it.
+  std::shared_ptr<const UpstreamTls> tls;
 };
 
 struct LimitsConfig {

@@ -401,6 +401,32 @@ Status checkPath(std::string_view path) {
   return okStatus();
 }
 
+Status checkUpstreamTls(const UpstreamTls& tls, std::string_view base_url, std::string* key) {
+  auto fail = [key](const char* part, std::string what) {
+    if (key != nullptr) *key = part;
+    return Status(bad(std::move(what)));
+  };
+  if (base_url.substr(0, 8) != "https://") {
+    return fail("tls", "applies only to an https:// base_url (this one is http://, which keyway sends in "
+                       "plain text); remove tls or use https://");
+  }
+  const std::pair<const char*, const std::string*> paths[] = {
+      {"tls.ca_file", &tls.ca_file}, {"tls.client_cert", &tls.client_cert}, {"tls.client_key", &tls.client_key}};
+  for (const auto& [part, path] : paths) {
+    if (path->empty()) continue;
+    if (auto s = checkPath(*path); !s) return fail(part, s.error().message);
+  }
+  if (!tls.client_cert.empty() && tls.client_key.empty()) {
+    return fail("tls.client_key",
+                "required with client_cert: the PEM file of that certificate's private key (it may be "
+                "the client_cert file itself when that holds both)");
+  }
+  if (tls.client_cert.empty() && !tls.client_key.empty()) {
+    return fail("tls.client_cert", "required with client_key: the PEM file of the client certificate");
+  }
+  return okStatus();
+}
+
 bool listenAddressesConflict(const ListenAddress& a, const ListenAddress& b) {
   if (a.empty() || b.empty() || a.port == 0 || b.port == 0 || a.port != b.port) return false;
   return iequals(a.host, b.host) || isWildcard(a.host) || isWildcard(b.host);
@@ -507,6 +533,12 @@ Status validateConfig(const Config& config) {
     if (up.max_connections < config.server.threads || up.max_connections > L::kMaxUpstreamConnections) {
       return fail(key + ".max_connections", "must be at least server.threads (" + std::to_string(config.server.threads) +
                                                 ": each reactor thread keeps one) and at most 65536");
+    }
+    if (up.tls) {
+      std::string part;
+      if (auto s = checkUpstreamTls(*up.tls, up.base_url, &part); !s) {
+        return fail(key + "." + part, s.error().message);
+      }
     }
     if (!up.compat_listen.empty()) listeners.emplace_back(key + ".compat_listen", up.compat_listen);
   }

@@ -70,6 +70,13 @@ Status checkLogAudit(std::string_view audit);
 // A filesystem path as written in the config: not empty, at most 4096 bytes, no control bytes.
 Status checkPath(std::string_view path);
 
+// An upstream's `tls:` settings, without touching the filesystem (the loader also checks that each
+// file is a readable PEM file): only an https:// base URL takes them (on http:// they would be
+// silently unused), every path passes checkPath, and client_cert and client_key come together.
+// On error, `*key` (if given) is set to the part at fault: "tls", "tls.ca_file", "tls.client_cert"
+// or "tls.client_key".
+Status checkUpstreamTls(const UpstreamTls& tls, std::string_view base_url, std::string* key = nullptr);
+
 // True when both addresses cannot be bound at once: same non-zero port and the same host, or
 // either host a wildcard (0.0.0.0, ::). Port 0 (ephemeral) never conflicts.
 bool listenAddressesConflict(const ListenAddress& a, const ListenAddress& b);

@@ -78,9 +78,22 @@ Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& out
                          who + " did not answer in time (" + outcome.message +
                              "); retry later or raise its timeout");
     case UpstreamFailure::kTls:
+      // SPEC §2: a certificate that does not verify is said to be one, and why in general words;
+      // never what the certificate holds (outcome.message does not either).
+      if (isCertificateVerification(outcome.tls_problem)) {
+        return Error::make(ErrorCode::kUpstreamUnreachable,
+                           "TLS certificate verification failed for " + who + ": " +
+                               std::string(tlsProblemText(outcome.tls_problem)) +
+                               "; keyway does not talk to an upstream whose certificate does not verify");
+      }
+      if (outcome.tls_problem != TlsProblem::kHandshake) {
+        return Error::make(ErrorCode::kUpstreamUnreachable,
+                           who + " failed the TLS handshake: " + std::string(tlsProblemText(outcome.tls_problem)) +
+                               " (" + outcome.message + ")");
+      }
       return Error::make(ErrorCode::kUpstreamUnreachable,
                          who + " failed the TLS handshake (" + outcome.message +
-                             "); check its certificate and base_url");
+                             "); check its base_url and tls settings");
     case UpstreamFailure::kResponseTooLarge:
       return Error::make(ErrorCode::kUpstreamUnreachable,
                          who + " sent a response larger than max_response_bytes");
@@ -92,6 +105,23 @@ Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& out
   }
   return Error::make(ErrorCode::kUpstreamUnreachable,
                      who + " failed during the exchange (" + outcome.message + "); retry later");
+}
+
+// One warn line per TLS failure (the sink rate-limits repeats of a line), so that an operator sees
+// which upstream and why before a client reports its 502: with upstream name and reason only.
+void warnTlsFailure(EventSink& events, const UpstreamConfig& upstream, const UpstreamOutcome& outcome) {
+  if (outcome.failure != UpstreamFailure::kTls) return;
+  std::string line = "upstream '" + upstream.name + "': ";
+  if (isCertificateVerification(outcome.tls_problem)) {
+    line += "TLS certificate verification failed: ";
+    line += tlsProblemText(outcome.tls_problem);
+  } else if (outcome.tls_problem != TlsProblem::kHandshake) {
+    line += "TLS handshake failed: ";
+    line += tlsProblemText(outcome.tls_problem);
+  } else {
+    line += outcome.message;
+  }
+  events.warn(line);
 }
 
 // protocol bosa.md §2.2: the BOSA SDK crashes on a response without Content-Type, so keyway always
@@ -183,6 +213,7 @@ class ForwardObserver final : public UpstreamObserver, public std::enable_shared
         metrics_->errors[static_cast<size_t>(errorKindFor(outcome.failure))].fetch_add(
             1, std::memory_order_relaxed);
       }
+      warnTlsFailure(*events_, *upstream_, outcome);
       if (streaming_) {
         // Headers already went out: the only honest signal left is an incomplete body.
         responder_->abortStream();
@@ -308,6 +339,7 @@ class CacheFillObserver final : public UpstreamObserver {
         um_->errors[static_cast<size_t>(errorKindFor(outcome.failure))].fetch_add(1, std::memory_order_relaxed);
       }
     }
+    warnTlsFailure(*events_, *upstream_, outcome);
     const bool upstream_failed = outcome.failure != UpstreamFailure::kNone;
     const bool upstream_error_status = !upstream_failed && (status_ >= 500 || status_ == 429);
     if (!upstream_failed) {
@@ -829,6 +861,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   out.pool = upstream.name;
   out.max_connections = upstream.max_connections;
   out.allow_streaming = true;
+  out.tls = upstream.tls;
   UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
   if (um != nullptr && !record.credential.empty()) um->credential_uses.fetch_add(1, std::memory_order_relaxed);
   p->rest = std::move(rest);

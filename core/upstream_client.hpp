@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "core/http_types.hpp"
+#include "core/upstream_tls.hpp"
 
 namespace keyway::core {
 
@@ -28,6 +29,9 @@ struct UpstreamRequest {
   // connection instead of opening one.
   std::string pool;
   size_t max_connections = 0;
+  // The upstream's TLS settings (https:// only); null = the system's CAs, no client certificate.
+  // Verification is always on whatever this says.
+  std::shared_ptr<const UpstreamTls> tls;
 };
 
 // How an exchange ended. Everything but kNone is a failure keyway maps to a SPEC §8 error.
@@ -44,10 +48,11 @@ enum class UpstreamFailure {
 
 struct UpstreamOutcome {
   UpstreamFailure failure = UpstreamFailure::kNone;
-  std::string message;  // for logs; never contains header values
+  std::string message;  // for logs; never contains header values nor certificate contents
   bool headers_received = false;
   bool connection_reused = false;
   std::chrono::microseconds elapsed{0};
+  TlsProblem tls_problem = TlsProblem::kHandshake;  // why, when failure == kTls
 };
 
 // Receives the events of one exchange. All calls happen on the client's own I/O thread, in order:

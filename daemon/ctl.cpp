@@ -1021,6 +1021,7 @@ RefreshOutcome refreshUpstream(Context& c, storage::LmdbSchemaStore& store,
   SchemaFetchOptions options;
   options.connect_timeout = u.connect_timeout;
   options.total_timeout = kSchemaFetchTimeout;
+  options.tls = u.tls;
   auto fetched = fetchSchemaDocument(url, options);
   if (!fetched) {
     c.fail(u.name + ": " + fetched.error().message + "; " + kept, kCtlExitFailure);

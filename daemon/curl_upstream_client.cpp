@@ -35,9 +35,9 @@
 #include <unordered_set>
 #include <utility>
 
+#include "daemon/curl_tls.hpp"
 #include "daemon/event_mailbox.hpp"
 #include "daemon/tls_trust.hpp"
-#include <openssl/ssl.h>
 
 namespace keyway::daemon {
 namespace {
@@ -286,15 +286,6 @@ curl_socket_t onOpenSocket(void* clientp, curlsocktype, curl_sockaddr* address) 
   return fd;
 }
 
-// CURLOPT_SSL_CTX_FUNCTION: libcurl makes an SSL_CTX per new connection; give it the shared,
-// already parsed trust store instead of letting it load the CA bundle.
-CURLcode onSslContext(CURL*, void* ssl_ctx, void* userp) {
-  auto* store = static_cast<X509_STORE*>(userp);
-  if (X509_STORE_up_ref(store) != 1) return CURLE_OUT_OF_MEMORY;
-  SSL_CTX_set_cert_store(static_cast<SSL_CTX*>(ssl_ctx), store);  // takes the reference
-  return CURLE_OK;
-}
-
 int onCloseSocket(void* clientp, curl_socket_t fd) {
   auto* counts = static_cast<SocketCounts*>(clientp);
   counts->all->fetch_sub(1, std::memory_order_relaxed);
@@ -348,6 +339,7 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   struct Pool {
     ~Pool() {
       multi.reset();  // closes cached connections: their callbacks still see this pool
+      share.reset();  // after every handle that used it
     }
     Worker* worker = nullptr;
     std::string name;
@@ -356,6 +348,14 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
     std::optional<SteadyClock::time_point> deadline;  // curl's timer for this multi
     bool dirty = false;  // socket_action ran: completed transfers may wait in info_read
     SocketCounts socket_counts;  // connections hold a pointer to it until they close (in ~Pool)
+    // DNS answers and TLS sessions of this pool's connections. Per pool, not per worker: a TLS
+    // session resumed skips certificate verification, so a session made under one trust store
+    // must never be resumed under another (a reload makes a new pool).
+    SharePtr share;
+    std::string key;           // name + TLS settings + trust store (pools_'s key)
+    SharedTrustStore trust;    // kept alive (and unique) while the pool exists
+    size_t active = 0;         // exchanges in its multi
+    bool retired = false;      // replaced by a pool with newer settings
   };
   // What epoll reports for one of curl's sockets. Freed only between loop passes: an event for
   // a socket closed earlier in the same pass still points at valid memory (dead = true).
@@ -398,7 +398,11 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   void shutdown();
   void processCommands(std::vector<Command>& commands);
   void startTransfer(const std::shared_ptr<Transfer>& transfer);
-  Pool& poolFor(const core::UpstreamRequest& request);
+  // The pool of the request's upstream for its TLS settings and trust store: connections made
+  // under other settings (before a reload) are never reused for it. A pool that another one
+  // replaced is retired and goes once its last exchange ended (collectRetiredPools).
+  Pool& poolFor(const core::UpstreamRequest& request, const SharedTrustStore& trust);
+  void collectRetiredPools();
   void applyLimit(Pool& pool, size_t max_connections);
   bool configure(Transfer& transfer, CURL* easy);
   void resumeTransfer(const std::shared_ptr<Transfer>& transfer);
@@ -433,11 +437,12 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   bool in_loop_ = false;
   std::vector<epoll_event> events_;
   std::vector<Command> commands_;
-  // Destruction order matters: easy handles, then the multis (close cached connections), then
-  // the share they all used. See ~Worker.
-  SharePtr share_;
+  // Destruction order matters: idle easy handles (which may still point at a pool's share)
+  // before the pools. See ~Worker.
   std::unordered_map<std::string, std::unique_ptr<Pool>> pools_;
   std::vector<Pool*> dirty_pools_;
+  std::string pool_key_;  // poolFor's lookup buffer, reused
+  bool retired_pools_ = false;  // some retired pool may be empty now
   std::vector<EasyPtr> idle_easy_;
   std::unordered_map<Transfer*, std::shared_ptr<Transfer>> active_;
   std::vector<FdState> fds_;
@@ -472,13 +477,6 @@ CurlUpstreamClient::Worker::Worker(const CurlUpstreamClientOptions& options, std
   }
   mailbox_ = std::make_shared<Mailbox>(event_fd_.get());
 
-  // DNS answers and TLS sessions are shared by every transfer of this worker, whatever its pool.
-  // Only this worker's thread touches the share, so it needs no lock callbacks.
-  share_.reset(curl_share_init());
-  if (!share_) fatal("curl_share_init failed");
-  curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-  curl_share_setopt(share_.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-
   if (options_.hosted) return;
   try {
     thread_ = std::thread([this] { run(); });
@@ -511,7 +509,6 @@ CurlUpstreamClient::Worker::~Worker() {
   pools_.clear();
   for (FdState& state : fds_) retireContext(state);
   dead_sockets_.clear();
-  share_.reset();
 }
 
 void CurlUpstreamClient::Worker::enter() {
@@ -538,6 +535,7 @@ bool CurlUpstreamClient::Worker::startInline(const std::shared_ptr<Transfer>& tr
   runDueTimers();
   drainDone();
   in_loop_ = false;
+  collectRetiredPools();
   dead_sockets_.clear();
   rearmTimer();
   return true;
@@ -645,6 +643,7 @@ void CurlUpstreamClient::Worker::loopOnce(int timeout_ms) {
     runDueTimers();
     drainDone();
   }
+  collectRetiredPools();
   dead_sockets_.clear();
 }
 
@@ -791,20 +790,45 @@ void CurlUpstreamClient::Worker::processCommands(std::vector<Command>& commands)
   }
 }
 
-CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core::UpstreamRequest& request) {
-  auto it = pools_.find(request.pool);
+CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core::UpstreamRequest& request,
+                                                                       const SharedTrustStore& trust) {
+  pool_key_.assign(request.pool);
+  if (request.tls) {
+    pool_key_.append(1, '\x1f').append(request.tls->ca_file);
+    pool_key_.append(1, '\x1f').append(request.tls->client_cert);
+    pool_key_.append(1, '\x1f').append(request.tls->client_key);
+  }
+  if (trust) {
+    char address[2 + 2 * sizeof(void*) + 1];
+    std::snprintf(address, sizeof address, "%p", static_cast<void*>(trust.get()));
+    pool_key_.append(1, '\x1f').append(address);
+  }
+  auto it = pools_.find(pool_key_);
   if (it != pools_.end()) {
     if (it->second->max_connections != request.max_connections) applyLimit(*it->second, request.max_connections);
     return *it->second;
   }
+  for (auto& [key, other] : pools_) {
+    if (other->name == request.pool && !other->retired) {
+      other->retired = true;
+      retired_pools_ = true;
+    }
+  }
   auto pool = std::make_unique<Pool>();
   pool->worker = this;
   pool->name = request.pool;
+  pool->key = pool_key_;
+  pool->trust = trust;
   pool->socket_counts.all = &counters_->open_sockets;
   pool->socket_counts.pool = counters_->gauge(request.pool);
   pool->socket_counts.owner = this;
   pool->socket_counts.opened = &Worker::onConnectionSocketOpened;
   pool->socket_counts.closed = &Worker::onConnectionSocketClosed;
+  // Only this worker's thread touches the share, so it needs no lock callbacks.
+  pool->share.reset(curl_share_init());
+  if (!pool->share) fatal("curl_share_init failed");
+  curl_share_setopt(pool->share.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+  curl_share_setopt(pool->share.get(), CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
   pool->multi.reset(curl_multi_init());
   if (!pool->multi) fatal("curl_multi_init failed");
   CURLM* multi = pool->multi.get();
@@ -815,8 +839,26 @@ CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core
   curl_multi_setopt(multi, CURLMOPT_PIPELINING, static_cast<long>(CURLPIPE_MULTIPLEX));
   applyLimit(*pool, request.max_connections);
   Pool& out = *pool;
-  pools_.emplace(request.pool, std::move(pool));
+  pools_.emplace(pool_key_, std::move(pool));
   return out;
+}
+
+void CurlUpstreamClient::Worker::collectRetiredPools() {
+  if (!retired_pools_) return;
+  retired_pools_ = false;
+  for (auto it = pools_.begin(); it != pools_.end();) {
+    Pool& pool = *it->second;
+    if (!pool.retired) {
+      ++it;
+      continue;
+    }
+    if (pool.active > 0) {
+      retired_pools_ = true;  // look again once its exchanges ended
+      ++it;
+      continue;
+    }
+    it = pools_.erase(it);  // closes its idle connections
+  }
 }
 
 void CurlUpstreamClient::Worker::applyLimit(Pool& pool, size_t max_connections) {
@@ -847,16 +889,18 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
     return;
   }
   if (startsWithNoCase(transfer->request.url, "https://")) {
-    auto trust = trust_->get(options_.ca_file);
+    auto trust = trust_->get(transfer->request.tls ? transfer->request.tls->ca_file : std::string());
     if (!trust.ok()) {
       outcome.failure = UpstreamFailure::kTls;
-      outcome.message = "TLS trust store unavailable: " + trust.error().message;
+      outcome.tls_problem = core::TlsProblem::kCaFileUnusable;
+      outcome.message = "TLS certificate verification failed: " +
+                        std::string(core::tlsProblemText(core::TlsProblem::kCaFileUnusable));
       finish(transfer, std::move(outcome));
       return;
     }
     transfer->trust = std::move(trust.value());
   }
-  Pool& pool = poolFor(transfer->request);
+  Pool& pool = poolFor(transfer->request, transfer->trust);
   transfer->pool = &pool;  // configure() and the callbacks find the pool here; not yet added
   EasyPtr easy = acquireEasy();
   if (!easy || !configure(*transfer, easy.get())) {
@@ -875,6 +919,7 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
     finish(transfer, std::move(outcome));
     return;
   }
+  ++pool.active;
   const auto budget = transfer->request.total_timeout.count() > 0 ? transfer->request.total_timeout
                                                                    : transfer->request.connect_timeout;
   if (!transfer->has_connection && budget.count() > 0) {
@@ -967,17 +1012,10 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
   } else {
     set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
   }
-  set(CURLOPT_SSL_VERIFYPEER, 1L);
-  set(CURLOPT_SSL_VERIFYHOST, 2L);
-  // The trust anchors come pre-parsed (daemon/tls_trust.hpp); with CAINFO or CAPATH set,
-  // libcurl would parse the bundle again into every new connection's store.
-  set(CURLOPT_CAINFO, static_cast<const char*>(nullptr));
-  set(CURLOPT_CAPATH, static_cast<const char*>(nullptr));
-  if (transfer.trust) {
-    set(CURLOPT_SSL_CTX_FUNCTION, &onSslContext);
-    set(CURLOPT_SSL_CTX_DATA, static_cast<void*>(transfer.trust.get()));
-  }
-  set(CURLOPT_SHARE, share_.get());
+  // The trust anchors come pre-parsed (daemon/tls_trust.hpp): with CAINFO or CAPATH set,
+  // libcurl would parse the CA bundle again for every new connection.
+  if (rc == CURLE_OK) rc = setUpstreamTls(easy, request.tls.get(), transfer.trust.get());
+  set(CURLOPT_SHARE, static_cast<Pool*>(transfer.pool)->share.get());
   auto* pool = static_cast<Pool*>(transfer.pool);
   set(CURLOPT_OPENSOCKETFUNCTION, &onOpenSocket);
   set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&pool->socket_counts));
@@ -1077,10 +1115,13 @@ void CurlUpstreamClient::Worker::releaseEasy(Transfer& transfer) {
   if (auto* pool = static_cast<Pool*>(transfer.pool)) {
     curl_multi_remove_handle(pool->multi.get(), transfer.easy.get());
     transfer.pool = nullptr;
+    --pool->active;
   }
   EasyPtr easy = std::move(transfer.easy);
-  // Reset keeps the handle's buffers (and its share) but forgets every option, including the
-  // pointers into this transfer.
+  // The share belongs to the pool, which may go before the handle is used again.
+  curl_easy_setopt(easy.get(), CURLOPT_SHARE, static_cast<CURLSH*>(nullptr));
+  // Reset keeps the handle's buffers but forgets every option, including the pointers into
+  // this transfer.
   curl_easy_reset(easy.get());
   transfer.header_list.reset();
   if (idle_easy_.size() < options_.max_idle_handles) idle_easy_.push_back(std::move(easy));
@@ -1188,6 +1229,16 @@ void CurlUpstreamClient::Worker::classify(const Transfer& transfer, CURLcode cod
   // port or certificate; elsewhere it may quote response header values, which logs must not see.
   const std::string detail =
       transfer.error_buffer[0] != '\0' ? std::string(transfer.error_buffer) : curl_easy_strerror(code);
+  if (auto problem = tlsProblemOf(transfer.easy.get(), code, transfer.error_buffer, transfer.headers_delivered)) {
+    outcome.failure = UpstreamFailure::kTls;
+    outcome.tls_problem = *problem;
+    // A failed verification is said in general words only: libcurl's text may quote the
+    // certificate ("certificate subject name '...' does not match target host name").
+    outcome.message = core::isCertificateVerification(*problem)
+                          ? "TLS certificate verification failed: " + std::string(core::tlsProblemText(*problem))
+                          : "TLS handshake failed: " + detail;
+    return;
+  }
   switch (code) {
     case CURLE_COULDNT_RESOLVE_HOST:
     case CURLE_COULDNT_RESOLVE_PROXY:
@@ -1200,24 +1251,6 @@ void CurlUpstreamClient::Worker::classify(const Transfer& transfer, CURLcode cod
       outcome.message = transfer.headers_delivered ? "upstream timed out while sending the body"
                         : request_sent             ? "upstream timed out before answering"
                                                    : "upstream timed out while connecting";
-      return;
-    case CURLE_SSL_CONNECT_ERROR:
-    case CURLE_PEER_FAILED_VERIFICATION:
-    case CURLE_SSL_CERTPROBLEM:
-    case CURLE_SSL_CIPHER:
-    case CURLE_SSL_CACERT_BADFILE:
-    case CURLE_SSL_ENGINE_NOTFOUND:
-    case CURLE_SSL_ENGINE_SETFAILED:
-    case CURLE_SSL_ENGINE_INITFAILED:
-    case CURLE_SSL_SHUTDOWN_FAILED:
-    case CURLE_SSL_CRL_BADFILE:
-    case CURLE_SSL_ISSUER_ERROR:
-    case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-    case CURLE_SSL_INVALIDCERTSTATUS:
-    case CURLE_SSL_CLIENTCERT:
-    case CURLE_USE_SSL_FAILED:
-      outcome.failure = UpstreamFailure::kTls;
-      outcome.message = "TLS failure with upstream: " + detail;
       return;
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:

@@ -37,10 +37,8 @@ struct CurlUpstreamClientOptions {
   // Easy handles kept for reuse per worker once their transfer ended.
   size_t max_idle_handles = 512;
   // TLS is always verified. The CA stores, parsed once and shared by every connection (null:
-  // the client makes its own); keywayd reloads them on SIGHUP. `ca_file` is the CA file of
-  // requests that name none; "" = libcurl's default bundle and directory.
+  // the client makes its own); keywayd reloads them on SIGHUP.
   std::shared_ptr<TrustStores> trust;
-  std::string ca_file;
   // Negotiate HTTP/2 via ALPN over TLS (plain http:// always uses HTTP/1.1).
   bool http2 = true;
   // TCP keepalive probes on upstream connections.
@@ -82,11 +80,13 @@ struct CurlStats {
 //   sent as "Name:".
 // - A body is sent for any method when non-empty, and always for POST/PUT/PATCH or when the
 //   caller gave Content-Length. HEAD never reads a body.
-// - No redirects, no decompression, no proxy (environment ignored), TLS verified.
-// - Connection pools: one per UpstreamRequest::pool and worker. A pool with max_connections > 0
-//   holds at most max_connections / io_threads connections per worker (at least 1); requests
-//   beyond that wait for a connection (their timeouts run), they do not fail. Over TLS, HTTP/2
-//   is negotiated when the upstream offers it, and then a pool's requests share connections.
+// - No redirects, no decompression, no proxy (environment ignored). TLS is always verified; the
+//   request's `tls` settings choose the CA file and the client certificate (daemon/curl_tls.hpp).
+// - Connection pools: one per UpstreamRequest::pool (and TLS settings) and worker. A pool with
+//   max_connections > 0 holds at most max_connections / io_threads connections per worker (at
+//   least 1); requests beyond that wait for a connection (their timeouts run), they do not
+//   fail. Over TLS, HTTP/2 is negotiated when the upstream offers it, and then a pool's
+//   requests share connections.
 // - Invalid input (a method that is not a token, a header name that is not a token, CR/LF/NUL in
 //   a value, a URL that is not http(s) or does not parse) completes with kProtocol and a message
 //   saying which part is invalid; nothing is sent.

@@ -276,6 +276,7 @@ class Daemon {
   std::shared_ptr<daemon::LogEventSink> events_;
   std::vector<std::unique_ptr<daemon::HttpServer>> servers_;
   std::shared_ptr<daemon::CurlUpstreamClient> upstream_;
+  std::shared_ptr<daemon::TrustStores> trust_;
   std::atomic<bool> ready_{false};
 
   std::thread watchdog_;
@@ -283,6 +284,15 @@ class Daemon {
   std::condition_variable watchdog_cv_;
   bool watchdog_stop_ = false;  // guarded by watchdog_mu_
 };
+
+// Every upstream's tls.ca_file ("" = the system's CAs is always loaded by TrustStores::reload).
+std::vector<std::string> caFilesOf(const core::Config& config) {
+  std::vector<std::string> files;
+  for (const auto& u : config.upstreams) {
+    if (u.tls && !u.tls->ca_file.empty()) files.push_back(u.tls->ca_file);
+  }
+  return files;
+}
 
 std::string Daemon::statusLine() const {
   // Called from the watchdog thread too: the config comes from the gateway (atomic), servers_
@@ -390,6 +400,14 @@ int Daemon::run() {
   // I/O thread and back (README, "Upstream connections").
   curl_options.io_threads = static_cast<unsigned>(config.server.threads);
   curl_options.hosted = true;
+  // The CA stores every upstream's TLS connections verify against, parsed now rather than by
+  // the first connection of a burst on a reactor thread.
+  trust_ = std::make_shared<daemon::TrustStores>();
+  if (auto st = trust_->reload(caFilesOf(config)); !st.ok()) {
+    logger_->error("cannot load the CA certificates for upstream TLS", {daemon::field("error", st.error().message)});
+    return 1;
+  }
+  curl_options.trust = trust_;
   auto upstream = std::make_shared<daemon::CurlUpstreamClient>(curl_options);
   const std::vector<std::shared_ptr<daemon::ReactorGuest>> reactor_guests = upstream->guests();
   upstream_ = upstream;
@@ -621,6 +639,14 @@ void Daemon::reload() {
     return;
   }
   core::Config next = std::move(fresh.value());
+  // CA files are read again (a CA rewritten in place takes effect): requests started after the
+  // reload verify against the new stores, on new connections.
+  if (auto st = trust_->reload(caFilesOf(next)); !st.ok()) {
+    logger_->error("reload refused: the CA certificates for upstream TLS cannot be loaded; the running "
+                   "configuration stays", {daemon::field("error", st.error().message)});
+    notify("READY=1");
+    return;
+  }
   const core::Config& cur = *config_;
   std::vector<std::string> restart_needed;
   if (next.listen.toString() != cur.listen.toString()) restart_needed.push_back("listen");

@@ -9,6 +9,8 @@
 #include <memory>
 #include <mutex>
 
+#include "daemon/curl_tls.hpp"
+
 namespace keyway::daemon {
 
 using core::Error;
@@ -245,8 +247,10 @@ Result<SchemaFetchResponse> fetchSchemaDocument(const std::string& url,
   curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, onData);
   curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
   curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, options.verify_tls ? 1L : 0L);
-  curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, options.verify_tls ? 2L : 0L);
+  if (const CURLcode tls_rc = setUpstreamTls(h, options.tls.get()); tls_rc != CURLE_OK) {
+    return Error::make(ErrorCode::kInternal,
+                       "cannot fetch " + url + ": cannot set up TLS (" + curl_easy_strerror(tls_rc) + ")");
+  }
 
   const CURLcode rc = curl_easy_perform(h);
   if (rc != CURLE_OK) {
@@ -260,6 +264,11 @@ Result<SchemaFetchResponse> fetchSchemaDocument(const std::string& url,
     } else if (rc == CURLE_OPERATION_TIMEDOUT) {
       code = ErrorCode::kUpstreamTimeout;
       what = "timed out (" + detail + ")";
+    } else if (auto problem = tlsProblemOf(h, rc, detail); problem && core::isCertificateVerification(*problem)) {
+      // libcurl's text may quote the certificate: say why in keyway's words only.
+      what = "TLS certificate verification failed: " + std::string(core::tlsProblemText(*problem));
+    } else if (problem) {
+      what = "TLS handshake failed: " + std::string(core::tlsProblemText(*problem)) + " (" + detail + ")";
     } else if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) {
       code = ErrorCode::kBadRequest;
       what = "invalid URL (" + detail + ")";

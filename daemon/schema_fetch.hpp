@@ -4,11 +4,13 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
 
 #include "core/result.hpp"
+#include "core/upstream_tls.hpp"
 #include "storage/lmdb_schema_store.hpp"
 
 namespace keyway::daemon {
@@ -17,7 +19,7 @@ struct SchemaFetchOptions {
   std::chrono::milliseconds connect_timeout{5000};  // the upstream's connect_timeout
   std::chrono::milliseconds total_timeout{30000};   // the BOSA SDK's own discovery timeout
   size_t max_body_bytes = storage::kMaxSchemaDocumentBytes;  // more: kPayloadTooLarge
-  bool verify_tls = true;                           // false only in tests
+  std::shared_ptr<const core::UpstreamTls> tls;     // the upstream's `tls:` (null: system CAs)
 };
 
 struct SchemaFetchResponse {
@@ -28,10 +30,12 @@ struct SchemaFetchResponse {
 
 // GET `url` and returns whatever status the upstream answered (judging it is the caller's job).
 // Sends exactly `Accept: application/json` and a User-Agent: never a credential. No redirects,
-// no proxy from the environment, no decompression, http/https only, TLS verified.
+// no proxy from the environment, no decompression, http/https only, TLS always verified (with the
+// upstream's CA file and client certificate from `options.tls`, as keywayd does).
 // Errors (the message names the URL and says what happened):
 //   kBadRequest           the URL is not http(s) or does not parse
-//   kUpstreamUnreachable  DNS, connect, TLS or connection-reset failures, a garbled response
+//   kUpstreamUnreachable  DNS, connect, TLS or connection-reset failures, a garbled response (a
+//                         certificate that does not verify is said in general words, never quoted)
 //   kUpstreamTimeout      connect or total timeout
 //   kPayloadTooLarge      the body exceeds max_body_bytes (the transfer is stopped there)
 // Blocking; thread-safe (one easy handle per call). Never throws.

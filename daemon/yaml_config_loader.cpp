@@ -18,6 +18,7 @@
 #include <vector>
 
 #include "core/config_parse.hpp"
+#include "core/secret.hpp"
 #include "daemon/embedded_default.hpp"
 
 namespace keyway::daemon {
@@ -593,6 +594,95 @@ Status parseRetry(const Ctx& ctx, const Entry& section, core::RetryConfig& out) 
   return parseMap(ctx, section, kNullIsEmpty, fields);
 }
 
+// ---- tls: (core::UpstreamTls) ----
+
+// Closes a file descriptor on scope exit.
+class FileDescriptor {
+ public:
+  explicit FileDescriptor(int fd) : fd_(fd) {}
+  ~FileDescriptor() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  FileDescriptor(const FileDescriptor&) = delete;
+  FileDescriptor& operator=(const FileDescriptor&) = delete;
+  int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Larger than any sane CA bundle (Debian's is about 220 KB).
+constexpr size_t kMaxPemFileBytes = 8u << 20;
+
+enum class PemKind { kCertificates, kPrivateKey };
+
+// Checks now, at load and under --check-config, what libcurl would otherwise find only at the
+// first connection: the file exists, is readable and holds what its key says (a PEM certificate,
+// or a PEM private key). The messages never quote the path or the content (a private key is a
+// secret); the key and line say which file.
+Status checkPemFile(const Ctx& ctx, const Entry& e, const std::string& path, PemKind kind) {
+  auto errnoText = [] { return std::error_code(errno, std::generic_category()).message(); };
+  // O_NONBLOCK: a FIFO named by mistake must not hang the loader.
+  FileDescriptor fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK));
+  if (fd.get() < 0) return ctx.error(e, "cannot open the file (" + errnoText() + ")");
+  struct stat st {};
+  if (::fstat(fd.get(), &st) != 0) return ctx.error(e, "cannot stat the file (" + errnoText() + ")");
+  if (!S_ISREG(st.st_mode)) return ctx.error(e, "not a regular file");
+  if (st.st_size > static_cast<off_t>(kMaxPemFileBytes)) return ctx.error(e, "the file is larger than 8 MiB");
+  std::string text;
+  text.reserve(static_cast<size_t>(st.st_size));
+  char buffer[16384];
+  Status status = core::okStatus();
+  for (;;) {
+    const ssize_t n = ::read(fd.get(), buffer, sizeof buffer);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      status = ctx.error(e, "cannot read the file (" + errnoText() + ")");
+      break;
+    }
+    if (n == 0) break;
+    if (text.size() + static_cast<size_t>(n) > kMaxPemFileBytes) {
+      status = ctx.error(e, "the file is larger than 8 MiB");
+      break;
+    }
+    text.append(buffer, static_cast<size_t>(n));
+  }
+  if (status) {
+    if (kind == PemKind::kCertificates && text.find("-----BEGIN CERTIFICATE-----") == std::string::npos) {
+      status = ctx.error(e, "holds no PEM certificate (-----BEGIN CERTIFICATE-----)");
+    }
+    // "PRIVATE KEY-----" ends every PEM private key label: PKCS#8, RSA, EC, ENCRYPTED.
+    if (kind == PemKind::kPrivateKey && (text.find("-----BEGIN ") == std::string::npos ||
+                                         text.find("PRIVATE KEY-----") == std::string::npos)) {
+      status = ctx.error(e, "holds no PEM private key (-----BEGIN ... PRIVATE KEY-----)");
+    }
+  }
+  // The key file's bytes (and a certificate file that also holds the key) leave no copy behind.
+  core::secureWipe(text.data(), text.size());
+  core::secureWipe(buffer, sizeof buffer);
+  return status;
+}
+
+// `tls: { ca_file, client_cert, client_key }`. An empty value, or an empty mapping, leaves the
+// setting unset; whether the whole is consistent (https://, cert with key) is checked once the
+// upstream's entry is complete.
+Status parseTls(const Ctx& ctx, const Entry& section, core::UpstreamTls& out) {
+  auto path = [&](std::string& target, PemKind kind) {
+    return [&ctx, &target, kind](const Entry& e) -> Status {
+      if (auto s = readString(ctx, e, kNullIsEmpty, target); !s) return s;
+      if (target.empty()) return core::okStatus();
+      if (auto s = check(ctx, e, core::checkPath(target)); !s) return s;
+      return checkPemFile(ctx, e, target, kind);
+    };
+  };
+  const std::vector<Field> fields = {
+      {"ca_file", path(out.ca_file, PemKind::kCertificates)},
+      {"client_cert", path(out.client_cert, PemKind::kCertificates)},
+      {"client_key", path(out.client_key, PemKind::kPrivateKey)},
+  };
+  return parseMap(ctx, section, kNullIsEmpty, fields);
+}
+
 Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
   core::UpstreamConfig up;
   up.name = entry.key.Scalar();
@@ -608,6 +698,8 @@ Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
   std::optional<core::Protocol> protocol;
   CredentialOverride credential;
   int compat_line = 0;
+  core::UpstreamTls tls;
+  std::map<std::string, int> tls_lines;  // "tls", "tls.ca_file", ... -> line, for later checks
   const std::vector<Field> fields = {
       {"base_url",
        [&](const Entry& e) -> Status {
@@ -664,6 +756,16 @@ Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
          return readDuration(ctx, e, milliseconds(0), kMaxTokenMargin, up.bosa.user_token_margin);
        }},
       {"retry", [&](const Entry& e) -> Status { return parseRetry(ctx, e, up.bosa.retry); }},
+      {"tls",
+       [&](const Entry& e) -> Status {
+         tls_lines["tls"] = e.key_line;
+         if (e.value.IsMap()) {
+           for (auto it = e.value.begin(); it != e.value.end(); ++it) {
+             if (it->first.IsScalar()) tls_lines["tls." + it->first.Scalar()] = lineOf(it->first, e.key_line);
+           }
+         }
+         return parseTls(ctx, e, tls);
+       }},
   };
   if (auto status = parseMap(ctx, entry, !kNullIsEmpty, fields); !status) return status;
   if (!have_base_url) {
@@ -687,6 +789,16 @@ Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
                      entry.path + ".credential.header",
                      std::string("required when a secret is injected (protocol ") +
                          core::protocolName(up.protocol) + " has no default header)");
+  }
+  if (!tls.empty()) {
+    std::string part;
+    if (auto s = core::checkUpstreamTls(tls, up.base_url, &part); !s) {
+      // A missing half of the client pair is reported at the `tls:` key, the rest at their own.
+      const auto line = tls_lines.find(part);
+      return ctx.error(line != tls_lines.end() ? line->second : tls_lines["tls"], entry.path + "." + part,
+                       s.error().message);
+    }
+    up.tls = std::make_shared<const core::UpstreamTls>(std::move(tls));
   }
   if (!up.compat_listen.empty()) {
     state.compat_listeners.push_back(
@@ -779,21 +891,6 @@ Status parseTop(const Ctx& ctx, const YAML::Node& root, State& state, const EnvL
       core::resolveMasterKeyFile(state.master_key_file, state.config.state_dir, env);
   return core::okStatus();
 }
-
-// Closes a file descriptor on scope exit.
-class FileDescriptor {
- public:
-  explicit FileDescriptor(int fd) : fd_(fd) {}
-  ~FileDescriptor() {
-    if (fd_ >= 0) ::close(fd_);
-  }
-  FileDescriptor(const FileDescriptor&) = delete;
-  FileDescriptor& operator=(const FileDescriptor&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 core::Result<std::string> readConfigFile(const std::string& path) {
   auto fail = [&](const std::string& what) {

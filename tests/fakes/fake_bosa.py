@@ -25,6 +25,9 @@ cut_short() (connection closed mid-body), and refuse_for(seconds) (the port refu
     fake.script("list_issues", Response.json({...}, status=503), times=2)
     fake.stop()
 
+TLS: FakeBosa(..., ssl_context=tls_ca.test_pki().server_context()) serves https:// (see
+fake_upstream.py); every RecordedRequest then carries its connection's `tls` facts.
+
 Thread-safety: every public method may be called from any thread.
 """
 
@@ -354,7 +357,7 @@ class _Server(FakeUpstream):
 class FakeBosa:
     """A BOSA server on 127.0.0.1 (port 0). See the module doc."""
 
-    def __init__(self, client_key, users=None, document=None, token_lifetime=3600.0, items=7):
+    def __init__(self, client_key, users=None, document=None, token_lifetime=3600.0, items=7, ssl_context=None):
         self.client_key = client_key
         self.client_id = str(uuid.uuid4())
         self._lock = threading.Lock()
@@ -374,7 +377,7 @@ class FakeBosa:
         self.discovery_failure = None  # a Response served instead of the document (None = serve it)
         for ident, secret in (users or {}).items():
             self.add_user(ident, secret)
-        self._server = _Server(default=None)
+        self._server = _Server(default=None, ssl_context=ssl_context)
         self._server.route("*", re.compile(r"^"), self._dispatch)
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -392,6 +395,11 @@ class FakeBosa:
     @property
     def url(self):
         return self._server.url
+
+    @property
+    def server(self):
+        """The FakeUpstream underneath (connection and TLS counters)."""
+        return self._server
 
     def refuse_for(self, seconds):
         """The port refuses connections for `seconds` (open connections are closed too). Returns an

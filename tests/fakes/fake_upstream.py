@@ -17,6 +17,12 @@ In-process use:
 
 Unrouted requests get an echo: 200 with a JSON description of the request as received.
 
+TLS: FakeUpstream(ssl_context=ctx) serves https:// (url says so) with a server-side ssl.SSLContext,
+e.g. tls_ca.test_pki().server_context() (ALPN "http/1.1"; require_client_cert=True for mutual TLS).
+The handshake runs on the connection's own thread. Each RecordedRequest then has `tls`: the facts of
+its connection (version, cipher, alpn, client certificate subject CN / organisation, or None), and
+tls_handshakes_ok / tls_handshakes_failed / tls_failures count the rest.
+
 Command line (benchmarks, manual poking); prints one JSON line with the bound address, then serves
 until SIGINT/SIGTERM:
 
@@ -37,6 +43,7 @@ import json
 import re
 import signal
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -71,7 +78,7 @@ def sse_event(data, event=None, event_id=None):
 class RecordedRequest:
     """One request exactly as the fake received it. `target` is the raw request-target (latin-1)."""
 
-    def __init__(self, conn_id, seq, method, target, version, headers, body, chunked, received_at):
+    def __init__(self, conn_id, seq, method, target, version, headers, body, chunked, received_at, tls=None):
         self.conn_id = conn_id          # 1-based id of the TCP connection it arrived on
         self.seq = seq                  # 1-based index of the request on that connection
         self.method = method
@@ -81,6 +88,9 @@ class RecordedRequest:
         self.body = body                # bytes, de-chunked
         self.chunked = chunked          # the body came with Transfer-Encoding: chunked
         self.received_at = received_at  # time.monotonic()
+        # TLS facts of the connection (None over plain TCP): {"version", "cipher", "alpn",
+        # "client_subject" (CN of the client certificate, or None), "client_org"}.
+        self.tls = tls
 
     @property
     def path(self):
@@ -115,7 +125,7 @@ class RecordedRequest:
             "path": self.path, "query": self.query, "version": self.version,
             "headers": [[n, v] for n, v in self.headers],
             "body": text, "body_b64": base64.b64encode(self.body).decode("ascii"),
-            "chunked": self.chunked,
+            "chunked": self.chunked, "tls": self.tls,
         }
 
     def __repr__(self):
@@ -208,8 +218,12 @@ class _ClientGone(Exception):
 class FakeUpstream:
     """A threaded HTTP/1.1 origin server on 127.0.0.1 (port 0 by default). See the module doc."""
 
-    def __init__(self, host="127.0.0.1", port=0, record=True, default=None, verbose=False):
+    def __init__(self, host="127.0.0.1", port=0, record=True, default=None, verbose=False, ssl_context=None):
         self.host = host
+        self._ssl = ssl_context       # server-side ssl.SSLContext: serve TLS (None = plain TCP)
+        self._tls_ok = 0
+        self._tls_failed = 0
+        self._tls_failures = []
         self._requested_port = port
         self._record = record
         self._default = default       # Response used when no route matches (None = echo)
@@ -269,7 +283,7 @@ class FakeUpstream:
 
     @property
     def url(self):
-        return "http://%s:%d" % (self.host, self.port)
+        return "%s://%s:%d" % ("https" if self._ssl is not None else "http", self.host, self.port)
 
     @property
     def address(self):
@@ -336,6 +350,22 @@ class FakeUpstream:
             return self._conn_open
 
     @property
+    def tls_handshakes_ok(self):
+        with self._lock:
+            return self._tls_ok
+
+    @property
+    def tls_handshakes_failed(self):
+        with self._lock:
+            return self._tls_failed
+
+    @property
+    def tls_failures(self):
+        """str() of every failed handshake's error, in order (e.g. the client's alert)."""
+        with self._lock:
+            return list(self._tls_failures)
+
+    @property
     def request_count(self):
         """Requests parsed since start (counted even with record=False)."""
         with self._lock:
@@ -366,12 +396,56 @@ class FakeUpstream:
                 self._threads.add(t)
             t.start()
 
+    def _handshake(self, raw):
+        """Wraps an accepted socket in TLS; returns (tls socket, facts), or (None, None) if it failed."""
+        raw.settimeout(10)
+        try:
+            tls = self._ssl.wrap_socket(raw, server_side=True, do_handshake_on_connect=False)
+        except (ssl.SSLError, OSError) as e:
+            self._handshake_failed(e, raw)
+            return None, None
+        try:
+            tls.do_handshake()
+        except (ssl.SSLError, OSError) as e:
+            # A TLS 1.3 server refuses a client certificate after the client finished its side, so
+            # its alert races the client's first write: closing at once can turn the alert into a
+            # reset. A moment's wait lets the client read it, so tests see one outcome.
+            self._stop.wait(0.2)
+            self._handshake_failed(e, tls)
+            return None, None
+        tls.settimeout(None)
+        subject = dict(x[0] for x in (tls.getpeercert() or {}).get("subject", ()))
+        facts = {"version": tls.version(), "cipher": (tls.cipher() or (None,))[0],
+                 "alpn": tls.selected_alpn_protocol(), "client_subject": subject.get("commonName"),
+                 "client_org": subject.get("organizationName")}
+        with self._lock:
+            self._tls_ok += 1
+            self._socks.discard(raw)
+            self._socks.add(tls)
+        return tls, facts
+
+    def _handshake_failed(self, error, sock):
+        with self._lock:
+            self._tls_failed += 1
+            self._tls_failures.append(str(error))
+        try:
+            sock.close()
+        except OSError:
+            pass
+
     def _serve_connection(self, sock, conn_id):
         buf = bytearray()
         seq = 0
+        tls_facts = None
         try:
+            if self._ssl is not None:
+                raw = sock
+                sock, tls_facts = self._handshake(raw)
+                if sock is None:
+                    sock = raw  # closed already; the bookkeeping below still runs
+                    return
             while not self._stop.is_set():
-                req = self._read_request(sock, buf, conn_id, seq + 1)
+                req = self._read_request(sock, buf, conn_id, seq + 1, tls_facts)
                 if req is None:
                     return
                 seq += 1
@@ -400,7 +474,7 @@ class FakeUpstream:
             raise _ClientGone()
         buf += data
 
-    def _read_request(self, sock, buf, conn_id, seq):
+    def _read_request(self, sock, buf, conn_id, seq, tls_facts=None):
         # Head.
         while True:
             end = buf.find(b"\r\n\r\n")
@@ -429,7 +503,8 @@ class FakeUpstream:
                 sock.sendall(b"HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
                 return None
             headers.append((name, value.strip(" \t")))
-        req = RecordedRequest(conn_id, seq, method, target, version, headers, b"", False, time.monotonic())
+        req = RecordedRequest(conn_id, seq, method, target, version, headers, b"", False, time.monotonic(),
+                              tls_facts)
 
         te = ",".join(req.header_all("Transfer-Encoding")).lower()
         cl = req.header("Content-Length")

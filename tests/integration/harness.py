@@ -7,7 +7,9 @@ What it gives a test:
 - Raw-socket HTTP/1.1 client helpers (RawConnection, request, concurrent_requests): exact request
   bytes out, exact status line / header order / body in, keep-alive and close detection.
 - KeywayTestCase: one fake upstream + one keywayd per test class, with the standard teams, clients
-  and secrets provisioned.
+  and secrets provisioned. `TLS = True` on a subclass runs the same tests over TLS: the fake serves
+  https with a certificate of the run's test CA (../fakes/tls_ca.py) and every https upstream gets
+  `tls: {ca_file: <that CA>}` (with_tls()).
 
 Binaries: $KEYWAYD / $KEYWAYCTL, else <build dir>/daemon/{keywayd,keywayctl} where the build dir is
 $KEYWAY_BUILD_DIR or <repo>/build. Set KEYWAY_IT_KEEP=1 to keep temp dirs, KEYWAY_IT_VERBOSE=1 to
@@ -35,10 +37,12 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "fakes"))
 
 from fake_upstream import FakeUpstream, Response, sse_event  # noqa: E402  (path set just above)
+from tls_ca import test_pki  # noqa: E402
 
 __all__ = ["REPO", "FakeUpstream", "Response", "sse_event", "Keyway", "KeywayError", "HttpResponse",
            "RawConnection", "ConnectionClosed", "request", "build_request", "concurrent_requests",
-           "KeywayTestCase", "raise_fd_limit", "binary", "closed_port", "HOP_BY_HOP", "http_client"]
+           "KeywayTestCase", "raise_fd_limit", "binary", "closed_port", "HOP_BY_HOP", "http_client",
+           "test_pki", "with_tls"]
 
 HOP_BY_HOP = ("connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
               "trailer", "transfer-encoding", "upgrade", "proxy-connection")
@@ -233,14 +237,17 @@ def build_request(method, target, headers=None, body=None, version="HTTP/1.1", h
 
 
 class RawConnection:
-    """One client TCP connection to keywayd, driven byte by byte."""
+    """One client TCP connection to keywayd, driven byte by byte (over TLS with an ssl_context:
+    for tests that talk to a TLS fake directly)."""
 
-    def __init__(self, port, host="127.0.0.1", timeout=10.0):
+    def __init__(self, port, host="127.0.0.1", timeout=10.0, ssl_context=None):
         self.port = port
         self.host = host
         self.timeout = timeout
         self.sock = socket.create_connection((host, port), timeout=timeout)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if ssl_context is not None:
+            self.sock = ssl_context.wrap_socket(self.sock, server_hostname=host)
         self.buf = bytearray()
         self.eof = False
         self._stream = None  # (mode, remaining) while a streamed body is being read
@@ -392,9 +399,10 @@ class RawConnection:
             sel.close()
 
 
-def request(port, method, target, headers=None, body=None, version="HTTP/1.1", timeout=10.0, **kw):
+def request(port, method, target, headers=None, body=None, version="HTTP/1.1", timeout=10.0, ssl_context=None,
+            **kw):
     """One request on a fresh connection; the connection is closed afterwards."""
-    with RawConnection(port, timeout=timeout) as c:
+    with RawConnection(port, timeout=timeout, ssl_context=ssl_context) as c:
         return c.request(method, target, headers, body, version, timeout, **kw)
 
 
@@ -708,6 +716,15 @@ class Keyway:
         return [r for r in self.records() if r.get("msg") == "access"]
 
 
+def with_tls(upstreams, tls=None):
+    """Gives every https:// upstream in `upstreams` (name -> settings, changed in place and returned)
+    `tls: <tls>` unless it has its own; default {"ca_file": <the test CA>}."""
+    for settings in upstreams.values():
+        if str(settings.get("base_url", "")).startswith("https://") and "tls" not in settings:
+            settings["tls"] = dict(tls) if tls is not None else {"ca_file": test_pki().ca_file}
+    return upstreams
+
+
 # ------------------------------------------------------------------------------------------------
 # Base test case
 # ------------------------------------------------------------------------------------------------
@@ -731,6 +748,16 @@ class KeywayTestCase(unittest.TestCase):
     fake = None
     kw = None
     LIMITS = {"max_body_bytes": 65536}
+    # True: the fake serves TLS (a certificate of the test CA for 127.0.0.1) and every https://
+    # upstream trusts that CA (with_tls). The tests themselves stay as they are.
+    TLS = False
+
+    @classmethod
+    def make_fake(cls, **kw):
+        """A started FakeUpstream, serving TLS when the class says TLS = True."""
+        if cls.TLS:
+            kw.setdefault("ssl_context", test_pki().server_context())
+        return FakeUpstream(**kw).start()
 
     @classmethod
     def upstreams(cls):
@@ -769,9 +796,9 @@ class KeywayTestCase(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
-        cls.fake = FakeUpstream().start()
+        cls.fake = cls.make_fake()
         cls.addClassCleanup(cls.fake.stop)
-        cls.kw = Keyway(cls.upstreams(), limits=cls.LIMITS, extra=cls.extra_config())
+        cls.kw = Keyway(with_tls(cls.upstreams()), limits=cls.LIMITS, extra=cls.extra_config())
         cls.addClassCleanup(cls.kw.cleanup)
         cls.kw.init()
         cls.provision()
@@ -779,6 +806,16 @@ class KeywayTestCase(unittest.TestCase):
 
     def setUp(self):
         self.fake.reset()
+
+    def tearDown(self):
+        if self.TLS:
+            self.assertAllOverTls(self.fake.requests)
+
+    def assertAllOverTls(self, reqs):
+        """Every request the fake got came over TLS (HTTP/1.1 by ALPN): the TLS switch is real."""
+        for r in reqs:
+            self.assertIsNotNone(r.tls, "a request reached the fake without TLS: %r" % r)
+            self.assertEqual(r.tls["alpn"], "http/1.1", r.tls)
 
     # -- helpers --
     @property

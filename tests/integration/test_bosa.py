@@ -12,7 +12,8 @@ import unittest
 import uuid
 from pathlib import Path
 
-from harness import (REPO, Keyway, KeywayTestCase, build_request, concurrent_requests, request)
+from harness import (REPO, Keyway, KeywayTestCase, build_request, concurrent_requests, request, test_pki,
+                     with_tls)
 
 sys.path.insert(0, str(REPO / "tests" / "fakes"))
 
@@ -39,19 +40,23 @@ class BosaEnv:
       secret  bosa.api_key = the fake's client key
       teams   alpha (all upstreams), beta (all), iqonly (bundleiq only)
       clients app-alpha, app-beta, app-iq -> tokens[name]
-      users   each of `users` granted to alpha, with the secret the fake knows (except "stale")."""
+      users   each of `users` granted to alpha, with the secret the fake knows (except "stale").
+    tls=True: the fake serves TLS with a certificate of the test CA, which both upstreams trust
+    (`tls: {ca_file}`); fake_request() talks to the fake directly either way."""
 
-    def __init__(self, users=("alice", "bob"), bosa=None, start=True):
+    def __init__(self, users=("alice", "bob"), bosa=None, start=True, tls=False):
         self.client_key = _canary("sk-client")
         self.user_secrets = {u: "sk-user-" + _secrets.token_urlsafe(24) for u in users}
         fake_users = dict(self.user_secrets)
         if "stale" in fake_users:
             fake_users["stale"] = "sk-user-" + _secrets.token_urlsafe(24)  # keyway's copy is outdated
-        self.fake = FakeBosa(self.client_key, users=fake_users).start()
+        self.tls = tls
+        self.fake = FakeBosa(self.client_key, users=fake_users,
+                             ssl_context=test_pki().server_context() if tls else None).start()
         upstream = {"base_url": self.fake.url, "compat_listen": "127.0.0.1:0", "schema_ttl": "1h",
                     "user_token_margin": "60s", "retry": dict(RETRY)}
         upstream.update(bosa or {})
-        self.kw = Keyway({"bosa": upstream, "bundleiq": {"base_url": self.fake.url}},
+        self.kw = Keyway(with_tls({"bosa": upstream, "bundleiq": {"base_url": self.fake.url}}),
                          limits={"max_body_bytes": 4 << 20})
         try:
             kw = self.kw
@@ -77,6 +82,11 @@ class BosaEnv:
             self.kw.cleanup()
         finally:
             self.fake.stop()
+
+    def fake_request(self, method, target, headers=None, body=None):
+        """A request straight to the fake (not through keyway), over TLS when the fake serves it."""
+        return request(self.fake.port, method, target, headers, body,
+                       ssl_context=test_pki().client_context() if self.tls else None)
 
 
 class BosaTestBase(KeywayTestCase):

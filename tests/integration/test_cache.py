@@ -8,7 +8,7 @@ import unittest
 import uuid
 
 from harness import (FakeUpstream, Keyway, KeywayTestCase, Response, build_request,
-                     concurrent_requests, raise_fd_limit, request, to_yaml)
+                     concurrent_requests, raise_fd_limit, request, to_yaml, with_tls)
 
 
 def _uid():
@@ -47,9 +47,9 @@ class CacheTestBase(KeywayTestCase):
         # has no lists of maps) before keywayctl and keywayd read it.
         unittest.TestCase.setUpClass()
         raise_fd_limit()
-        cls.fake = FakeUpstream().start()
+        cls.fake = cls.make_fake()
         cls.addClassCleanup(cls.fake.stop)
-        cls.kw = Keyway(cls.upstreams(), limits=cls.LIMITS, extra=cls.extra_config())
+        cls.kw = Keyway(with_tls(cls.upstreams()), limits=cls.LIMITS, extra=cls.extra_config())
         cls.addClassCleanup(cls.kw.cleanup)
         section = cls.cache_section()
         if section:

@@ -279,3 +279,14 @@ class CompatListenerTest(KeywayTestCase):
         resp = request(port, "GET", "/bundleup-proxy/v1/x", [("Authorization", "Bearer " + self.token())])
         self.assertEqual(resp.status, 200, resp)
         self.assertEqual(self.only_request().target, "/bundleup-proxy/v1/x")
+
+
+# The same exchanges with the fake behind TLS (a certificate of the test CA, `tls: {ca_file}`):
+# https upstreams go through libcurl, whose framing must be as exact as over plain HTTP.
+
+class TlsForwardRequestTest(ForwardRequestTest):
+    TLS = True
+
+
+class TlsForwardResponseTest(ForwardResponseTest):
+    TLS = True

@@ -29,17 +29,23 @@ def _metric(kw, name, labels=""):
 
 
 class _BosaIsolationBase(unittest.TestCase):
-    """One FakeBosa and one keywayd with users alice and bob granted to team alpha."""
+    """One FakeBosa and one keywayd with users alice and bob granted to team alpha (over TLS when
+    the class says TLS = True)."""
 
     env = None
+    TLS = False
 
     @classmethod
     def setUpClass(cls):
-        cls.env = BosaEnv(users=("alice", "bob"))
+        cls.env = BosaEnv(users=("alice", "bob"), tls=cls.TLS)
         cls.addClassCleanup(cls.env.close)
 
     def setUp(self):
         self.env.fake.clear_log()
+
+    def tearDown(self):
+        for r in self.env.fake.requests if self.TLS else ():
+            self.assertIsNotNone(r.tls, "a request reached the fake without TLS: %r" % r)
 
     @property
     def port(self):
@@ -47,9 +53,9 @@ class _BosaIsolationBase(unittest.TestCase):
 
     def jwt(self, user):
         """A user token minted at the fake directly (an app that authenticates its users itself)."""
-        r = request(self.env.fake.port, "POST", "/auth/tokens",
-                    [("X-API-Key", self.env.client_key), ("Content-Type", "application/json")],
-                    json.dumps({"identifier": user, "secret": self.env.user_secrets[user]}))
+        r = self.env.fake_request("POST", "/auth/tokens",
+                                  [("X-API-Key", self.env.client_key), ("Content-Type", "application/json")],
+                                  json.dumps({"identifier": user, "secret": self.env.user_secrets[user]}))
         self.assertEqual(r.status, 200, r)
         return r.json()["data"]["token"]
 
@@ -313,6 +319,33 @@ class HostHeaderTest(KeywayTestCase):
                           host=False)
         self.assertEqual(r.status, 200, r)
         self.assertEqual(len(self.fake.requests), 1)
+
+
+# The same probes with every upstream behind TLS (a certificate of the test CA, `tls: {ca_file}`):
+# isolation must not depend on the transport.
+
+class TlsBosaCacheIdentityTest(BosaCacheIdentityTest):
+    TLS = True
+
+
+class TlsBosaValidationRuleTest(BosaValidationRuleTest):
+    TLS = True
+
+
+class TlsBosaTokenRuleTest(BosaTokenRuleTest):
+    TLS = True
+
+
+class TlsTokenRuleTest(TokenRuleTest):
+    TLS = True
+
+
+class TlsCacheIdentityTest(CacheIdentityTest):
+    TLS = True
+
+
+class TlsHostHeaderTest(HostHeaderTest):
+    TLS = True
 
 
 if __name__ == "__main__":

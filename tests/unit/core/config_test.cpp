@@ -421,6 +421,23 @@ TEST_CASE("validateConfig accepts a valid config and names the broken key") {
       {"upstreams.bosa.max_response_bytes",
        [](Config& c) { c.upstreams[0].max_response_bytes = 0; }},
       {"upstreams.bosa.compat_listen", [](Config& c) { c.upstreams[0].compat_listen = c.listen; }},
+      {"upstreams.bosa.tls",
+       [](Config& c) {
+         c.upstreams[0].base_url = "http://127.0.0.1:9";
+         c.upstreams[0].tls = std::make_shared<const UpstreamTls>(UpstreamTls{"/etc/ca.pem", "", "", {}});
+       }},
+      {"upstreams.bosa.tls.client_key",
+       [](Config& c) {
+         c.upstreams[0].tls = std::make_shared<const UpstreamTls>(UpstreamTls{"", "/etc/c.pem", "", {}});
+       }},
+      {"upstreams.bosa.tls.client_cert",
+       [](Config& c) {
+         c.upstreams[0].tls = std::make_shared<const UpstreamTls>(UpstreamTls{"", "", "/etc/c.key", {}});
+       }},
+      {"upstreams.bosa.tls.ca_file",
+       [](Config& c) {
+         c.upstreams[0].tls = std::make_shared<const UpstreamTls>(UpstreamTls{"/etc/\n", "", "", {}});
+       }},
   };
   for (const Case& test : cases) {
     const std::string key = test.key;
@@ -440,4 +457,25 @@ TEST_CASE("validateConfig accepts a valid config and names the broken key") {
   config.listen.port = 0;
   config.upstreams[0].compat_listen = {"127.0.0.1", 0};
   CHECK(validateConfig(config).ok());
+  // TLS settings on https://, the key in the certificate's own file.
+  config.upstreams[0].tls =
+      std::make_shared<const UpstreamTls>(UpstreamTls{"/etc/ca.pem", "/etc/c.pem", "/etc/c.pem", {}});
+  CHECK(validateConfig(config).ok());
+}
+
+TEST_CASE("TLS problems: verification or not, and words without certificate contents") {
+  const TlsProblem verification[] = {TlsProblem::kUntrustedCertificate, TlsProblem::kHostMismatch,
+                                     TlsProblem::kExpired,          TlsProblem::kNotYetValid,
+                                     TlsProblem::kRevoked,          TlsProblem::kCaFileUnusable,
+                                     TlsProblem::kOtherVerification};
+  for (TlsProblem p : verification) {
+    CHECK(isCertificateVerification(p));
+    CHECK(tlsProblemText(p).rfind("the ", 0) == 0);
+  }
+  for (TlsProblem p : {TlsProblem::kHandshake, TlsProblem::kClientCertUnusable, TlsProblem::kClientCertRefused}) {
+    CHECK_FALSE(isCertificateVerification(p));
+  }
+  CHECK(tlsProblemText(TlsProblem::kUntrustedCertificate).find("tls.ca_file") != std::string_view::npos);
+  CHECK(tlsProblemText(TlsProblem::kExpired) == "the certificate has expired");
+  CHECK(tlsProblemText(TlsProblem::kHostMismatch).find("host name") != std::string_view::npos);
 }

@@ -930,3 +930,112 @@ TEST_CASE("BOSA settings: the commented example in conf/keyway.yaml parses to th
   CHECK(bosa->bosa.retry.backoff == defaults.retry.backoff);
   CHECK(bosa->bosa.retry.safe_actions == defaults.retry.safe_actions);
 }
+
+// ---- tls: ca_file, client_cert, client_key ----
+
+namespace {
+
+// Only the PEM labels matter to the loader (libcurl reads the files at connect time), so these
+// stand-ins hold no real certificate or key.
+const std::string kPemCert = "-----BEGIN CERTIFICATE-----\nMIIBstandin\n-----END CERTIFICATE-----\n";
+const std::string kPemKey = "-----BEGIN PRIVATE KEY-----\nMIGHstandin\n-----END PRIVATE KEY-----\n";
+
+// An https upstream `bosa` whose `tls:` mapping starts at line 4 with `body` (indented lines).
+std::string tlsConfig(const std::string& body, const std::string& base_url = "https://api.bosa.id") {
+  return "upstreams:\n  bosa:\n    base_url: " + base_url + "\n    tls:\n" + body;
+}
+
+}  // namespace
+
+TEST_CASE("tls: every key, the same file for certificate and key, and empty values") {
+  TempDir dir;
+  const std::string ca = dir.write("ca.pem", kPemCert + kPemCert);
+  const std::string cert = dir.write("client.pem", kPemCert);
+  const std::string key = dir.write("client.key", kPemKey);
+  const std::string both = dir.write("both.pem", kPemCert + kPemKey);
+
+  auto full = parse(tlsConfig("      ca_file: " + ca + "\n      client_cert: " + cert + "\n      client_key: " + key + "\n"));
+  REQUIRE(full.ok());
+  REQUIRE(full->upstreams[0].tls != nullptr);
+  CHECK(full->upstreams[0].tls->ca_file == ca);
+  CHECK(full->upstreams[0].tls->client_cert == cert);
+  CHECK(full->upstreams[0].tls->client_key == key);
+
+  auto combined = parse(tlsConfig("      client_cert: " + both + "\n      client_key: " + both + "\n"));
+  REQUIRE(combined.ok());
+  CHECK(combined->upstreams[0].tls->ca_file.empty());
+  CHECK(combined->upstreams[0].tls->client_key == both);
+
+  // Unset, empty mapping or empty values: no settings at all (system CAs, no client certificate).
+  CHECK(parse(kMinimal)->upstreams[0].tls == nullptr);
+  CHECK(parse(tlsConfig(""))->upstreams[0].tls == nullptr);
+  CHECK(parse("upstreams:\n  bosa: {base_url: https://api.bosa.id, tls: {}}\n")->upstreams[0].tls == nullptr);
+  CHECK(parse(tlsConfig("      ca_file: \"\"\n      client_cert:\n"))->upstreams[0].tls == nullptr);
+
+  // Each upstream has its own settings.
+  auto two = parse("upstreams:\n  a: {base_url: https://a.example, tls: {ca_file: " + ca +
+                   "}}\n  b: {base_url: https://b.example}\n");
+  REQUIRE(two.ok());
+  CHECK(two->upstreams[0].tls->ca_file == ca);
+  CHECK(two->upstreams[1].tls == nullptr);
+}
+
+TEST_CASE("tls: bad keys, types, files and combinations name the key and its line") {
+  TempDir dir;
+  const std::string cert = dir.write("client.pem", kPemCert);
+  const std::string key = dir.write("client.key", kPemKey);
+  const std::string not_pem = dir.write("notes.txt", "just text\n");
+  const std::string missing = dir.path() + "/missing.pem";
+
+  CHECK(expectError(tlsConfig("      ca_fille: " + cert + "\n"), 5, "upstreams.bosa.tls.ca_fille")
+            .find("unknown key (accepted here: ca_file, client_cert, client_key)") != std::string::npos);
+  CHECK(expectError("upstreams:\n  bosa:\n    base_url: https://api.bosa.id\n    tls: [a]\n", 4,
+                    "upstreams.bosa.tls")
+            .find("expected a mapping") != std::string::npos);
+  CHECK(expectError(tlsConfig("      ca_file: [a]\n"), 5, "upstreams.bosa.tls.ca_file").find("got a list") !=
+        std::string::npos);
+
+  const std::string no_file = expectError(tlsConfig("      ca_file: " + missing + "\n"), 5, "upstreams.bosa.tls.ca_file");
+  CHECK(no_file.find("No such file") != std::string::npos);
+  CHECK(no_file.find(missing) == std::string::npos);  // values are not echoed
+  CHECK(expectError(tlsConfig("\n      client_cert: " + dir.path() + "\n      client_key: " + key + "\n"), 6,
+                    "upstreams.bosa.tls.client_cert")
+            .find("not a regular file") != std::string::npos);
+  CHECK(expectError(tlsConfig("      ca_file: " + not_pem + "\n"), 5, "upstreams.bosa.tls.ca_file")
+            .find("no PEM certificate") != std::string::npos);
+  CHECK(expectError(tlsConfig("      ca_file: " + key + "\n"), 5, "upstreams.bosa.tls.ca_file")
+            .find("no PEM certificate") != std::string::npos);
+  CHECK(expectError(tlsConfig("      client_cert: " + cert + "\n      client_key: " + cert + "\n"), 6,
+                    "upstreams.bosa.tls.client_key")
+            .find("no PEM private key") != std::string::npos);
+  if (::geteuid() != 0) {  // root reads any file
+    const std::string locked = dir.write("locked.pem", kPemCert);
+    REQUIRE(::chmod(locked.c_str(), 0) == 0);
+    CHECK(expectError(tlsConfig("      ca_file: " + locked + "\n"), 5, "upstreams.bosa.tls.ca_file")
+              .find("Permission denied") != std::string::npos);
+  }
+
+  // Half a client pair is reported at the `tls:` key, naming the missing half.
+  CHECK(expectError(tlsConfig("      client_cert: " + cert + "\n"), 4, "upstreams.bosa.tls.client_key")
+            .find("required with client_cert") != std::string::npos);
+  CHECK(expectError(tlsConfig("      client_key: " + key + "\n"), 4, "upstreams.bosa.tls.client_cert")
+            .find("required with client_key") != std::string::npos);
+
+  // tls on http:// would be silently unused: an error, wherever base_url stands in the entry.
+  CHECK(expectError(tlsConfig("      ca_file: " + cert + "\n", "http://127.0.0.1:9"), 4, "upstreams.bosa.tls")
+            .find("https://") != std::string::npos);
+  expectError("upstreams:\n  bosa:\n    tls: {ca_file: " + cert + "}\n    base_url: http://127.0.0.1:9\n", 3,
+              "upstreams.bosa.tls");
+}
+
+TEST_CASE("tls: the key file's content never reaches an error message") {
+  TempDir dir;
+  const std::string cert = dir.write("client.pem", kPemCert);
+  // A key file that is not PEM (a raw secret pasted into a file): refused, never quoted.
+  const std::string raw = dir.write("raw.key", "sk-live-SECRETKEYMATERIAL-0123456789\n");
+  const std::string message =
+      expectError(tlsConfig("      client_cert: " + cert + "\n      client_key: " + raw + "\n"), 6,
+                  "upstreams.bosa.tls.client_key");
+  CHECK(message.find("SECRETKEYMATERIAL") == std::string::npos);
+  CHECK(message.find("no PEM private key") != std::string::npos);
+}
