@@ -12,7 +12,7 @@ namespace {
 
 using rapidjson::Value;
 
-// Endpoints the SDK never treats as actions (protocol bosa.md §2.1, "Endpoint filtering").
+// Endpoints the SDK never treats as actions (docs/bosa.md).
 constexpr std::array<std::string_view, 3> kNonActionPrefixes = {"integrations", "integration-exists",
                                                                 "success-authorize-callback"};
 

@@ -14,7 +14,7 @@
 
 namespace keyway::core {
 
-// One action (protocol bosa.md §2.1): an entry with method "POST" whose key does not start with
+// One action (docs/bosa.md): an entry with method "POST" whose key does not start with
 // "integrations", "integration-exists" or "success-authorize-callback".
 struct BosaAction {
   std::string name;    // the entry's key, e.g. "list_pull_requests"

@@ -1,6 +1,6 @@
 // BOSA schema service: each BOSA upstream's discovery document, loaded from the schema store,
 // fetched from the upstream when absent (one fetch for all waiters), refreshed in the background
-// after its TTL, and served to SDKs without a client token (SPEC §6, protocol bosa.md §2.1).
+// after its TTL, and served to SDKs without a client token (docs/bosa.md).
 #pragma once
 
 #include <chrono>

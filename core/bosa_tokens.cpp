@@ -248,7 +248,7 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
 void BosaTokenService::finishMint(const std::string& key, const std::string& identifier, bool persist,
                                   Result<Kept> result) {
   if (result.ok() && persist) {
-    // Durable and encrypted (SPEC §4: minted tokens at rest are encrypted). Rare: once per token
+    // Durable and encrypted (docs/auth.md: minted tokens at rest are encrypted). Rare: once per token
     // lifetime per user.
     (void)store_->storeUserToken(identifier, UserToken{result->token.clone(), result->expires_unix});
   }

@@ -1,4 +1,4 @@
-// BOSA user tokens (SPEC §4): minted through POST /auth/tokens with the user's stored secret, kept
+// BOSA user tokens (docs/auth.md): minted through POST /auth/tokens with the user's stored secret, kept
 // (encrypted in the credential store, and in memory) until shortly before they expire, minted once
 // for all concurrent requests of a user, and re-minted when the upstream rejects one.
 #pragma once

@@ -1,4 +1,4 @@
-// Response cache policy (SPEC §7): cache rules and their defaults, which requests are cacheable,
+// Response cache policy (docs/cache.md): cache rules and their defaults, which requests are cacheable,
 // whether a response may be stored and for how long, cache keys, identity tags and invalidation.
 // Pure functions over plain data: no I/O, no clock, thread-safe, never throw.
 #pragma once
@@ -54,7 +54,7 @@ struct CachePolicyConfig {
   std::vector<CacheRule> rules;           // first match wins
 };
 
-// SPEC §7 defaults. Deny rules first: MCP (upstream bundleup-mcp, and any path ending in /mcp or
+// docs/cache.md defaults. Deny rules first: MCP (upstream bundleup-mcp, and any path ending in /mcp or
 // under /mcp/ on any upstream, which also covers Unify's /v1/mcp) and the Proxy API
 // (bundleup-proxy: arbitrary provider calls, often not idempotent) are never cached. Then:
 //  - bundleup-api, bundleup-unify: GET, ttl 60 s, swr 30 s, sie 1 h. Lists (connections,

@@ -1,4 +1,4 @@
-// The response cache store role (SPEC §7): where cached upstream responses live. Implemented by
+// The response cache store role (docs/cache.md): where cached upstream responses live. Implemented by
 // storage/lmdb_cache_store (persistent, shared with keywayctl) and storage/memory_cache_store.
 #pragma once
 

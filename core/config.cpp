@@ -37,7 +37,7 @@ Protocol defaultProtocolFor(std::string_view upstream_name) {
 }
 
 CredentialInjection defaultCredentialFor(Protocol protocol) {
-  // SPEC §4: what keyway injects for each upstream family.
+  // docs/auth.md: what keyway injects for each upstream family.
   switch (protocol) {
     case Protocol::kBundleUp:
       return {"Authorization", "Bearer ", "bundleup.api_key"};

@@ -1,4 +1,4 @@
-// The typed, validated, immutable configuration model (SPEC §2). Loaded from YAML by
+// The typed, validated, immutable configuration model (docs/config.md). Loaded from YAML by
 // daemon/yaml_config_loader; everything here is plain data plus validation helpers.
 #pragma once
 
@@ -32,7 +32,7 @@ struct CredentialInjection {
   std::string secret;        // secret name in the store, e.g. "bundleup.api_key"; empty = inject nothing
 };
 
-// Retries of BOSA action calls (SPEC §6). Other upstreams' requests are never retried: their
+// Retries of BOSA action calls (docs/bosa.md). Other upstreams' requests are never retried: their
 // writes are not known to be idempotent and their SDKs retry themselves.
 struct RetryConfig {
   int attempts = 3;                                   // total attempts per call, 1 = no retry
@@ -71,7 +71,7 @@ struct UpstreamConfig {
 };
 
 struct LimitsConfig {
-  size_t max_body_bytes = 32u << 20;          // 413 above this (SPEC §3 default 32 MiB)
+  size_t max_body_bytes = 32u << 20;          // 413 above this (docs/http.md default 32 MiB)
   size_t max_header_bytes = 64u << 10;        // request line + headers; 431 above
   size_t max_headers = 100;                   // header count; 431 above
   std::chrono::milliseconds header_timeout{10000};  // slowloris guard: full head within this
@@ -108,7 +108,7 @@ struct Config {
   LimitsConfig limits;
   ServerConfig server;
   LogConfig log;
-  CachePolicyConfig cache = defaultCachePolicy();  // `cache:` section (SPEC §7)
+  CachePolicyConfig cache = defaultCachePolicy();  // `cache:` section (docs/cache.md)
 
   const UpstreamConfig* findUpstream(std::string_view name) const;
 };

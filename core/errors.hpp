@@ -1,4 +1,4 @@
-// keyway's own error responses (SPEC §8): code -> status/name, reason phrases, JSON error bodies.
+// keyway's own error responses (docs/errors.md): code -> status/name, reason phrases, JSON error bodies.
 #pragma once
 
 #include <string>

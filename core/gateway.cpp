@@ -78,7 +78,7 @@ Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& out
                          who + " did not answer in time (" + outcome.message +
                              "); retry later or raise its timeout");
     case UpstreamFailure::kTls:
-      // SPEC §2: a certificate that does not verify is said to be one, and why in general words;
+      // docs/operations.md: a certificate that does not verify is said to be one, and why in general words;
       // never what the certificate holds (outcome.message does not either).
       if (isCertificateVerification(outcome.tls_problem)) {
         return Error::make(ErrorCode::kUpstreamUnreachable,
@@ -124,7 +124,7 @@ void warnTlsFailure(EventSink& events, const UpstreamConfig& upstream, const Ups
   events.warn(line);
 }
 
-// protocol bosa.md §2.2: the BOSA SDK crashes on a response without Content-Type, so keyway always
+// docs/bosa.md: the BOSA SDK crashes on a response without Content-Type, so keyway always
 // sends one (bytes of unknown type are application/octet-stream, RFC 9110 §8.3).
 void ensureContentType(const UpstreamConfig& upstream, Headers& headers) {
   if (upstream.protocol == Protocol::kBosa && !headerValue(headers, "Content-Type")) {
@@ -581,7 +581,7 @@ void Gateway::respondError(const std::shared_ptr<Responder>& responder, const Er
                            AccessRecord record, std::chrono::steady_clock::time_point start) {
   record.error = errorCodeName(error.code);
   HttpResponse response = errorResponse(error);
-  // SPEC §7: every response on an upstream route says how the cache treated it.
+  // docs/cache.md: every response on an upstream route says how the cache treated it.
   if (record.upstream != "-") response.headers.push_back({"X-Keyway-Cache", "BYPASS"});
   respondLocal(responder, std::move(response), std::move(record), start);
 }
@@ -786,7 +786,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
                       std::chrono::steady_clock::time_point start) {
   const bool bosa = upstream.protocol == Protocol::kBosa;
   if (bosa && (request.method == "GET" || request.method == "HEAD") && isBosaDiscoveryPath(targetPath(rest))) {
-    // SPEC §4: discovery needs no client token (the SDK sends none) and is served from the store.
+    // docs/auth.md: discovery needs no client token (the SDK sends none) and is served from the store.
     serveDiscovery(upstream, rest, std::move(record), responder, start);
     return;
   }
@@ -886,7 +886,7 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
                                            route.action + " (no trailing slash, empty segment or percent-escape)"));
     return;
   }
-  // SPEC §4: act as a BOSA user named by X-Keyway-User (wins) or Authorization: Bearer kwu_<id>.
+  // docs/auth.md: act as a BOSA user named by X-Keyway-User (wins) or Authorization: Bearer kwu_<id>.
   bool wants_user = false;
   std::string user;
   if (auto v = headerValue(p->client_headers, "X-Keyway-User")) {
@@ -1008,7 +1008,7 @@ void Gateway::bosaValidate(std::shared_ptr<Pending> p) {
     const bool form = content_type && (containsNoCase(*content_type, "multipart/form-data") ||
                                        containsNoCase(*content_type, "application/x-www-form-urlencoded"));
     if (!form) {
-      // SPEC §6: the body is checked against the action's schema before anything leaves the host.
+      // docs/bosa.md: the body is checked against the action's schema before anything leaves the host.
       rapidjson::Document doc;
       const std::string_view body = p->out.body.empty() ? std::string_view("{}") : std::string_view(p->out.body);
       UpstreamMetrics* um = deps_.metrics->upstreamByName(p->upstream->name);
@@ -1060,7 +1060,7 @@ std::shared_ptr<UpstreamCall> Gateway::startUpstream(const std::shared_ptr<Pendi
     return deps_.upstream->start(std::move(out), std::move(observer));
   }
   RetryPolicy policy = retryPolicyFor(upstream.bosa.retry, p->action);
-  // Only action calls are retried (SPEC §6); users, tokens and integrations calls go once.
+  // Only action calls are retried (docs/bosa.md); users, tokens and integrations calls go once.
   if (p->action.empty()) policy.max_attempts = 1;
   RetryHooks hooks;
   UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
@@ -1068,7 +1068,7 @@ std::shared_ptr<UpstreamCall> Gateway::startUpstream(const std::shared_ptr<Pendi
     if (um != nullptr) um->retries.fetch_add(1, std::memory_order_relaxed);
   };
   if (!p->bosa_user.empty()) {
-    // SPEC §4: a 401 to a minted token gets one fresh token and one more try.
+    // docs/auth.md: a 401 to a minted token gets one fresh token and one more try.
     hooks.on_unauthorized = [this, p](UpstreamRequest& request, std::function<void(bool)> done) {
       const std::string rejected = p->user_token_header.substr(7);
       UpstreamRequest* target = &request;
@@ -1099,7 +1099,7 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   const bool head = p->head;
   UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
 
-  // --- response cache (SPEC §7) ---
+  // --- response cache (docs/cache.md) ---
   // Forwards without the cache; `on_success` runs after a 2xx (write invalidation).
   auto bypass = [&](std::function<void(int)> on_success) {
     if (um != nullptr) um->cache_bypass.fetch_add(1, std::memory_order_relaxed);

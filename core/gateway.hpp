@@ -55,7 +55,7 @@ struct ListenerContext {
   std::string peer;           // client address, for logs
 };
 
-// One line of the access log (SPEC §9). Never carries a secret or token.
+// One line of the access log (docs/operations.md). Never carries a secret or token.
 struct AccessRecord {
   std::string client;     // client name, "-" if unauthenticated
   std::string team;       // "-" if unknown
@@ -88,11 +88,11 @@ struct GatewayDeps {
   std::shared_ptr<Metrics> metrics;
   std::shared_ptr<EventSink> events;
   std::shared_ptr<Clock> clock;
-  // Response cache (SPEC §7); null = no caching (every upstream response is BYPASS).
+  // Response cache (docs/cache.md); null = no caching (every upstream response is BYPASS).
   std::shared_ptr<CacheStore> cache;
   // Readiness of parts outside the gateway (listeners bound). Defaults to true.
   std::function<bool()> ready;
-  // BOSA schema store (SPEC §6); null = schemas are fetched but kept in memory only.
+  // BOSA schema store (docs/bosa.md); null = schemas are fetched but kept in memory only.
   std::shared_ptr<SchemaStore> schemas;
   // Timers for retry waits; null = BOSA actions are never retried.
   std::shared_ptr<Scheduler> scheduler;

@@ -105,7 +105,7 @@ struct ParserLimits {
 // the target and never forwards Host.
 //
 // Accepted leniencies: bare LF as line terminator (RFC 9112 §2.2), empty lines before the request
-// line (§2.2).
+// line (RFC 9112 §2.2).
 //
 // Thread-safety: none; one parser per connection, used by one thread at a time.
 class RequestParser {

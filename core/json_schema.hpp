@@ -74,7 +74,7 @@ class CompiledSchema {
   // Everything not enforced, in document order (the same list compileSchema() appended to).
   const std::vector<SchemaIssue>& issues() const;
   // True when some reachable subschema is {"type":"string","format":"binary"}: a file field, so
-  // the action may be called with a multipart or form-encoded body (protocol bosa.md §5).
+  // the action may be called with a multipart or form-encoded body (docs/bosa.md).
   bool hasBinaryFields() const;
   // Number of compiled subschemas (for tests and diagnostics).
   std::size_t nodeCount() const;

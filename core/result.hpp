@@ -8,7 +8,7 @@
 
 namespace keyway::core {
 
-// The error codes of SPEC §8. Each maps to exactly one HTTP status (see errors.hpp).
+// The error codes of docs/errors.md. Each maps to exactly one HTTP status (see errors.hpp).
 enum class ErrorCode {
   kUnauthorized,        // 401
   kForbidden,           // 403

@@ -211,7 +211,7 @@ class RetryCall final : public UpstreamCall, public std::enable_shared_from_this
   enum class Phase { kAttempt, kWaiting, kAwaitingHook, kReplaying, kDone };
   // What the current attempt's response is for: the observer, a retry, or the 401 hook.
   // kHold: a read-like request's response that is not itself retryable (a 2xx, say) is held until
-  // it is complete, so that a connection failing mid-response can still be retried (SPEC §6);
+  // it is complete, so that a connection failing mid-response can still be retried (docs/bosa.md);
   // past kReplayLimit it is handed over as it streams and is no longer retryable.
   enum class Mode { kPassThrough, kSwallowRetry, kSwallow401, kHold };
 

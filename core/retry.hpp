@@ -1,4 +1,4 @@
-// Retries of upstream exchanges (SPEC §6, protocol bosa.md §4): exponential backoff with jitter,
+// Retries of upstream exchanges (docs/bosa.md): exponential backoff with jitter,
 // Retry-After honoured up to a cap, an overall time budget, and one credential refresh on 401.
 // The observer sees exactly one exchange: the one whose response the client gets.
 #pragma once

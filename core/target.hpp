@@ -1,4 +1,4 @@
-// Request-target rules of SPEC §3: origin-form only, no dot segments, mount/rest split.
+// Request-target rules of docs/http.md: origin-form only, no dot segments, mount/rest split.
 #pragma once
 
 #include <optional>

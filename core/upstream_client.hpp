@@ -34,7 +34,7 @@ struct UpstreamRequest {
   std::shared_ptr<const UpstreamTls> tls;
 };
 
-// How an exchange ended. Everything but kNone is a failure keyway maps to a SPEC §8 error.
+// How an exchange ended. Everything but kNone is a failure keyway maps to a docs/errors.md error.
 enum class UpstreamFailure {
   kNone,
   kConnectFailed,     // DNS, refused, unreachable: the request never left

@@ -1,4 +1,4 @@
-// TLS towards upstreams: an upstream's settings (`upstreams.<name>.tls`, SPEC §2) and the reasons a
+// TLS towards upstreams: an upstream's settings (`upstreams.<name>.tls`, docs/config.md) and the reasons a
 // TLS exchange fails, shared by the config model, the request pipeline and the upstream clients.
 #pragma once
 

@@ -1,4 +1,4 @@
-// keywayctl: argument parsing, the commands of SPEC §5 on the LMDB credential store, the response
+// keywayctl: argument parsing, the commands of docs/cli.md on the LMDB credential store, the response
 // cache and the BOSA schema store, secret input from stdin (never from arguments), human output on
 // stdout, one-line errors on stderr.
 #include "daemon/ctl.hpp"
@@ -797,7 +797,7 @@ int cmdCachePurge(Context& c) {
 // Connector names for `schemas refresh CONNECTOR`: RFC 3986 unreserved characters only, so the
 // name goes into `?modules=` as is (BOSA connector names are snake_case or hyphenated).
 constexpr size_t kMaxConnectorName = 128;
-// The BOSA SDK's own discovery timeout (protocols/bosa.md §2.1).
+// The BOSA SDK's own discovery timeout (docs/bosa.md).
 constexpr std::chrono::milliseconds kSchemaFetchTimeout{30000};
 
 std::vector<const core::UpstreamConfig*> bosaUpstreams(const core::Config& config) {

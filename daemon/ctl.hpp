@@ -1,4 +1,4 @@
-// keywayctl, the admin CLI (SPEC §5), as a function: testable without spawning processes.
+// keywayctl, the admin CLI (docs/cli.md), as a function: testable without spawning processes.
 #pragma once
 
 #include <functional>

@@ -104,7 +104,7 @@ CURLcode setUpstreamTls(CURL* easy, const core::UpstreamTls* tls, void* trust_st
   auto set = [&rc, easy](CURLoption option, auto value) {
     if (rc == CURLE_OK) rc = curl_easy_setopt(easy, option, value);
   };
-  // SPEC §2: verification is never off. Set explicitly rather than left to libcurl's defaults.
+  // docs/config.md: verification is never off. Set explicitly rather than left to libcurl's defaults.
   set(CURLOPT_SSL_VERIFYPEER, 1L);
   set(CURLOPT_SSL_VERIFYHOST, 2L);
   if (trust_store != nullptr) {

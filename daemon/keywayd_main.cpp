@@ -508,7 +508,7 @@ int Daemon::run() {
                        [cache] { return cache->healthy() ? 1.0 : 0.0; });
     metrics_->addGauge("keyway_cache_evictions", "Entries evicted from the response cache (LRU) since start.",
                        [cache] { return static_cast<double>(cache->stats().evictions); });
-    // A full or failing disk shows here while the gateway keeps forwarding (issue 7).
+    // A full or failing disk shows here while the gateway keeps forwarding.
     metrics_->addGauge("keyway_cache_dropped_writes", "Cache writes not stored (too large, full, failing) since start.",
                        [cache] { return static_cast<double>(cache->stats().dropped_writes); });
     metrics_->addGauge("keyway_cache_degraded_events", "Cache storage failures survived since start.",
@@ -525,7 +525,7 @@ int Daemon::run() {
   deps.events = events_;
   deps.clock = std::make_shared<core::RealClock>();
   deps.ready = [this] { return ready_.load(std::memory_order_relaxed); };
-  // BOSA schemas survive restarts so validation keeps working while BOSA is down (SPEC §6).
+  // BOSA schemas survive restarts so validation keeps working while BOSA is down (docs/bosa.md).
   if (auto schemas = storage::LmdbSchemaStore::open(config.state_dir); schemas.ok()) {
     deps.schemas = std::move(schemas.value());
   } else {
@@ -686,7 +686,7 @@ int64_t Daemon::drainPending() const {
   return n;
 }
 
-// SIGTERM (SPEC §9): stop accepting at once, answer requests that still arrive on open
+// SIGTERM (docs/operations.md): stop accepting at once, answer requests that still arrive on open
 // connections with 503 + Connection: close, let in-flight requests finish (their responses
 // fully written) for up to server.shutdown_grace, then exit. A second SIGTERM/SIGINT or the end
 // of the grace stops at once.

@@ -61,7 +61,7 @@ class Logger {
   std::unordered_map<std::string, RateState> rate_;
 };
 
-// The gateway's events as log lines: access (SPEC §9, with the credential's name and scope) and
+// The gateway's events as log lines: access (docs/operations.md, with the credential's name and scope) and
 // `credential_use` audit lines (client, team, upstream, credential name and scope: never the
 // value), per use or summarised (LogConfig::audit).
 //

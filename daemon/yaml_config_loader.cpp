@@ -402,7 +402,7 @@ Status parseLog(const Ctx& ctx, const Entry& section, core::LogConfig& out) {
   return parseMap(ctx, section, kNullIsEmpty, fields);
 }
 
-// `cache:` (SPEC §7). Rules given here are tried before the built-in defaults (first match
+// `cache:` (docs/cache.md). Rules given here are tried before the built-in defaults (first match
 // wins), so a rule can tighten, loosen or disable caching for some paths and the rest keeps the
 // defaults; `default_rules: false` drops the defaults entirely.
 Status parseCacheRule(const Ctx& ctx, const Entry& section, core::CacheRule& out) {

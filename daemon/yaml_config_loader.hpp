@@ -1,4 +1,4 @@
-// Loads keyway's YAML configuration (SPEC §2) into a validated core::Config.
+// Loads keyway's YAML configuration (docs/config.md) into a validated core::Config.
 #pragma once
 
 #include <cstddef>

@@ -48,9 +48,9 @@ constexpr size_t kMaxPooledReaders = 64;
 // transaction dirties and, after the commit, keeps those pages on the environment's free list
 // (me_dpages) until the environment is closed: the largest transaction ever run sets a floor
 // under the process's heap for good. A burst of 20,000 puts applied in one transaction pinned
-// ~32 MiB (bench scenario f, issue 4), so bursts are split into transactions of at most this
+// ~32 MiB (bench scenario f), so bursts are split into transactions of at most this
 // many queued operations, recency updates and swept entries (each touches a few pages in each of
-// the seven databases). 16 rather than 64 (issue 6, bench scenario f): LMDB cannot reuse the pages
+// the seven databases). 16 rather than 64 (bench scenario f): LMDB cannot reuse the pages
 // the last transaction or two freed, so the free pages a wave of rewrites needs on top of the
 // live ones grow with the pages each transaction dirties. When 10,000 entries were refreshed at
 // once, the cache file grew by 2.7 MiB with 64 and 1.5 MiB with 16 (8 was worse again: 2.4 MiB,

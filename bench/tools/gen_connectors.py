@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Generates a BOSA `GET /connectors` answer for bench/run scenario (g): C connectors x A actions.
 
-Shape per protocols/bosa.md §2.1: a bare object keyed by connector, each keyed by action, with
+Shape per docs/bosa.md: a bare object keyed by connector, each keyed by action, with
 method, path, docstring, parameters.request.schema and a pydantic-style request_body ($defs, anyOf
 with null). Writes connectors.json (all connectors) and names.json (the names) into --out.
 """

@@ -10,7 +10,7 @@ Input lines (written by bench/run), each a JSON object:
   {"scenario": "g", "gateway": "keyway", "startup": {...startup.py output...}}
   {"scenario": "a", "gateway": "keyway", "note": "cache not implemented"}
 Per gateway and scenario, the rounds are reduced to one: the better (higher requests/s) of two,
-the median (by requests/s) of three or more. Targets: issue 6, and issue 2 for forwarding.
+the median (by requests/s) of three or more. Targets as bench/README.md states them.
 """
 import argparse
 import json

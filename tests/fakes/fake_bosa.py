@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""fake_bosa.py: a fake BOSA (GL Connectors) server for keyway's integration tests (protocols/bosa.md).
+"""fake_bosa.py: a fake BOSA (GL Connectors) server for keyway's integration tests (docs/bosa.md).
 
 Built on fake_upstream.FakeUpstream (raw sockets, every request recorded byte for byte: method, raw
 target, headers in order, body). Python 3 stdlib only. What it serves:
@@ -55,7 +55,7 @@ from fake_upstream import FakeUpstream, RecordedRequest, Response  # noqa: E402,
 
 __all__ = ["FakeBosa", "Response", "RecordedRequest", "default_document", "DISCOVERY_PREFIXES"]
 
-# Endpoint keys that are not actions (protocols/bosa.md §2.1).
+# Endpoint keys that are not actions (docs/bosa.md).
 NON_ACTION_PREFIXES = ("integrations", "integration-exists", "success-authorize-callback")
 DISCOVERY_PREFIXES = ("/connectors?", "/connectors/?")
 
@@ -278,7 +278,7 @@ def default_document():
 
 
 def actions_of(connector_doc):
-    """The SDK's action filter (protocols/bosa.md §2.1): POST entries not starting with the excluded prefixes."""
+    """The SDK's action filter (docs/bosa.md): POST entries not starting with the excluded prefixes."""
     return sorted(k for k, v in connector_doc.items()
                   if isinstance(v, dict) and v.get("method") == "POST" and not k.startswith(NON_ACTION_PREFIXES))
 

@@ -1,6 +1,6 @@
 """bosa_sdk.py: an emulation of the official BOSA Python SDK (`bosa_connectors.BosaConnector` /
 `gl_connectors_sdk.GLConnectors`) on the wire, for keyway's integration tests. PyPI is unreachable
-here, so this reproduces what protocols/bosa.md documents, byte for byte where it matters:
+here, so this reproduces what docs/bosa.md documents, byte for byte where it matters:
 
 - discovery `GET {base}/connectors/?modules={app}` (trailing slash, no auth headers), lazily on first
   use and cached per instance and app; `GET {base}/connectors/names`; the action filter and the fields
@@ -14,8 +14,8 @@ here, so this reproduces what protocols/bosa.md documents, byte for byte where i
   stringification of `requests`/urllib3 (True -> "True", lists -> repeated fields, a dict -> its keys);
 - response handling: JSON when Content-Type holds application/json, else a ConnectorFile (filename from
   Content-Disposition's plain `filename=`); no Content-Type raises TypeError like the SDK;
-- `run()` -> ActionResponse with has_next()/next_page()/prev_page()/get_all_items() per §3;
-  the SDK's own retries (max_attempts, default 1); users, tokens and integrations helpers (§2.3, §2.4).
+- `run()` -> ActionResponse with has_next()/next_page()/prev_page()/get_all_items() as the SDK pages;
+  the SDK's own retries (max_attempts, default 1); users, tokens and integrations helpers.
 
 Each call opens its own connection (the SDK calls module-level `requests.get/post`). `last_response`
 and `exchanges` keep the raw HTTP responses for assertions the real SDK would not expose (headers
@@ -546,7 +546,7 @@ def _parse_header_params(line):
 
 
 class ActionResponse:
-    """action_response.py: data/meta of one page, and the paging helpers of §3."""
+    """action_response.py: data/meta of one page, and the SDK's paging helpers."""
 
     def __init__(self, body, status, module, action, params, headers, token, identifier, max_attempts, timeout):
         self.status = status

@@ -845,7 +845,7 @@ class KeywayTestCase(unittest.TestCase):
     }
 
     def assertKeywayError(self, resp, status, code, reason=None):
-        """Asserts an error produced by keyway itself (SPEC §8): status, standard reason phrase,
+        """Asserts an error produced by keyway itself (docs/errors.md): status, standard reason phrase,
         JSON body {"error": {"code", "message", "details": [...]}}."""
         self.assertEqual(resp.status, status, resp)
         if reason is not None:

@@ -1,4 +1,4 @@
-"""test_auth.py: client tokens, teams, credential injection and the live credential store (SPEC §4, §5)."""
+"""test_auth.py: client tokens, teams, credential injection and the live credential store (docs/auth.md, docs/cli.md)."""
 
 import time
 import uuid

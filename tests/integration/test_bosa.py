@@ -1,4 +1,4 @@
-"""test_bosa.py: BOSA through keyway end to end (issue 3, SPEC §4 BOSA users, §6, §8; protocols/bosa.md):
+"""test_bosa.py: BOSA through keyway end to end (docs/auth.md "BOSA users", docs/bosa.md, docs/errors.md):
 the real keywayd and keywayctl against fake_bosa.FakeBosa, driven by the SDK emulation in bosa_sdk.py
 (the official SDK cannot be installed here) and by raw requests. Every test checks what the client got,
 what the fake received (the proof of what was, or was not, sent upstream) and, where relevant, metrics."""

@@ -1,5 +1,5 @@
-"""test_bundleup_sdk.py: BundleUp SDK-shaped traffic through the compat listeners (protocols/bundleup.md
-§1.2-§4, §9): the exact requests the official Python SDK (requests) sends, with the kw_ token as its
+"""test_bundleup_sdk.py: BundleUp SDK-shaped traffic through the compat listeners (docs/http.md):
+the exact requests the official Python SDK (requests) sends, with the kw_ token as its
 "API key", must reach the upstream with only Authorization replaced and come back unchanged."""
 
 import json

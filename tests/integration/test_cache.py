@@ -1,4 +1,4 @@
-"""test_cache.py: the response cache end to end (SPEC §7, §5 `keywayctl cache`): X-Keyway-Cache and Age
+"""test_cache.py: the response cache end to end (docs/cache.md, docs/cli.md `keywayctl cache`): X-Keyway-Cache and Age
 as clients see them, and the fake upstream's request log as the proof of what was (not) forwarded."""
 
 import json
@@ -100,7 +100,7 @@ class CacheTest(CacheTestBase):
     @classmethod
     def provision(cls):
         super().provision()
-        # gamma uses the shared bundleup.api_key, as alpha does: they share entries (SPEC §7).
+        # gamma uses the shared bundleup.api_key, as alpha does: they share entries (docs/cache.md).
         cls.kw.add_team("gamma")
         cls.tokens["app-gamma"] = cls.kw.add_client("app-gamma", "gamma")
 

@@ -1,4 +1,4 @@
-"""test_connections.py: connection behaviour (SPEC §3): keep-alive, Connection: close, HTTP/1.0, upstream
+"""test_connections.py: connection behaviour (docs/http.md): keep-alive, Connection: close, HTTP/1.0, upstream
 connection reuse, thousands of requests waiting on a slow upstream at once, and SSE streaming."""
 
 import json
@@ -243,7 +243,7 @@ class StreamingTest(KeywayTestCase):
         self.assertEqual(r.body, b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}')
 
     def test_large_body_streams(self):
-        # protocols/bundleup.md §9: SSE and large proxy bodies are streamed, not buffered whole.
+        # docs/http.md: SSE and large proxy bodies are streamed, not buffered whole.
         gate = threading.Event()
         first, rest = b"A" * (1 << 20), b"B" * (1 << 20)
         self.fake.route("GET", "/big", Response(headers=[("Content-Type", "application/octet-stream")],

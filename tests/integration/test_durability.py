@@ -1,4 +1,4 @@
-"""test_durability.py: crashes and disk trouble lose nothing acknowledged (issue 7 item 5; SPEC §4, §7, §8).
+"""test_durability.py: crashes and disk trouble lose nothing acknowledged (docs/auth.md, docs/cache.md, docs/errors.md).
 
 - KillNineTest: 50 rounds of `kill -9 keywayd` in the middle of a stream of cache writes and
   `keywayctl secret set` writes; after each, keywayd restarts (ready), every acknowledged secret is

@@ -1,4 +1,4 @@
-"""test_errors.py: errors keyway produces itself (SPEC §3, §8): bad targets, unknown mounts, body limit,
+"""test_errors.py: errors keyway produces itself (docs/http.md, docs/errors.md): bad targets, unknown mounts, body limit,
 unreachable and slow upstreams; and the reserved /_keyway endpoints."""
 
 import time

@@ -1,6 +1,6 @@
-"""test_forwarding.py: what the upstream receives and what the client gets back are exact (SPEC §3).
+"""test_forwarding.py: what the upstream receives and what the client gets back are exact (docs/http.md).
 
-Forwarding checks go through bundleup-proxy (never cached, SPEC §7) or use unique paths, so a cache
+Forwarding checks go through bundleup-proxy (never cached, docs/cache.md) or use unique paths, so a cache
 in front can never hide a request from the fake."""
 
 import gzip
@@ -236,7 +236,7 @@ class ForwardResponseTest(KeywayTestCase):
 
 
 class CompatListenerTest(KeywayTestCase):
-    """compat_listen: one upstream served at the root of its own port (SPEC §2)."""
+    """compat_listen: one upstream served at the root of its own port (docs/config.md)."""
 
     def test_root_paths_reach_their_upstream(self):
         for name in ("bundleup-api", "bundleup-proxy", "bundleup-unify"):

@@ -1,4 +1,4 @@
-"""test_hostile.py: hostile bytes over the wire against the real keywayd (issue 7 item 3; SPEC §3, §8).
+"""test_hostile.py: hostile bytes over the wire against the real keywayd (docs/http.md, docs/errors.md).
 
 Not repeated here (already covered): test_errors.py TargetValidationTest (absolute-form, '*', '//' and
 '.'/'..'/'%2e%2e' targets on the main listener, a first set of malformed request lines, NUL in the
@@ -306,7 +306,7 @@ class HostileWireTest(KeywayTestCase):
             ("method-only", b"BREW" + tail),
         ]
         self.attack_all(cases)
-        # A well-formed unknown method is an upstream's business (SPEC §3: methods pass through), but
+        # A well-formed unknown method is an upstream's business (docs/http.md: methods pass through), but
         # never without a client token.
         for method in ("BREW", "PROPFIND", "get"):
             with self.subTest(method=method):
@@ -483,7 +483,7 @@ class HostileWireTest(KeywayTestCase):
         self.assertTrue(self.kw.running)
         self.assertEqual(self.call("GET", "/bundleup-proxy/last").status, 200)
         self.fake.reset()
-        # SPEC §9: SIGTERM -> exit 0. Under the sanitizers this is also where LeakSanitizer reports.
+        # docs/operations.md: SIGTERM -> exit 0. Under the sanitizers this is also where LeakSanitizer reports.
         cls.stopped = True
         code = self.kw.stop(timeout=30)
         self.assertEqual(code, 0, "keywayd exited %s after the attacks; stderr tail:\n%s"

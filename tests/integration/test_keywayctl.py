@@ -1,4 +1,4 @@
-"""test_keywayctl.py: the admin CLI and config checking as scripts see them (SPEC §1, §2, §5):
+"""test_keywayctl.py: the admin CLI and config checking as scripts see them (docs/cli.md, docs/config.md):
 exit codes, the token on the last stdout line, secrets from stdin, init idempotence, --check-config."""
 
 import os

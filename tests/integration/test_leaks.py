@@ -1,5 +1,5 @@
 """test_leaks.py: no secret value and no kw_ token in any file keyway writes, its stderr, its metrics or
-any response (SPEC §4, §9); and the access log carries one structured line per request."""
+any response (docs/auth.md, docs/operations.md); and the access log carries one structured line per request."""
 
 import base64
 import os

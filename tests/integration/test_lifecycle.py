@@ -1,4 +1,4 @@
-"""test_lifecycle.py: keywayd's life under a service manager (SPEC §9, §3; issue 5): WATCHDOG=1 pings
+"""test_lifecycle.py: keywayd's life under a service manager (docs/operations.md, docs/http.md): WATCHDOG=1 pings
 that depend on a working serving path, the SIGTERM drain (stop accepting, finish in-flight requests,
 503 on open connections, exit 0), SIGHUP reload under load, and the operational metrics.
 
@@ -319,7 +319,7 @@ class DrainTest(LifecycleCase):
         # Stopped accepting: the kernel refuses a new connection outright.
         with self.assertRaises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", port), timeout=2).close()
-        # A request on an already open connection: 503 unavailable with Connection: close (SPEC §3).
+        # A request on an already open connection: 503 unavailable with Connection: close (docs/http.md).
         late = self.get("/bundleiq/v1/late", conn=idle)
         self.assertEqual(late.status, 503, late)
         self.assertEqual(late.json()["error"]["code"], "unavailable")
@@ -518,7 +518,7 @@ class ReloadTest(LifecycleCase):
 # Metrics
 # ------------------------------------------------------------------------------------------------
 
-# SPEC §9 series, plus issue 5 item 5 (reuse, open upstream connections, store and cache sizes).
+# docs/operations.md series, plus (reuse, open upstream connections, store and cache sizes).
 SPEC_FAMILIES = {
     "keyway_requests_total": "counter",                    # by upstream and status class
     "keyway_request_duration_seconds": "histogram",        # total latency

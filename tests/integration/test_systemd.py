@@ -1,4 +1,4 @@
-"""test_systemd.py: keywayd's systemd protocol (SPEC §9, issue 5) seen from a fake manager: a unix
+"""test_systemd.py: keywayd's systemd protocol (docs/operations.md) seen from a fake manager: a unix
 datagram NOTIFY_SOCKET bound by the test, WATCHDOG_USEC set. READY=1 only once the listener accepts,
 STATUS= lines, WATCHDOG=1 pings, RELOADING=1 then READY=1 on SIGHUP (also for a refused config),
 STOPPING=1 and exit 0 on SIGTERM. Plus the unit under a real `systemd-run --user` when one is usable."""

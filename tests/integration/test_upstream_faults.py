@@ -1,6 +1,6 @@
-"""test_upstream_faults.py: upstreams that fail, against the real keywayd (issue 7 item 4; SPEC §3, §8).
+"""test_upstream_faults.py: upstreams that fail, against the real keywayd (docs/http.md, docs/errors.md).
 
-Each fault is mapped to SPEC §8 (502 upstream_unreachable, 504 upstream_timeout, or the upstream's own
+Each fault is mapped to docs/errors.md (502 upstream_unreachable, 504 upstream_timeout, or the upstream's own
 answer passed through unchanged), is never retried on these non-BOSA upstreams (the fake counts exactly
 one request or connection per client request, keyway_retries_total stays 0), is answered within a
 bounded time (never a hang), and moves keyway_upstream_errors_total{upstream=...,kind=...} for the

@@ -13,7 +13,7 @@ using namespace keyway::core;
 
 namespace {
 
-// A discovery document shaped like BOSA's GET /connectors (protocol bosa.md §2.1).
+// A discovery document shaped like BOSA's GET /connectors (docs/bosa.md).
 constexpr const char* kDocument = R"({
   "github": {
     "list_pull_requests": {
@@ -92,7 +92,7 @@ bool hasProblem(const BosaCatalog& catalog, const std::string& connector, const 
 
 }  // namespace
 
-TEST_CASE("bosa_catalog: actions are POST entries outside the integration routes (protocol §2.1)") {
+TEST_CASE("bosa_catalog: actions are POST entries outside the integration routes (docs/bosa.md)") {
   const auto catalog = load();
   CHECK(catalog->connectorNames() == std::vector<std::string>{"empty_connector", "github", "gmail"});
   CHECK(catalog->actionNames("github") == std::vector<std::string>{"get_repo", "list_pull_requests", "odd_pattern",

@@ -85,7 +85,7 @@ TEST_CASE("defaultProtocolFor follows the name prefix") {
   CHECK(defaultProtocolFor("") == Protocol::kGeneric);
 }
 
-TEST_CASE("defaultCredentialFor gives SPEC §4 injection per protocol") {
+TEST_CASE("defaultCredentialFor gives docs/auth.md injection per protocol") {
   auto bu = defaultCredentialFor(Protocol::kBundleUp);
   CHECK(bu.header == "Authorization");
   CHECK(bu.prefix == "Bearer ");

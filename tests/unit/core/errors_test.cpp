@@ -8,7 +8,7 @@
 
 using namespace keyway::core;
 
-TEST_CASE("errors: status and name of every code (SPEC §8)") {
+TEST_CASE("errors: status and name of every code (docs/errors.md)") {
   struct Row {
     ErrorCode code;
     int status;

@@ -63,7 +63,7 @@ constexpr const char* kDraft4MetaSchema =
 // Everything else in the suite must pass.
 const std::set<std::tuple<std::string, std::string, std::string>>& skipList() {
   static const std::set<std::tuple<std::string, std::string, std::string>> skips = {
-      // keyway follows draft 6+ here, as pydantic and SPEC §6 need: an integer is any number with
+      // keyway follows draft 6+ here, as pydantic and docs/bosa.md need: an integer is any number with
       // no fractional part, so 1.0 IS an integer. The optional draft-4 test asserts the opposite.
       {"optional/zeroTerminatedFloats.json",
        "some languages do not distinguish between different types of numeric value",

@@ -1,4 +1,4 @@
-// Unit tests for the request-target rules of SPEC §3 (core/target).
+// Unit tests for the request-target rules of docs/http.md (core/target).
 #include "core/target.hpp"
 
 #include <doctest/doctest.h>
@@ -75,7 +75,7 @@ TEST_CASE("target: dot segments, raw or percent-encoded in any case, are refused
 }
 
 namespace {
-// The rules of SPEC §3 for an origin-form target, written the plain way (every byte, every
+// The rules of docs/http.md for an origin-form target, written the plain way (every byte, every
 // segment decoded): what validateTarget's table scan and skipped dot walk must agree with.
 bool referenceAccepts(std::string_view t) {
   if (t.empty() || t[0] != '/') return false;

@@ -660,7 +660,7 @@ TEST_CASE("lmdb cache store: concurrent readers, writers and invalidations") {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Memory bounds (issue 4, bench scenario f): what the store keeps on the heap must not grow with
+// Memory bounds (bench scenario f): what the store keeps on the heap must not grow with
 // the size of a burst or of the key set.
 
 namespace {
