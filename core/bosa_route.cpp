@@ -3,32 +3,14 @@
 
 #include <vector>
 
+#include "core/text.hpp"
+
 namespace keyway::core {
 
 namespace {
 
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 std::string normalise(std::string_view raw) {
-  std::string decoded;
-  decoded.reserve(raw.size());
-  for (size_t i = 0; i < raw.size(); ++i) {
-    if (raw[i] == '%' && i + 2 < raw.size()) {
-      const int hi = hexValue(raw[i + 1]);
-      const int lo = hexValue(raw[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        decoded.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-        continue;
-      }
-    }
-    decoded.push_back(raw[i]);
-  }
+  const std::string decoded = percentDecodeOnce(raw);
   std::string out;
   out.reserve(decoded.size() + 1);
   for (char c : decoded) {
@@ -54,7 +36,7 @@ std::vector<std::string_view> segments(std::string_view path) {
 
 bool startsWith(std::string_view s, std::string_view prefix) { return s.substr(0, prefix.size()) == prefix; }
 
-// The discovery document's filter (protocols: an entry whose name starts with one of these is
+// The discovery document's filter (docs/bosa.md: an entry whose name starts with one of these is
 // not an action).
 bool isReservedActionName(std::string_view name) {
   return startsWith(name, "integrations") || startsWith(name, "integration-exists") ||

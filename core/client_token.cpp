@@ -3,7 +3,7 @@
 
 #include <string>
 
-#include "core/http_types.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
 
@@ -11,13 +11,6 @@ namespace {
 
 bool isBase64UrlChar(char c) {
   return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_';
-}
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
 }
 
 // "kw_" followed by at least kClientTokenBodyChars base64url characters, anywhere in `text`.
@@ -31,26 +24,6 @@ bool scanRaw(std::string_view text) {
     pos = body;
   }
   return false;
-}
-
-// One round of %XX decoding (what an upstream's URL or form decoder does); malformed escapes
-// stay as they are.
-std::string percentDecoded(std::string_view text) {
-  std::string out;
-  out.reserve(text.size());
-  for (size_t i = 0; i < text.size(); ++i) {
-    if (text[i] == '%' && i + 2 < text.size()) {
-      const int hi = hexValue(text[i + 1]);
-      const int lo = hexValue(text[i + 2]);
-      if (hi >= 0 && lo >= 0) {
-        out.push_back(static_cast<char>(hi * 16 + lo));
-        i += 2;
-        continue;
-      }
-    }
-    out.push_back(text[i]);
-  }
-  return out;
 }
 
 int base64Value(char c) {
@@ -82,12 +55,6 @@ std::string base64Decoded(std::string_view text) {
   return out;
 }
 
-std::string_view trimSpaces(std::string_view v) {
-  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
-  while (!v.empty() && (v.back() == ' ' || v.back() == '\t')) v.remove_suffix(1);
-  return v;
-}
-
 }  // namespace
 
 bool isWellFormedClientToken(std::string_view token) {
@@ -101,14 +68,14 @@ bool isWellFormedClientToken(std::string_view token) {
 
 bool carriesClientToken(std::string_view text) {
   if (scanRaw(text)) return true;
-  if (text.find('%') != std::string_view::npos && scanRaw(percentDecoded(text))) return true;
+  if (text.find('%') != std::string_view::npos && scanRaw(percentDecodeOnce(text))) return true;
   // Authorization: Basic base64(user ":" password), with the token as either part.
-  const std::string_view v = trimSpaces(text);
+  const std::string_view v = trimOws(text);
   constexpr std::string_view kBasic = "Basic ";
   if (v.size() > kBasic.size() && iequals(v.substr(0, kBasic.size()), kBasic)) {
-    const std::string decoded = base64Decoded(trimSpaces(v.substr(kBasic.size())));
+    const std::string decoded = base64Decoded(trimOws(v.substr(kBasic.size())));
     if (scanRaw(decoded)) return true;
-    if (decoded.find('%') != std::string::npos && scanRaw(percentDecoded(decoded))) return true;
+    if (decoded.find('%') != std::string::npos && scanRaw(percentDecodeOnce(decoded))) return true;
   }
   return false;
 }

@@ -1,5 +1,9 @@
 // The request pipeline: routing, client authentication, credential injection, forwarding and
 // keyway's own endpoints. Transport-agnostic: the server hands it parsed requests and a Responder.
+// Its parts: gateway.cpp (routing, authentication, injection, the cache decision),
+// gateway_bosa.cpp (BOSA discovery, validation, user tokens, retries), gateway_cache.cpp (cache
+// hits and the single flight of misses), upstream_relay (uncached exchanges), request_context
+// (every request's answer and bookkeeping).
 #pragma once
 
 #include <atomic>
@@ -12,6 +16,7 @@
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
+#include <vector>
 
 #include "core/bosa_route.hpp"
 #include "core/bosa_service.hpp"
@@ -23,64 +28,13 @@
 #include "core/credential_store.hpp"
 #include "core/http_types.hpp"
 #include "core/metrics.hpp"
+#include "core/request_context.hpp"
 #include "core/result.hpp"
 #include "core/retry.hpp"
 #include "core/schema_store.hpp"
 #include "core/upstream_client.hpp"
 
 namespace keyway::core {
-
-// The outgoing side of one request, implemented by the server. Thread-safe: the gateway may call it
-// from a server thread or from the upstream client's thread. Either send() once, or startStream()
-// then writeChunk()* then endStream() / abortStream().
-class Responder {
- public:
-  virtual ~Responder() = default;
-  virtual void send(HttpResponse response) = 0;
-  virtual void startStream(int status, std::string_view reason, Headers headers) = 0;
-  // Returns false when the client is gone. `drained` (may be empty) is called once, from any
-  // thread, when the bytes queued for the client drop below the low-water mark after this call
-  // found them above the high-water mark; `*paused` tells the caller whether that happened.
-  virtual bool writeChunk(std::string_view data, bool* paused, std::function<void()> drained) = 0;
-  virtual void endStream() = 0;
-  virtual void abortStream() = 0;  // the body cannot be completed: close the connection
-  // True if the request arrived over HTTP/1.0 (no chunked framing available).
-  virtual bool http10() const = 0;
-};
-
-// Where the request came in.
-struct ListenerContext {
-  bool main = true;           // main listener (mounts) vs compat listener
-  std::string compat_upstream;  // for compat listeners: the upstream served at the root
-  std::string peer;           // client address, for logs
-};
-
-// One line of the access log (docs/operations.md). Never carries a secret or token.
-struct AccessRecord {
-  std::string client;     // client name, "-" if unauthenticated
-  std::string team;       // "-" if unknown
-  std::string upstream;   // "-" for keyway's own endpoints
-  std::string method;
-  std::string path;       // without the query (queries may carry identifiers)
-  int status = 0;
-  std::string cache = "BYPASS";
-  std::string credential;  // secret name injected ("" if none) and its scope, for the audit trail
-  std::string credential_scope;
-  double upstream_ms = -1;  // -1 if no upstream exchange
-  double total_ms = 0;
-  size_t bytes_in = 0;
-  size_t bytes_out = 0;
-  std::string error;      // keyway error code, if any
-  std::string listener;   // "main" or "compat"
-  std::string peer;
-};
-
-class EventSink {
- public:
-  virtual ~EventSink() = default;
-  virtual void access(const AccessRecord& record) = 0;
-  virtual void warn(std::string_view message) = 0;
-};
 
 struct GatewayDeps {
   std::shared_ptr<CredentialStore> store;
@@ -107,8 +61,7 @@ class Gateway {
 
   // Handles one complete request; never blocks on I/O; never throws. The responder is always
   // answered exactly once.
-  void handle(HttpRequest request, const ListenerContext& listener,
-              std::shared_ptr<Responder> responder);
+  void handle(HttpRequest request, const ListenerContext& listener, std::shared_ptr<Responder> responder);
 
   // Swaps the configuration (SIGHUP). Requests in flight keep the config they started with.
   void setConfig(std::shared_ptr<const Config> config);
@@ -125,84 +78,82 @@ class Gateway {
     return bosa_schemas_->peek(upstream);
   }
 
+  // A cache fill's end (gateway_cache.cpp): removes the flight of `key` and returns the requests
+  // that waited on it.
+  std::vector<std::unique_ptr<RequestContext>> landFlight(const std::string& key);
+  // Answers a request from a cached entry (HIT or STALE, with Age); takes the entry's headers and
+  // body (pass a copy to keep it).
+  void serveCached(CachedResponse entry, const char* cache_status, std::unique_ptr<RequestContext> ctx);
+
  private:
   struct Identity {
     ClientRecord client;
     TeamRecord team;
   };
- public:
-  // One request waiting on a cache fill (internal; public for the observer in gateway.cpp).
-  struct Waiter {
-    std::shared_ptr<Responder> responder;
-    AccessRecord record;
-    std::chrono::steady_clock::time_point start;
-    bool head = false;
-  };
+  // Cache fills in flight by cache key: concurrent misses on one key make one upstream request.
   struct Flight {
-    std::vector<Waiter> waiters;
+    std::vector<std::unique_ptr<RequestContext>> waiters;
   };
-  // Removes the flight of `key` and returns its waiters (the fill is done).
-  std::vector<Waiter> landFlight(const std::string& key);
-  // Answers `waiter` from a cached entry; takes the entry's headers and body (pass a copy to keep it).
-  void serveCached(CachedResponse entry, const char* cache_status, Waiter waiter);
-
- private:
-
-  void handleInternal(HttpRequest& request, const ListenerContext& listener,
-                      const std::shared_ptr<Responder>& responder,
-                      std::chrono::steady_clock::time_point start);
   // A request on its way upstream, carried across the asynchronous BOSA stages (schema fetch,
   // token mint). `upstream` points into `config`, which this keeps alive.
   struct Pending {
     std::shared_ptr<const Config> config;
     const UpstreamConfig* upstream = nullptr;
-    Headers client_headers;  // as the client sent them (cache identity)
+    std::unique_ptr<RequestContext> ctx;
+    Headers client_headers;  // as the client sent them
     std::string rest;
-    AccessRecord record;
-    std::shared_ptr<Responder> responder;
-    std::chrono::steady_clock::time_point start;
     UpstreamRequest out;
-    bool head = false;
+    std::string credential_fingerprint;  // of the injected credential's value (cache identity)
     // BOSA
     std::shared_ptr<const ResolvedSecret> api_key;  // the injected client key (user tokens are tied to it)
+    BosaRoute bosa_route;                   // classifyBosaPath of the path
     std::string bosa_user;                  // identifier acted as, "" for none
     std::string action;                     // action name for action calls, "" otherwise
     std::string user_token_header;          // the Authorization value injected (for a 401 re-mint)
-    BosaRoute bosa_route;                   // classifyBosaPath of the path (BOSA upstreams)
-    std::string credential_fingerprint;     // of the injected credential's value (cache identity)
   };
+
+  // gateway.cpp
+  void handleInternal(HttpRequest& request, const ListenerContext& listener, std::unique_ptr<RequestContext>& ctx);
+  void serveKeywayEndpoint(const HttpRequest& request, std::string_view path, std::unique_ptr<RequestContext> ctx);
   void forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
-               std::string rest, AccessRecord&& record, const std::shared_ptr<Responder>& responder,
-               std::chrono::steady_clock::time_point start);
-  // BOSA stages, then dispatch(): validation against the action's schema, then the user token.
-  void bosaValidate(std::shared_ptr<Pending> p);
-  void bosaUserToken(std::shared_ptr<Pending> p);
-  void dispatch(std::shared_ptr<Pending> p);
-  // Starts the upstream exchange of `p` (with retries and a 401 re-mint for BOSA).
-  std::shared_ptr<UpstreamCall> startUpstream(const std::shared_ptr<Pending>& p, UpstreamRequest out,
-                                              std::shared_ptr<UpstreamObserver> observer);
-  void serveDiscovery(const UpstreamConfig& upstream, const std::string& rest, AccessRecord record,
-                      const std::shared_ptr<Responder>& responder, std::chrono::steady_clock::time_point start);
-  void respondPendingError(const std::shared_ptr<Pending>& p, const Error& error);
+               std::string rest, std::unique_ptr<RequestContext> ctx);
   // Both share the cached identity (never null on success of authenticate; null from
   // lookupToken for an unknown or revoked token): no copy of its records per request.
   Result<std::shared_ptr<const Identity>> authenticate(const HttpRequest& request, const UpstreamConfig& upstream);
   Result<std::shared_ptr<const Identity>> lookupToken(std::string_view token);
   // CredentialStore::resolveSecret, remembered for one store generation (decrypting the secret
-  // on every request cost more than the rest of the lookup).
-  // The cached secret, shared (null: none stored for that name and team).
+  // on every request cost more than the rest of the lookup). Null: none stored for that name.
   Result<std::shared_ptr<const ResolvedSecret>> resolveSecret(const std::string& name, const std::string& team);
+  // The cache decision (docs/cache.md), then the upstream exchange: relayed (bypass) or as a
+  // cache fill (gateway_cache.cpp).
+  void dispatch(std::shared_ptr<Pending> p);
+  void relay(const std::shared_ptr<Pending>& p, std::function<void(int)> on_success);
+  CacheIdentity cacheIdentityOf(const Pending& p) const;
 
-  void respondLocal(const std::shared_ptr<Responder>& responder, HttpResponse response,
-                    AccessRecord record, std::chrono::steady_clock::time_point start);
-  void respondError(const std::shared_ptr<Responder>& responder, const Error& error,
-                    AccessRecord record, std::chrono::steady_clock::time_point start);
+  // gateway_cache.cpp: a cacheable request, answered from the cache or by one fill for all
+  // concurrent misses of its key.
+  void dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRule& rule, std::string canonical_body,
+                         ClientCacheDirective directive);
+
+  // gateway_bosa.cpp
+  void serveDiscovery(const UpstreamConfig& upstream, const std::string& rest, std::unique_ptr<RequestContext> ctx);
+  // The BOSA part of forward(): route classification, the user a request acts as, then validation.
+  void forwardBosa(std::shared_ptr<Pending> p, const Identity& id);
+  void bosaValidate(std::shared_ptr<Pending> p);
+  void bosaUserToken(std::shared_ptr<Pending> p);
+  // Starts the upstream exchange of `p` (with retries and a 401 re-mint for BOSA).
+  std::shared_ptr<UpstreamCall> startUpstream(const std::shared_ptr<Pending>& p, UpstreamRequest out,
+                                              std::shared_ptr<UpstreamObserver> observer);
+  static void respondPendingError(const std::shared_ptr<Pending>& p, const Error& error);
+
+  std::unique_ptr<RequestContext> newContext(std::shared_ptr<Responder> responder, bool head) const;
 
   std::shared_ptr<const Config> config_;  // accessed with std::atomic_load/store
   // Changes with every setConfig(), unique across Gateway instances: config() keeps a
   // per-thread copy of the snapshot and reloads it only when this moved.
   std::atomic<uint64_t> config_generation_;
   GatewayDeps deps_;
+  std::shared_ptr<const RequestServices> services_;
   std::atomic<bool> draining_{false};
 
   // Positive authentication results keyed by presented token, valid for one store generation:
@@ -218,7 +169,6 @@ class Gateway {
   std::unique_ptr<BosaSchemaService> bosa_schemas_;
   std::unique_ptr<BosaTokenService> bosa_tokens_;
 
-  // Cache fills in flight, by cache key: concurrent misses on one key make one upstream request.
   std::mutex flights_mu_;
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
 };

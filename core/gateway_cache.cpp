@@ -1,0 +1,211 @@
+// The gateway's cache path (docs/cache.md): hits and stale hits answered from the store, and one
+// upstream fill for all concurrent misses of a key, stored when the policy allows.
+#include <cstring>
+
+#include "core/gateway.hpp"
+#include "core/header_rules.hpp"
+#include "core/target.hpp"
+#include "core/upstream_relay.hpp"
+
+namespace keyway::core {
+
+namespace {
+
+int64_t unixMs(const Clock& clock) {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(clock.systemNow().time_since_epoch()).count();
+}
+
+// Fetches one cacheable response for every request waiting on its key: buffers it, stores it when
+// the policy allows, and answers all waiters (MISS), or serves the stale entry when the upstream
+// fails and stale-if-error allows it.
+class CacheFillObserver final : public UpstreamObserver {
+ public:
+  CacheFillObserver(Gateway* gateway, UpstreamMetrics* um, std::shared_ptr<EventSink> events,
+                    std::shared_ptr<Clock> clock, std::shared_ptr<CacheStore> cache,
+                    std::shared_ptr<const UpstreamConfig> upstream, CacheRule rule, std::string key, CacheEntryMeta meta,
+                    std::optional<CachedResponse> stale, size_t max_entry_bytes, bool holds_refresh_slot)
+      : gateway_(gateway), um_(um), events_(std::move(events)), clock_(std::move(clock)), cache_(std::move(cache)),
+        upstream_(std::move(upstream)), rule_(std::move(rule)), key_(std::move(key)), meta_(std::move(meta)),
+        stale_(std::move(stale)), max_entry_bytes_(max_entry_bytes),
+        holds_refresh_slot_(holds_refresh_slot && um != nullptr) {}
+  CacheFillObserver(const CacheFillObserver&) = delete;
+  CacheFillObserver& operator=(const CacheFillObserver&) = delete;
+  // The upstream client drops the observer once the exchange is over, whatever its outcome: that
+  // is when a background refresh gives its slot back.
+  ~CacheFillObserver() override {
+    if (holds_refresh_slot_) um_->background_refreshes.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  void onHeaders(int status, std::string_view reason, Headers headers) override {
+    status_ = status;
+    reason_ = std::string(reason);
+    headers_ = relayedResponseHeaders(*upstream_, std::move(headers));
+  }
+  bool onBody(std::string_view chunk) override {
+    body_.append(chunk.data(), chunk.size());
+    return true;
+  }
+
+  void onComplete(const UpstreamOutcome& outcome) override {
+    recordUpstreamOutcome(um_, *events_, *upstream_, outcome);
+    const bool upstream_failed = outcome.failure != UpstreamFailure::kNone;
+    const bool upstream_error_status = !upstream_failed && (status_ >= 500 || status_ == 429);
+    if (!upstream_failed) store();
+    // Land the flight before answering: later requests see the stored entry or start a new fill.
+    std::vector<std::unique_ptr<RequestContext>> waiters = gateway_->landFlight(key_);
+    if ((upstream_failed || upstream_error_status) && stale_) {
+      // stale-if-error: timeouts, refusals, 5xx and 429 are answered from the stale entry.
+      for (auto& w : waiters) gateway_->serveCached(*stale_, "STALE", std::move(w));
+      return;
+    }
+    HttpResponse response;
+    std::string error_code;
+    if (upstream_failed) {
+      const Error error = errorForFailure(*upstream_, outcome);
+      response = errorResponse(error);
+      error_code = errorCodeName(error.code);
+    } else {
+      response.status = status_;
+      response.reason = reason_;
+      response.headers = headers_;
+      response.body = std::move(body_);
+    }
+    response.headers.push_back({"X-Keyway-Cache", "MISS"});
+    const double upstream_ms = std::chrono::duration<double, std::milli>(outcome.elapsed).count();
+    for (size_t i = 0; i < waiters.size(); ++i) {
+      RequestContext& w = *waiters[i];
+      w.record().error = error_code;
+      w.record().upstream_ms = upstream_ms;
+      // The last waiter may take the body; the others get a copy.
+      w.respond(i + 1 == waiters.size() ? std::move(response) : response, "MISS");
+    }
+  }
+
+ private:
+  void store() {
+    const StoreDecision decision = storeDecision(rule_, status_, headers_);
+    if (!decision.store || body_.size() > max_entry_bytes_) return;
+    CachedResponse entry;
+    entry.status = status_;
+    entry.reason = reason_;
+    entry.headers = headers_;
+    entry.body = body_;
+    entry.stored_unix_ms = unixMs(*clock_);
+    const FreshnessWindow w = freshnessWindow(entry.stored_unix_ms, decision);
+    entry.fresh_until_unix_ms = w.fresh_until_unix_ms;
+    entry.stale_until_unix_ms = w.stale_until_unix_ms;
+    cache_->put(key_, meta_, std::move(entry));
+  }
+
+  Gateway* gateway_;
+  UpstreamMetrics* um_;
+  std::shared_ptr<EventSink> events_;
+  std::shared_ptr<Clock> clock_;
+  std::shared_ptr<CacheStore> cache_;
+  // Points into the request's config snapshot, which it keeps alive (no copy per request).
+  std::shared_ptr<const UpstreamConfig> upstream_;
+  CacheRule rule_;
+  std::string key_;
+  CacheEntryMeta meta_;
+  std::optional<CachedResponse> stale_;
+  size_t max_entry_bytes_;
+  bool holds_refresh_slot_;
+  int status_ = 502;
+  std::string reason_;
+  Headers headers_;
+  std::string body_;
+};
+
+}  // namespace
+
+void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRule& rule, std::string canonical_body,
+                                ClientCacheDirective directive) {
+  const Config& config = *p->config;
+  const UpstreamConfig& upstream = *p->upstream;
+  const std::shared_ptr<CacheStore>& cache = deps_.cache;
+  UpstreamMetrics* um = p->ctx->upstreamMetrics();
+  const std::string_view path = targetPath(p->rest);
+  const std::string_view query = targetQuery(p->rest);
+  const CacheIdentity cache_id = cacheIdentityOf(*p);
+  std::string key = cacheKey(upstream.name, p->out.method, path, query, canonical_body, cache_id);
+  std::unique_ptr<RequestContext> waiter = std::move(p->ctx);
+  std::optional<CachedResponse> stale;
+  bool refresh_in_background = false;
+  if (directive == ClientCacheDirective::kNormal) {
+    if (auto entry = cache->get(key)) {
+      const auto freshness = cacheFreshness(unixMs(*deps_.clock), entry->fresh_until_unix_ms,
+                                            entry->stale_until_unix_ms, rule.stale_while_revalidate,
+                                            rule.stale_if_error);
+      if (freshness == CacheFreshness::kFresh) {
+        serveCached(std::move(*entry), "HIT", std::move(waiter));
+        return;
+      }
+      if (freshness == CacheFreshness::kStale) {
+        serveCached(*entry, "STALE", std::move(waiter));
+        refresh_in_background = true;
+      }
+      if (freshness != CacheFreshness::kExpired) stale = std::move(entry);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> lock(flights_mu_);
+    auto it = flights_.find(key);
+    if (it != flights_.end()) {
+      // Another request is already fetching this key: wait for its response (exactly one
+      // upstream request per key). A background refresh needs nobody to wait.
+      if (!refresh_in_background) {
+        it->second->waiters.push_back(std::move(waiter));
+        if (um != nullptr) um->coalesced_waits.fetch_add(1, std::memory_order_relaxed);
+      }
+      return;
+    }
+    if (refresh_in_background && um != nullptr) {
+      // Bounded per upstream: a refresh beyond the bound is not started (the entry stays stale and
+      // the next stale hit tries again), so an expiry wave cannot burst at the upstream.
+      const auto bound = static_cast<int64_t>(config.cache.max_background_refreshes);
+      if (um->background_refreshes.fetch_add(1, std::memory_order_relaxed) >= bound) {
+        um->background_refreshes.fetch_sub(1, std::memory_order_relaxed);
+        um->background_refreshes_deferred.fetch_add(1, std::memory_order_relaxed);
+        return;
+      }
+    }
+    auto flight = std::make_shared<Flight>();
+    if (!refresh_in_background) flight->waiters.push_back(std::move(waiter));
+    flights_.emplace(key, std::move(flight));
+  }
+  // Cached bodies are stored identity-encoded: ask the upstream for exactly that.
+  removeHeader(p->out.headers, "Accept-Encoding");
+  CacheEntryMeta meta{upstream.name, std::string(path), identityTag(cache_id)};
+  std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
+  auto observer = std::make_shared<CacheFillObserver>(this, um, deps_.events, deps_.clock, cache,
+                                                      std::move(upstream_ref), rule, key, std::move(meta),
+                                                      std::move(stale), config.cache.max_entry_bytes,
+                                                      refresh_in_background);
+  startUpstream(p, std::move(p->out), observer);
+}
+
+std::vector<std::unique_ptr<RequestContext>> Gateway::landFlight(const std::string& key) {
+  std::shared_ptr<Flight> flight;
+  {
+    std::lock_guard<std::mutex> lock(flights_mu_);
+    auto it = flights_.find(key);
+    if (it == flights_.end()) return {};
+    flight = std::move(it->second);
+    flights_.erase(it);
+  }
+  return std::move(flight->waiters);
+}
+
+void Gateway::serveCached(CachedResponse entry, const char* cache_status, std::unique_ptr<RequestContext> ctx) {
+  HttpResponse response;
+  response.status = entry.status;
+  response.reason = std::move(entry.reason);
+  response.headers = std::move(entry.headers);
+  const int64_t age_ms = unixMs(*deps_.clock) - entry.stored_unix_ms;
+  response.headers.push_back({"X-Keyway-Cache", cache_status});
+  response.headers.push_back({"Age", std::to_string(age_ms > 0 ? age_ms / 1000 : 0)});
+  response.body = std::move(entry.body);
+  ctx->respond(std::move(response), cache_status);
+}
+
+}  // namespace keyway::core
