@@ -143,17 +143,32 @@ bool parseStatusLine(std::string_view line, int& status, std::string& reason) {
   return true;
 }
 
-// The request-target of an absolute http(s) URL: everything after the authority, "/" first.
-std::string requestTarget(std::string_view url) {
+// An absolute http(s) URL cut into its origin ("scheme://host[:port]") and its request-target
+// (everything after the authority, "/" first).
+struct UrlParts {
+  std::string_view origin;
+  std::string target;
+};
+UrlParts splitUrl(std::string_view url) {
   const size_t scheme_end = url.find("://");
   const size_t authority = scheme_end == std::string_view::npos ? 0 : scheme_end + 3;
   const size_t target = url.find_first_of("/?#", authority);
-  if (target == std::string_view::npos) return "/";
-  std::string out;
-  if (url[target] != '/') out = "/";
-  out.append(url.substr(target));
-  return out;
+  UrlParts parts;
+  if (target == std::string_view::npos) {
+    parts.origin = url;
+    parts.target = "/";
+    return parts;
+  }
+  parts.origin = url.substr(0, target);
+  if (url[target] != '/') parts.target = "/";
+  parts.target.append(url.substr(target));
+  return parts;
 }
+
+struct UrlDeleter {
+  void operator()(CURLU* url) const { curl_url_cleanup(url); }
+};
+using UrlPtr = std::unique_ptr<CURLU, UrlDeleter>;
 
 class NullObserver final : public core::UpstreamObserver {
  public:
@@ -247,6 +262,11 @@ std::string invalidRequestReason(const core::UpstreamRequest& request) {
     return "URL scheme is not http or https";
   }
   if (hasLineBreakOrNul(request.url)) return "URL contains CR, LF or NUL";
+  // The target goes on the request line as it is (CURLOPT_REQUEST_TARGET), so what would break
+  // the line is refused here rather than by libcurl's URL parser.
+  for (const char c : request.url) {
+    if (static_cast<unsigned char>(c) <= 0x20 || c == 0x7F) return "URL contains a space or a control character";
+  }
   for (const auto& header : request.headers) {
     if (!isToken(header.name)) return "a header name is not an HTTP token";
     if (hasLineBreakOrNul(header.value)) return "header '" + header.name + "' contains CR, LF or NUL";
@@ -338,6 +358,7 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   // One connection pool: a multi handle with its own connection cache and limits.
   struct Pool {
     ~Pool() {
+      idle.clear();   // handles first: they refer to the share and the pool's counters
       multi.reset();  // closes cached connections: their callbacks still see this pool
       share.reset();  // after every handle that used it
     }
@@ -352,8 +373,18 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
     // session resumed skips certificate verification, so a session made under one trust store
     // must never be resumed under another (a reload makes a new pool).
     SharePtr share;
-    std::string key;           // name + TLS settings + trust store (pools_'s key)
+    std::string key;           // name + origin + TLS settings + trust store (pools_'s key)
     SharedTrustStore trust;    // kept alive (and unique) while the pool exists
+    std::shared_ptr<const core::UpstreamTls> tls;
+    // The origin, parsed once (CURLOPT_CURLU): parsing and re-printing the full URL of every
+    // request was the largest cost libcurl had per exchange. The target goes in
+    // CURLOPT_REQUEST_TARGET, byte for byte.
+    UrlPtr base;
+    bool https = false;
+    // Easy handles that ran this pool's exchanges, with the pool's options still set: a reused
+    // handle only gets the options of its new exchange (curl_easy_reset and setting ~40 options
+    // again cost more than the rest of the set-up).
+    std::vector<EasyPtr> idle;
     size_t active = 0;         // exchanges in its multi
     bool retired = false;      // replaced by a pool with newer settings
   };
@@ -404,6 +435,9 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   Pool& poolFor(const core::UpstreamRequest& request, const SharedTrustStore& trust);
   void collectRetiredPools();
   void applyLimit(Pool& pool, size_t max_connections);
+  // The options every exchange of `pool` shares, set once per easy handle.
+  bool setPoolOptions(Pool& pool, CURL* easy);
+  // The options of one exchange, set on every start.
   bool configure(Transfer& transfer, CURL* easy);
   void resumeTransfer(const std::shared_ptr<Transfer>& transfer);
   // Ends an exchange exactly once, whether or not it reached a multi: detaches and recycles its
@@ -412,7 +446,7 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   // finish() with the outcome libcurl's result code maps to.
   void finishWithCode(const std::shared_ptr<Transfer>& transfer, CURLcode code);
   void classify(const Transfer& transfer, CURLcode code, bool request_sent, core::UpstreamOutcome& outcome) const;
-  EasyPtr acquireEasy();
+  EasyPtr acquireEasy(Pool& pool);
   void releaseEasy(Transfer& transfer);
 
   static int onSocket(CURL* easy, curl_socket_t socket, int what, void* userp, void* socketp);
@@ -443,7 +477,6 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   std::vector<Pool*> dirty_pools_;
   std::string pool_key_;  // poolFor's lookup buffer, reused
   bool retired_pools_ = false;  // some retired pool may be empty now
-  std::vector<EasyPtr> idle_easy_;
   std::unordered_map<Transfer*, std::shared_ptr<Transfer>> active_;
   std::vector<FdState> fds_;
   std::vector<std::unique_ptr<SocketContext>> dead_sockets_;
@@ -505,7 +538,6 @@ CurlUpstreamClient::Worker::~Worker() {
     retire();
   }
   active_.clear();
-  idle_easy_.clear();
   pools_.clear();
   for (FdState& state : fds_) retireContext(state);
   dead_sockets_.clear();
@@ -792,7 +824,9 @@ void CurlUpstreamClient::Worker::processCommands(std::vector<Command>& commands)
 
 CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core::UpstreamRequest& request,
                                                                        const SharedTrustStore& trust) {
+  const UrlParts url = splitUrl(request.url);
   pool_key_.assign(request.pool);
+  pool_key_.append(1, '\x1f').append(url.origin);
   if (request.tls) {
     pool_key_.append(1, '\x1f').append(request.tls->ca_file);
     pool_key_.append(1, '\x1f').append(request.tls->client_cert);
@@ -819,6 +853,12 @@ CurlUpstreamClient::Worker::Pool& CurlUpstreamClient::Worker::poolFor(const core
   pool->name = request.pool;
   pool->key = pool_key_;
   pool->trust = trust;
+  pool->tls = request.tls;
+  pool->https = startsWithNoCase(url.origin, "https://");
+  pool->base.reset(curl_url());
+  if (!pool->base) fatal("curl_url failed");
+  // A URL that does not parse is caught at the exchange (invalidRequestReason, CURLOPT_CURLU).
+  curl_url_set(pool->base.get(), CURLUPART_URL, (std::string(url.origin) + "/").c_str(), 0);
   pool->socket_counts.all = &counters_->open_sockets;
   pool->socket_counts.pool = counters_->gauge(request.pool);
   pool->socket_counts.owner = this;
@@ -902,7 +942,7 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
   }
   Pool& pool = poolFor(transfer->request, transfer->trust);
   transfer->pool = &pool;  // configure() and the callbacks find the pool here; not yet added
-  EasyPtr easy = acquireEasy();
+  EasyPtr easy = acquireEasy(pool);
   if (!easy || !configure(*transfer, easy.get())) {
     transfer->pool = nullptr;
     outcome.failure = UpstreamFailure::kProtocol;
@@ -926,6 +966,50 @@ void CurlUpstreamClient::Worker::startTransfer(const std::shared_ptr<Transfer>& 
     transfer->wait_it = waits_.emplace(transfer->started_at + budget, transfer.get());
     transfer->wait_armed = true;
   }
+}
+
+bool CurlUpstreamClient::Worker::setPoolOptions(Pool& pool, CURL* easy) {
+  CURLcode rc = CURLE_OK;
+  auto set = [&rc, easy](CURLoption option, auto value) {
+    if (rc == CURLE_OK) rc = curl_easy_setopt(easy, option, value);
+  };
+  set(CURLOPT_CURLU, pool.base.get());
+  set(CURLOPT_PATH_AS_IS, 1L);
+  set(CURLOPT_PROTOCOLS_STR, "http,https");
+  set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+  set(CURLOPT_FOLLOWLOCATION, 0L);
+  // Never a proxy from the environment; NOPROXY too, or libcurl still reads no_proxy per request.
+  set(CURLOPT_PROXY, "");
+  set(CURLOPT_NOPROXY, "");
+  set(CURLOPT_NOSIGNAL, 1L);
+  set(CURLOPT_HTTP_CONTENT_DECODING, 0L);
+  set(CURLOPT_HTTP_TRANSFER_DECODING, 1L);
+  set(CURLOPT_HTTP09_ALLOWED, 0L);
+  set(CURLOPT_TCP_NODELAY, 1L);
+  set(CURLOPT_TCP_KEEPALIVE, 1L);
+  set(CURLOPT_TCP_KEEPIDLE, static_cast<long>(std::max<int64_t>(1, options_.tcp_keepalive_idle.count())));
+  set(CURLOPT_TCP_KEEPINTVL, static_cast<long>(std::max<int64_t>(1, options_.tcp_keepalive_interval.count())));
+  if (options_.http2) {
+    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
+    // Over TLS, wait for a connection being set up to say (ALPN) whether it multiplexes rather
+    // than opening one connection per request of a burst. Not for http://, which never
+    // multiplexes here: 7.88 would still hold a burst back until the first connect finished.
+    if (pool.https) set(CURLOPT_PIPEWAIT, 1L);
+  } else {
+    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
+  }
+  // The trust anchors come pre-parsed (daemon/tls_trust.hpp): with CAINFO or CAPATH set,
+  // libcurl would parse the CA bundle again for every new connection.
+  if (rc == CURLE_OK) rc = setUpstreamTls(easy, pool.tls.get(), pool.trust.get());
+  set(CURLOPT_SHARE, pool.share.get());
+  set(CURLOPT_OPENSOCKETFUNCTION, &onOpenSocket);
+  set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&pool.socket_counts));
+  set(CURLOPT_CLOSESOCKETFUNCTION, &onCloseSocket);
+  set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(&pool.socket_counts));
+  set(CURLOPT_PREREQFUNCTION, &Worker::onConnectionReady);
+  set(CURLOPT_HEADERFUNCTION, &onHeaderLine);
+  set(CURLOPT_WRITEFUNCTION, &onBodyData);
+  return rc == CURLE_OK;
 }
 
 bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
@@ -972,7 +1056,8 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
   const bool has_body = !is_head && (!request.body.empty() || method == "POST" || method == "PUT" ||
                                      method == "PATCH" || has_content_length);
   if (!has_accept && !append("Accept:")) return false;
-  if (!has_expect && !append("Expect:")) return false;
+  // libcurl adds Expect: 100-continue only to a body (of more than 1 MiB in 7.88).
+  if (has_body && !has_expect && !append("Expect:")) return false;
   if (has_body && !has_content_type && !append("Content-Type:")) return false;
   transfer.header_list = std::move(list);
 
@@ -983,66 +1068,33 @@ bool CurlUpstreamClient::Worker::configure(Transfer& transfer, CURL* easy) {
   const auto clampMs = [](std::chrono::milliseconds ms) {
     return static_cast<long>(std::max<int64_t>(0, ms.count()));
   };
-  // libcurl parses the URL for scheme, host and port (and rejects what does not parse), but
-  // 7.88 still rewrites some targets on the way out even with PATH_AS_IS: raw non-ASCII path
-  // bytes are percent-encoded (curl_url_get(CURLU_URLENCODE) in url.c) and a '#...' tail is
-  // dropped. The request line therefore carries the caller's target verbatim.
-  transfer.request_target = requestTarget(request.url);
-  set(CURLOPT_URL, request.url.c_str());
-  set(CURLOPT_PATH_AS_IS, 1L);
+  // libcurl takes scheme, host and port from the pool's parsed origin; the target goes out as
+  // given: even with PATH_AS_IS, 7.88 would rewrite some targets taken from a URL (raw non-ASCII
+  // path bytes percent-encoded by curl_url_get(CURLU_URLENCODE) in url.c, a '#...' tail dropped).
+  transfer.request_target = splitUrl(request.url).target;
   set(CURLOPT_REQUEST_TARGET, transfer.request_target.c_str());
-  set(CURLOPT_PROTOCOLS_STR, "http,https");
-  set(CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-  set(CURLOPT_FOLLOWLOCATION, 0L);
-  set(CURLOPT_PROXY, "");  // empty: never take a proxy from the environment
-  set(CURLOPT_NOSIGNAL, 1L);
-  set(CURLOPT_HTTP_CONTENT_DECODING, 0L);
-  set(CURLOPT_HTTP_TRANSFER_DECODING, 1L);
-  set(CURLOPT_HTTP09_ALLOWED, 0L);
-  set(CURLOPT_TCP_NODELAY, 1L);
-  set(CURLOPT_TCP_KEEPALIVE, 1L);
-  set(CURLOPT_TCP_KEEPIDLE, static_cast<long>(std::max<int64_t>(1, options_.tcp_keepalive_idle.count())));
-  set(CURLOPT_TCP_KEEPINTVL, static_cast<long>(std::max<int64_t>(1, options_.tcp_keepalive_interval.count())));
-  if (options_.http2) {
-    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS));
-    // Over TLS, wait for a connection being set up to say (ALPN) whether it multiplexes rather
-    // than opening one connection per request of a burst. Not for http://, which never
-    // multiplexes here: 7.88 would still hold a burst back until the first connect finished.
-    if (startsWithNoCase(request.url, "https://")) set(CURLOPT_PIPEWAIT, 1L);
-  } else {
-    set(CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_1_1));
-  }
-  // The trust anchors come pre-parsed (daemon/tls_trust.hpp): with CAINFO or CAPATH set,
-  // libcurl would parse the CA bundle again for every new connection.
-  if (rc == CURLE_OK) rc = setUpstreamTls(easy, request.tls.get(), transfer.trust.get());
-  set(CURLOPT_SHARE, static_cast<Pool*>(transfer.pool)->share.get());
-  auto* pool = static_cast<Pool*>(transfer.pool);
-  set(CURLOPT_OPENSOCKETFUNCTION, &onOpenSocket);
-  set(CURLOPT_OPENSOCKETDATA, static_cast<void*>(&pool->socket_counts));
-  set(CURLOPT_CLOSESOCKETFUNCTION, &onCloseSocket);
-  set(CURLOPT_CLOSESOCKETDATA, static_cast<void*>(&pool->socket_counts));
   set(CURLOPT_CONNECTTIMEOUT_MS, clampMs(request.connect_timeout));
   set(CURLOPT_TIMEOUT_MS, clampMs(request.total_timeout));
   set(CURLOPT_PRIVATE, static_cast<void*>(&transfer));
-  set(CURLOPT_PREREQFUNCTION, &Worker::onConnectionReady);
   set(CURLOPT_PREREQDATA, static_cast<void*>(&transfer));
   set(CURLOPT_ERRORBUFFER, transfer.error_buffer);
-  set(CURLOPT_HEADERFUNCTION, &onHeaderLine);
   set(CURLOPT_HEADERDATA, static_cast<void*>(&transfer));
-  set(CURLOPT_WRITEFUNCTION, &onBodyData);
   set(CURLOPT_WRITEDATA, static_cast<void*>(&transfer));
   set(CURLOPT_HTTPHEADER, transfer.header_list.get());
+  // The method, all of it every time: a kept handle still has the previous exchange's.
   if (is_head) {
     set(CURLOPT_NOBODY, 1L);
+    set(CURLOPT_CUSTOMREQUEST, static_cast<const char*>(nullptr));
   } else if (has_body) {
+    set(CURLOPT_NOBODY, 0L);
     // libcurl reads the body straight from the request's string, which lives in `transfer`
     // (never moved while the transfer runs).
     set(CURLOPT_POSTFIELDSIZE_LARGE, static_cast<curl_off_t>(request.body.size()));
     set(CURLOPT_POSTFIELDS, request.body.data());
-    if (method != "POST") set(CURLOPT_CUSTOMREQUEST, method.c_str());
+    set(CURLOPT_CUSTOMREQUEST, method != "POST" ? method.c_str() : static_cast<const char*>(nullptr));
   } else {
     set(CURLOPT_HTTPGET, 1L);
-    if (method != "GET") set(CURLOPT_CUSTOMREQUEST, method.c_str());
+    set(CURLOPT_CUSTOMREQUEST, method != "GET" ? method.c_str() : static_cast<const char*>(nullptr));
   }
   return rc == CURLE_OK;
 }
@@ -1102,29 +1154,30 @@ void CurlUpstreamClient::Worker::finish(const std::shared_ptr<Transfer>& transfe
   }
 }
 
-EasyPtr CurlUpstreamClient::Worker::acquireEasy() {
-  if (!idle_easy_.empty()) {
-    EasyPtr easy = std::move(idle_easy_.back());
-    idle_easy_.pop_back();
+EasyPtr CurlUpstreamClient::Worker::acquireEasy(Pool& pool) {
+  if (!pool.idle.empty()) {
+    EasyPtr easy = std::move(pool.idle.back());
+    pool.idle.pop_back();
     return easy;
   }
-  return EasyPtr(curl_easy_init());
+  EasyPtr easy(curl_easy_init());
+  if (easy && !setPoolOptions(pool, easy.get())) easy.reset();
+  return easy;
 }
 
 void CurlUpstreamClient::Worker::releaseEasy(Transfer& transfer) {
-  if (auto* pool = static_cast<Pool*>(transfer.pool)) {
-    curl_multi_remove_handle(pool->multi.get(), transfer.easy.get());
-    transfer.pool = nullptr;
-    --pool->active;
-  }
+  auto* pool = static_cast<Pool*>(transfer.pool);
   EasyPtr easy = std::move(transfer.easy);
-  // The share belongs to the pool, which may go before the handle is used again.
-  curl_easy_setopt(easy.get(), CURLOPT_SHARE, static_cast<CURLSH*>(nullptr));
-  // Reset keeps the handle's buffers but forgets every option, including the pointers into
-  // this transfer.
-  curl_easy_reset(easy.get());
+  if (pool == nullptr) return;  // never configured for a pool: not worth keeping
+  curl_multi_remove_handle(pool->multi.get(), easy.get());
+  transfer.pool = nullptr;
+  --pool->active;
+  // Pointers into the transfer must not outlive it in a kept handle: the next exchange sets its
+  // own before it runs, and nothing reads them in between (nor curl_easy_cleanup).
+  curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, static_cast<curl_slist*>(nullptr));
+  curl_easy_setopt(easy.get(), CURLOPT_ERRORBUFFER, static_cast<char*>(nullptr));
   transfer.header_list.reset();
-  if (idle_easy_.size() < options_.max_idle_handles) idle_easy_.push_back(std::move(easy));
+  if (pool->idle.size() < options_.max_idle_handles) pool->idle.push_back(std::move(easy));
 }
 
 CurlUpstreamClient::Worker::FdState& CurlUpstreamClient::Worker::fdState(curl_socket_t fd) {
