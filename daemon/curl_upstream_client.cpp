@@ -31,6 +31,7 @@ CurlUpstreamClient::CurlUpstreamClient(CurlUpstreamClientOptions options)
       client_id_(g_next_client_id.fetch_add(1, std::memory_order_relaxed)) {
   globalInit();
   if (!options_.trust) options_.trust = std::make_shared<TrustStores>();
+  counters_->warn = options_.warn;
   const unsigned workers = std::max(1u, options_.io_threads);
   workers_.reserve(workers);
   for (unsigned i = 0; i < workers; ++i) {
@@ -86,10 +87,15 @@ std::shared_ptr<core::UpstreamCall> CurlUpstreamClient::start(core::UpstreamRequ
     try {
       obs->onComplete(outcome);
     } catch (...) {
-      // As in finish(): the observer's failure is its own to report.
+      counters_->observerFailed("onComplete");
     }
   }
   return transfer;
+}
+
+void CurlUpstreamClient::Counters::observerFailed(std::string_view where) {
+  observer_failures.fetch_add(1, std::memory_order_relaxed);
+  if (warn) warn(std::string("an upstream exchange's observer threw in ") + std::string(where) + "; the exchange ended");
 }
 
 PoolGauge* CurlUpstreamClient::Counters::gauge(const std::string& pool) {
@@ -106,6 +112,7 @@ CurlStats CurlUpstreamClient::stats() const {
   stats.connections_reused = counters_->connections_reused.load(std::memory_order_relaxed);
   stats.in_flight = counters_->in_flight.load(std::memory_order_relaxed);
   stats.open_connections = counters_->open_sockets.load(std::memory_order_relaxed);
+  stats.observer_failures = counters_->observer_failures.load(std::memory_order_relaxed);
   std::lock_guard<std::mutex> lock(counters_->pools_mu);
   for (const auto& [name, gauge] : counters_->pools) {
     stats.pools.push_back(PoolStats{name, gauge->open.load(std::memory_order_relaxed),

@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -46,6 +47,9 @@ struct CurlUpstreamClientOptions {
   std::chrono::seconds tcp_keepalive_interval{30};
   // Upper bound on a response's status line + header block; more is a kProtocol failure.
   size_t max_header_bytes = 256u << 10;
+  // Told (from any worker) when an observer threw; the client counts it too
+  // (CurlStats::observer_failures). May be empty.
+  std::function<void(std::string_view)> warn;
 };
 
 // Connections of one pool (all workers together).
@@ -70,6 +74,7 @@ struct CurlStats {
   // opens and closes them; a connect racing IPv6 against IPv4 briefly counts twice).
   int64_t open_connections = 0;
   std::vector<PoolStats> pools;  // by pool name
+  uint64_t observer_failures = 0;  // observer callbacks that threw (a bug in the caller)
 };
 
 // Contract: core::UpstreamClient (core/upstream_client.hpp).
@@ -135,6 +140,10 @@ class CurlUpstreamClient final : public core::UpstreamClient {
     core::StripedCounter connections_opened;
     core::StripedCounter connections_reused;
     core::StripedGauge in_flight;
+    core::StripedCounter observer_failures;
+    std::function<void(std::string_view)> warn;
+    // An observer threw: counted and told; the exchange goes on ending as it was.
+    void observerFailed(std::string_view where);
     std::atomic<int64_t> open_sockets{0};  // per connection, not per exchange
     // Per pool; entries are never removed, so a connection may keep a pointer to its gauge.
     PoolGauge* gauge(const std::string& pool);

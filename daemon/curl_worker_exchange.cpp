@@ -246,8 +246,8 @@ void CurlUpstreamClient::Worker::finish(const std::shared_ptr<Transfer>& transfe
     try {
       observer->onComplete(outcome);
     } catch (...) {
-      // An observer's exception must not unwind through the event loop; the exchange is over
-      // either way and the observer owns its own error reporting (the gateway's answer 500).
+      // It must not unwind through the event loop; the exchange is over either way.
+      counters_->observerFailed("onComplete");
     }
   }
 }

@@ -110,6 +110,10 @@ int Daemon::run() {
     return 1;
   }
   curl_options.trust = trust_;
+  std::weak_ptr<Logger> weak_logger = logger_;
+  curl_options.warn = [weak_logger](std::string_view message) {
+    if (auto logger = weak_logger.lock()) logger->warnRateLimited("upstream-observer", message, std::chrono::seconds(10));
+  };
   auto upstream = std::make_shared<CurlUpstreamClient>(curl_options);
   const std::vector<std::shared_ptr<ReactorGuest>> reactor_guests = upstream->guests();
   upstream_ = upstream;
@@ -146,7 +150,11 @@ int Daemon::run() {
     logger_->error("cannot open the BOSA schema store; schemas are kept in memory only until it is fixed",
                    {field("error", schemas.error().message)});
   }
-  deps.scheduler = std::make_shared<TimerScheduler>();
+  auto scheduler = std::make_shared<TimerScheduler>();
+  metrics_->addGauge("keyway_timer_callback_failures",
+                     "Timer callbacks (retry waits, audit flushes) that threw; each is a bug, see the log.",
+                     [scheduler] { return static_cast<double>(scheduler->failedCallbacks()); });
+  deps.scheduler = scheduler;
   // Summarised credential_use counts reach the log at least every audit period, even when the
   // credential is not used again.
   armAuditFlush(deps.scheduler, events_);

@@ -13,6 +13,9 @@
 namespace keyway::daemon {
 
 void registerUpstreamMetrics(core::Metrics& metrics, const std::shared_ptr<CurlUpstreamClient>& upstream) {
+  metrics.addGauge("keyway_upstream_observer_failures",
+                   "Upstream exchanges whose observer threw (a bug in keyway; the log names where).",
+                   [upstream] { return static_cast<double>(upstream->stats().observer_failures); });
   metrics.addGauge("keyway_upstream_requests_in_flight", "Upstream exchanges in flight.",
                      [upstream] { return static_cast<double>(upstream->stats().in_flight); });
   metrics.addGauge("keyway_upstream_connections_open",

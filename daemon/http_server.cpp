@@ -138,6 +138,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
     try {
       context_.peer = peer_->address().host();
     } catch (...) {
+      // Pistache throws for a peer that went away between accept and here: the address is only
+      // for the access line, which then says "-" (visible; nothing else depends on it).
       context_.peer = "-";
     }
   }
@@ -721,6 +723,8 @@ void HttpServer::stop() {
     try {
       listener_->shutdown();
     } catch (...) {
+      // Pistache throws when its reactor already stopped; the server is going away either way
+      // and its connections were closed above, so there is nothing left to report or to undo.
     }
   }
 }
