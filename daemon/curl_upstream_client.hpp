@@ -35,8 +35,9 @@ struct CurlUpstreamClientOptions {
   // Idle connections kept for reuse per pool and worker (CURLMOPT_MAXCONNECTS), when the pool
   // has no connection limit; a limited pool keeps up to its limit.
   long max_cached_connections = 8192;
-  // Easy handles kept for reuse per worker once their transfer ended.
-  size_t max_idle_handles = 512;
+  // Easy handles kept for reuse per pool and worker once their transfer ended; more are freed
+  // (each holds ~20 KiB of buffers), so a burst does not stay in memory after it passed.
+  size_t max_idle_handles = 128;
   // TLS is always verified. The CA stores, parsed once and shared by every connection (null:
   // the client makes its own); keywayd reloads them on SIGHUP.
   std::shared_ptr<TrustStores> trust;

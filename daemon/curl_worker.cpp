@@ -12,6 +12,8 @@
 #include "core/text.hpp"
 #include "daemon/curl_worker.hpp"
 
+#include <openssl/ssl.h>
+
 namespace keyway::daemon {
 
 using namespace curl;  // NOLINT: the worker is curl's side of the client
@@ -231,6 +233,18 @@ void CurlUpstreamClient::Worker::runDueTimers() {
   constexpr int kMaxPasses = 64;
   SteadyClock::time_point now = SteadyClock::now();
   for (int pass = 0; pass < kMaxPasses; ++pass) {
+    for (auto& [name, pool] : pools_) {
+      if (pool->alpn_learnt != 0) {
+        const bool multiplexed = pool->alpn_learnt == 1;
+        pool->alpn_learnt = 0;
+        if (multiplexed != pool->multiplexed) {
+          pool->multiplexed = multiplexed;
+          applyLimit(*pool, pool->max_connections);
+          pool->kick = true;  // the limit changed: waiting exchanges look again
+        }
+      }
+      if (pool->kick) kickWaiting(*pool);
+    }
     bool ran = false;
     for (auto& [name, pool] : pools_) {
       if (!pool->deadline || *pool->deadline > now) continue;
@@ -452,8 +466,8 @@ void CurlUpstreamClient::Worker::applyLimit(Pool& pool, size_t max_connections) 
   pool.max_connections = max_connections;
   // The pool's limit is the whole client's: each worker takes its share, at least one.
   const size_t workers = std::max(1u, options_.io_threads);
-  const long per_worker =
-      max_connections == 0 ? 0L : static_cast<long>(std::max<size_t>(1, max_connections / workers));
+  long per_worker = max_connections == 0 ? 0L : static_cast<long>(std::max<size_t>(1, max_connections / workers));
+  if (pool.multiplexed) per_worker = per_worker == 0 ? kMultiplexedConnections : std::min(per_worker, kMultiplexedConnections);
   // A pool's requests all go to one host, so the per-host limit is the pool's.
   curl_multi_setopt(pool.multi.get(), CURLMOPT_MAX_HOST_CONNECTIONS, per_worker);
   curl_multi_setopt(pool.multi.get(), CURLMOPT_MAX_TOTAL_CONNECTIONS, per_worker);
@@ -526,8 +540,61 @@ int CurlUpstreamClient::Worker::onSocket(CURL*, curl_socket_t socket, int what, 
 int CurlUpstreamClient::Worker::onConnectionReady(void* clientp, char*, char*, int, int) {
   auto* transfer = static_cast<Transfer*>(clientp);
   transfer->has_connection = true;
-  if (auto* pool = static_cast<Pool*>(transfer->pool)) pool->worker->disarmWait(*transfer);
+  if (auto* pool = static_cast<Pool*>(transfer->pool)) {
+    pool->worker->disarmWait(*transfer);
+    long connects = 0;
+    if (transfer->easy && curl_easy_getinfo(transfer->easy.get(), CURLINFO_NUM_CONNECTS, &connects) == CURLE_OK &&
+        connects > 0) {
+      // A new connection: its ALPN says, before any response, whether the upstream multiplexes.
+      curl_tlssessioninfo* tls = nullptr;
+      if (pool->https && curl_easy_getinfo(transfer->easy.get(), CURLINFO_TLS_SSL_PTR, &tls) == CURLE_OK &&
+          tls != nullptr && tls->backend == CURLSSLBACKEND_OPENSSL && tls->internals != nullptr) {
+        const unsigned char* alpn = nullptr;
+        unsigned int length = 0;
+        SSL_get0_alpn_selected(static_cast<SSL*>(tls->internals), &alpn, &length);
+        const bool h2 = length == 2 && alpn[0] == 'h' && alpn[1] == '2';
+        pool->alpn_learnt = h2 ? 1 : 2;
+      }
+      if (pool->multiplexed) pool->kick = true;
+    }
+  }
   return CURL_PREREQFUNC_OK;
+}
+
+void CurlUpstreamClient::Worker::noteProtocol(Pool& pool, CURL* easy) {
+  long version = 0;
+  if (curl_easy_getinfo(easy, CURLINFO_HTTP_VERSION, &version) != CURLE_OK || version == 0) return;
+  const bool multiplexed = version >= CURL_HTTP_VERSION_2_0;
+  if (multiplexed == pool.multiplexed) return;
+  pool.multiplexed = multiplexed;  // an upstream may change its mind behind a load balancer
+  applyLimit(pool, pool.max_connections);
+}
+
+void CurlUpstreamClient::Worker::kickWaiting(Pool& pool) {
+  pool.kick = false;
+  // Enough for one new connection's streams; the next one that comes up kicks again.
+  constexpr size_t kMaxKicked = 128;
+  std::vector<Transfer*> waiting;
+  for (auto& [raw, transfer] : active_) {
+    if (waiting.size() >= kMaxKicked) break;
+    if (transfer->pool == &pool && !transfer->has_connection && transfer->easy) waiting.push_back(raw);
+  }
+  for (Transfer* transfer : waiting) {
+    // Out of libcurl's queue and back in: the exchange looks for a connection again now.
+    curl_multi_remove_handle(pool.multi.get(), transfer->easy.get());
+    if (curl_multi_add_handle(pool.multi.get(), transfer->easy.get()) != CURLM_OK) {
+      --pool.active;
+      transfer->pool = nullptr;  // not in the multi any more: finish() must not remove it again
+      core::UpstreamOutcome outcome;
+      outcome.failure = UpstreamFailure::kProtocol;
+      outcome.message = "cannot add the upstream request to the transfer loop";
+      auto it = active_.find(transfer);
+      if (it != active_.end()) {
+        std::shared_ptr<Transfer> keep = it->second;
+        finish(keep, std::move(outcome));
+      }
+    }
+  }
 }
 
 int CurlUpstreamClient::Worker::onTimer(CURLM*, long timeout_ms, void* userp) {

@@ -86,6 +86,13 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
     std::vector<EasyPtr> idle;
     size_t active = 0;         // exchanges in its multi
     bool retired = false;      // replaced by a pool with newer settings
+    // The upstream answered over HTTP/2 (multiplexing): the pool keeps few connections.
+    bool multiplexed = false;
+    // A new multiplexed connection came up while exchanges were waiting (see kickWaiting).
+    bool kick = false;
+    // What a new TLS connection's ALPN said (0: nothing new, 1: h2, 2: http/1.1), learnt inside
+    // libcurl's callbacks and acted on after them (no multi calls from inside libcurl).
+    int alpn_learnt = 0;
   };
   // What epoll reports for one of curl's sockets. Freed only between loop passes: an event for
   // a socket closed earlier in the same pass still points at valid memory (dead = true).
@@ -134,6 +141,16 @@ class CurlUpstreamClient::Worker final : public ReactorGuest {
   Pool& poolFor(const core::UpstreamRequest& request, const SharedTrustStore& trust);
   void collectRetiredPools();
   void applyLimit(Pool& pool, size_t max_connections);
+  // libcurl 7.88, once it knows an upstream multiplexes, opens a connection for every exchange
+  // that finds the established ones full while others are still being set up (they are not
+  // candidates yet): a burst of a thousand turned into hundreds of TLS handshakes. A multiplexed
+  // pool is therefore capped at kMultiplexedConnections per worker, and exchanges beyond what
+  // those carry wait in libcurl's queue. libcurl wakes that queue only when an exchange ends, not
+  // when a new connection comes up; kickWaiting() re-adds waiting exchanges then, so they take
+  // the new connection's streams at once.
+  static constexpr long kMultiplexedConnections = 8;
+  void kickWaiting(Pool& pool);
+  void noteProtocol(Pool& pool, CURL* easy);
   // The options every exchange of `pool` shares, set once per easy handle.
   bool setPoolOptions(Pool& pool, CURL* easy);
   // The options of one exchange, set on every start.

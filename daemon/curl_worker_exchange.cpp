@@ -229,6 +229,9 @@ void CurlUpstreamClient::Worker::finish(const std::shared_ptr<Transfer>& transfe
     curl_easy_getinfo(transfer->easy.get(), CURLINFO_NUM_CONNECTS, &connects);
     curl_easy_getinfo(transfer->easy.get(), CURLINFO_REQUEST_SIZE, &request_size);
     outcome.connection_reused = connects == 0 && (request_size > 0 || transfer->headers_delivered);
+    if (transfer->headers_delivered) {
+      if (auto* pool = static_cast<Pool*>(transfer->pool)) noteProtocol(*pool, transfer->easy.get());
+    }
     if (connects > 0) counters_->connections_opened.fetch_add(static_cast<uint64_t>(connects));
     if (outcome.connection_reused) counters_->connections_reused.fetch_add(1);
     releaseEasy(*transfer);
