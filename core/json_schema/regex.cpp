@@ -338,10 +338,12 @@ std::unique_ptr<RE2> makeRe2(const std::string& pattern, std::int64_t max_mem, s
   }
 }
 
-// Finds the ')' closing the group opened at p[open] == '('; npos if none.
-std::size_t closingParen(std::string_view p, std::size_t open) {
+// The index of the first `target` ('|' or ')') at group depth 0, scanning from p[from] and
+// skipping escapes and character classes; npos if none. From an opening '(' with target ')', that
+// is the parenthesis closing the group.
+std::size_t findAtDepthZero(std::string_view p, std::size_t from, char target) {
   int depth = 0;
-  for (std::size_t i = open; i < p.size(); ++i) {
+  for (std::size_t i = from; i < p.size(); ++i) {
     const char c = p[i];
     if (c == '\\') {
       ++i;
@@ -356,35 +358,12 @@ std::size_t closingParen(std::string_view p, std::size_t open) {
     } else if (c == '(') {
       ++depth;
     } else if (c == ')') {
-      if (--depth == 0) return i;
+      if (--depth == 0 && target == ')') return i;
+    } else if (c == target && depth == 0) {
+      return i;
     }
   }
   return std::string_view::npos;
-}
-
-bool hasTopLevelAlternation(std::string_view p) {
-  int depth = 0;
-  for (std::size_t i = 0; i < p.size(); ++i) {
-    const char c = p[i];
-    if (c == '\\') {
-      ++i;
-    } else if (c == '[') {
-      ++i;
-      if (i < p.size() && p[i] == '^') ++i;
-      if (i < p.size() && p[i] == ']') continue;
-      while (i < p.size() && p[i] != ']') {
-        if (p[i] == '\\') ++i;
-        ++i;
-      }
-    } else if (c == '(') {
-      ++depth;
-    } else if (c == ')') {
-      --depth;
-    } else if (c == '|' && depth == 0) {
-      return true;
-    }
-  }
-  return false;
 }
 
 }  // namespace
@@ -396,7 +375,7 @@ std::unique_ptr<Pattern> compilePattern(std::string_view source, std::int64_t ma
   if (!rest.empty() && rest[0] == '^') {
     std::size_t pos = 1;
     while (rest.substr(pos, 3) == "(?=" || rest.substr(pos, 3) == "(?!") {
-      const std::size_t close = closingParen(rest, pos);
+      const std::size_t close = findAtDepthZero(rest, pos, ')');
       if (close == std::string_view::npos) {
         *why = "unbalanced parenthesis";
         return nullptr;
@@ -410,7 +389,7 @@ std::unique_ptr<Pattern> compilePattern(std::string_view source, std::int64_t ma
       pos = close + 1;
     }
     if (!pattern->conditions.empty()) {
-      if (hasTopLevelAlternation(rest.substr(pos))) {
+      if (findAtDepthZero(rest.substr(pos), 0, '|') != std::string_view::npos) {
         *why = "lookahead is not supported (RE2)";
         return nullptr;
       }
