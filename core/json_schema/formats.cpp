@@ -157,19 +157,27 @@ bool checkDuration(std::string_view s) {
   return any && (!in_time || time_any);
 }
 
-bool checkHostname(std::string_view s) {
-  if (s.empty() || s.size() > 253) return false;
+// Every dot-separated label of `name` has 1 to 63 letters, digits and inner hyphens; with
+// `international`, non-ASCII bytes count as letters (internationalised email domains).
+bool labelsOk(std::string_view name, bool international) {
   std::size_t i = 0;
   while (true) {
-    const std::size_t e = std::min(s.find('.', i), s.size());
-    const std::string_view label = s.substr(i, e - i);
+    const std::size_t e = std::min(name.find('.', i), name.size());
+    const std::string_view label = name.substr(i, e - i);
     if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
     for (char c : label) {
-      if (!std::isalnum(static_cast<unsigned char>(c)) && c != '-') return false;
+      const auto u = static_cast<unsigned char>(c);
+      if (international && u >= 0x80) continue;
+      if (!std::isalnum(u) && c != '-') return false;
     }
-    if (e == s.size()) return true;
+    if (e == name.size()) return true;
     i = e + 1;
   }
+}
+
+bool checkHostname(std::string_view s) {
+  if (s.empty() || s.size() > 253) return false;
+  return labelsOk(s, false);
 }
 
 bool checkEmail(std::string_view s) {
@@ -183,18 +191,7 @@ bool checkEmail(std::string_view s) {
     if (u <= 0x20 || u == 0x7f || std::strchr("\"(),:;<>@[\\]", c) != nullptr) return false;
   }
   if (domain.find('.') == std::string_view::npos) return false;
-  std::size_t i = 0;
-  while (true) {
-    const std::size_t e = std::min(domain.find('.', i), domain.size());
-    const std::string_view label = domain.substr(i, e - i);
-    if (label.empty() || label.size() > 63 || label.front() == '-' || label.back() == '-') return false;
-    for (char c : label) {
-      const auto u = static_cast<unsigned char>(c);
-      if (u < 0x80 && !std::isalnum(u) && c != '-') return false;  // non-ASCII: internationalised
-    }
-    if (e == domain.size()) return true;
-    i = e + 1;
-  }
+  return labelsOk(domain, true);
 }
 
 bool checkUuid(std::string_view s) {
