@@ -1,4 +1,6 @@
 // JSON Schema compilation and validation for BOSA action bodies: compile once, validate fast, report every violation.
+// The one public header; the implementation is core/json_schema/: uri (URIs, JSON pointers), regex (ECMA-262 on
+// RE2), formats, keywords, refs ($id/$anchor/$ref), graph (the compiled form), compile, validate.
 #pragma once
 
 #include <rapidjson/document.h>
@@ -65,7 +67,7 @@ inline constexpr std::size_t kMaxJsonDepth = 64;
 // source document may be freed after compilation.
 class CompiledSchema {
  public:
-  struct Impl;  // defined in json_schema.cpp
+  struct Impl;  // defined in core/json_schema/graph.hpp
   explicit CompiledSchema(std::unique_ptr<Impl> impl);
   ~CompiledSchema();
   CompiledSchema(const CompiledSchema&) = delete;
