@@ -1,7 +1,7 @@
 // keywayctl: argument parsing, the commands of docs/cli.md on the LMDB credential store, the response
 // cache and the BOSA schema store, secret input from stdin (never from arguments), human output on
 // stdout, one-line errors on stderr.
-#include "daemon/ctl.hpp"
+#include "daemon/ctl/ctl.hpp"
 
 #include <termios.h>
 #include <time.h>
