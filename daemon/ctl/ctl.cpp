@@ -387,15 +387,24 @@ struct Context {
   int fail(const Error& error) const { return fail(error.message, exitFor(error)); }
 };
 
+enum class Store { kNone, kCredentials };  // kCredentials: opened before run, in Context::store
+enum class Input { kNone, kSecret };      // kSecret: reads a secret on stdin, never from arguments
+
+// One keywayctl command: what dispatch checks before anything is touched, and what runs then.
 struct Command {
   std::string group;
   std::string action;  // empty for `init`
-  size_t positionals;  // exact number of words after group and action
-  std::vector<std::string> options;  // allowed
+  size_t min_words;    // words after group and action
+  size_t max_words;
+  std::vector<std::string> options;  // allowed value options
+  std::vector<std::string> flags;    // allowed flags
   std::vector<std::string> required;
   std::string usage;
-  bool needs_store;
+  Store store;
+  Input input;
   int (*run)(Context&);
+  // Usage rules beyond the above: the message of the usage error, or nullopt.
+  std::optional<std::string> (*check)(const Args&) = nullptr;
 };
 
 int cmdTeamAdd(Context& c) {
@@ -1155,37 +1164,62 @@ int cmdSchemasRefresh(Context& c) {
   return kCtlExitOk;
 }
 
+// Purging everything by accident would cost every app a cold cache: ask for it explicitly.
+std::optional<std::string> checkCachePurgeScope(const Args& args) {
+  const bool all = args.flags.count("--all") != 0;
+  if (!all && args.options.empty()) {
+    return std::string("say what to purge: --upstream U and/or --prefix PATH, or --all for "
+                       "everything");
+  }
+  if (all && !args.options.empty()) {
+    return std::string("--all purges everything; do not combine it with --upstream or --prefix");
+  }
+  return std::nullopt;
+}
+
 const std::vector<Command>& commands() {
+  constexpr Store kNoStore = Store::kNone;
+  constexpr Store kStore = Store::kCredentials;
+  constexpr Input kNoInput = Input::kNone;
+  constexpr Input kSecretInput = Input::kSecret;
   static const std::vector<Command> table = {
-      {"init", "", 0, {}, {}, "keywayctl init", false, cmdInit},
-      {"team", "add", 1, {"--upstreams"}, {}, "keywayctl team add NAME [--upstreams a,b,...]",
-       true, cmdTeamAdd},
-      {"team", "list", 0, {}, {}, "keywayctl team list", true, cmdTeamList},
-      {"team", "rm", 1, {}, {}, "keywayctl team rm NAME", true, cmdTeamRm},
-      {"client", "add", 1, {"--team"}, {"--team"}, "keywayctl client add NAME --team TEAM", true,
-       cmdClientAdd},
-      {"client", "list", 0, {}, {}, "keywayctl client list", true, cmdClientList},
-      {"client", "revoke", 1, {}, {}, "keywayctl client revoke NAME", true, cmdClientRevoke},
-      {"secret", "set", 1, {"--team"}, {}, "keywayctl secret set NAME [--team TEAM] < value",
-       true, cmdSecretSet},
-      {"secret", "list", 0, {}, {}, "keywayctl secret list", true, cmdSecretList},
-      {"secret", "rm", 1, {"--team"}, {}, "keywayctl secret rm NAME [--team TEAM]", true,
-       cmdSecretRm},
-      {"bosa-user", "add", 1, {"--team"}, {"--team"},
-       "keywayctl bosa-user add IDENTIFIER --team TEAM[,TEAM...] < user-secret", true,
-       cmdUserAdd},
-      {"bosa-user", "list", 0, {}, {}, "keywayctl bosa-user list", true, cmdUserList},
-      {"bosa-user", "grant", 1, {"--team"}, {"--team"},
-       "keywayctl bosa-user grant IDENTIFIER --team TEAM", true, cmdUserGrant},
-      {"bosa-user", "revoke", 1, {"--team"}, {"--team"},
-       "keywayctl bosa-user revoke IDENTIFIER --team TEAM", true, cmdUserRevoke},
-      {"bosa-user", "rm", 1, {}, {}, "keywayctl bosa-user rm IDENTIFIER", true, cmdUserRm},
-      {"cache", "stats", 0, {}, {}, "keywayctl cache stats", false, cmdCacheStats},
-      {"cache", "purge", 0, {"--upstream", "--prefix"}, {},
-       "keywayctl cache purge [--upstream U] [--prefix PATH] [--all]", false, cmdCachePurge},
-      {"schemas", "list", 0, {}, {}, "keywayctl schemas list", false, cmdSchemasList},
-      {"schemas", "refresh", 0, {}, {}, "keywayctl schemas refresh [CONNECTOR]", false,
-       cmdSchemasRefresh},
+      {"init", "", 0, 0, {}, {}, {}, "keywayctl init", kNoStore, kNoInput, cmdInit},
+      {"team", "add", 1, 1, {"--upstreams"}, {}, {},
+       "keywayctl team add NAME [--upstreams a,b,...]", kStore, kNoInput, cmdTeamAdd},
+      {"team", "list", 0, 0, {}, {}, {}, "keywayctl team list", kStore, kNoInput, cmdTeamList},
+      {"team", "rm", 1, 1, {}, {}, {}, "keywayctl team rm NAME", kStore, kNoInput, cmdTeamRm},
+      {"client", "add", 1, 1, {"--team"}, {}, {"--team"}, "keywayctl client add NAME --team TEAM",
+       kStore, kNoInput, cmdClientAdd},
+      {"client", "list", 0, 0, {}, {}, {}, "keywayctl client list", kStore, kNoInput,
+       cmdClientList},
+      {"client", "revoke", 1, 1, {}, {}, {}, "keywayctl client revoke NAME", kStore, kNoInput,
+       cmdClientRevoke},
+      {"secret", "set", 1, 1, {"--team"}, {}, {}, "keywayctl secret set NAME [--team TEAM] < value",
+       kStore, kSecretInput, cmdSecretSet},
+      {"secret", "list", 0, 0, {}, {}, {}, "keywayctl secret list", kStore, kNoInput,
+       cmdSecretList},
+      {"secret", "rm", 1, 1, {"--team"}, {}, {}, "keywayctl secret rm NAME [--team TEAM]", kStore,
+       kNoInput, cmdSecretRm},
+      {"bosa-user", "add", 1, 1, {"--team"}, {}, {"--team"},
+       "keywayctl bosa-user add IDENTIFIER --team TEAM[,TEAM...] < user-secret", kStore,
+       kSecretInput, cmdUserAdd},
+      {"bosa-user", "list", 0, 0, {}, {}, {}, "keywayctl bosa-user list", kStore, kNoInput,
+       cmdUserList},
+      {"bosa-user", "grant", 1, 1, {"--team"}, {}, {"--team"},
+       "keywayctl bosa-user grant IDENTIFIER --team TEAM", kStore, kNoInput, cmdUserGrant},
+      {"bosa-user", "revoke", 1, 1, {"--team"}, {}, {"--team"},
+       "keywayctl bosa-user revoke IDENTIFIER --team TEAM", kStore, kNoInput, cmdUserRevoke},
+      {"bosa-user", "rm", 1, 1, {}, {}, {}, "keywayctl bosa-user rm IDENTIFIER", kStore, kNoInput,
+       cmdUserRm},
+      {"cache", "stats", 0, 0, {}, {}, {}, "keywayctl cache stats", kNoStore, kNoInput,
+       cmdCacheStats},
+      {"cache", "purge", 0, 0, {"--upstream", "--prefix"}, {"--all"}, {},
+       "keywayctl cache purge [--upstream U] [--prefix PATH] [--all]", kNoStore, kNoInput,
+       cmdCachePurge, checkCachePurgeScope},
+      {"schemas", "list", 0, 0, {}, {}, {}, "keywayctl schemas list", kNoStore, kNoInput,
+       cmdSchemasList},
+      {"schemas", "refresh", 0, 1, {}, {}, {}, "keywayctl schemas refresh [CONNECTOR]", kNoStore,
+       kNoInput, cmdSchemasRefresh},
   };
   return table;
 }
@@ -1248,47 +1282,31 @@ int dispatch(const std::vector<std::string>& raw, std::istream& in, std::ostream
   const size_t skip = cmd->action.empty() ? 1 : 2;
   const size_t given = args.words.size() - skip;
   const std::string prefix = group + (cmd->action.empty() ? "" : " " + cmd->action);
-  const bool takes_secret =
-      (group == "secret" && cmd->action == "set") || (group == "bosa-user" && cmd->action == "add");
-  if (takes_secret && given > cmd->positionals) {
-    return usageError(err, prefix + ": secret values are never taken from arguments (they would "
-                               "leak into shell history and the process list); pipe the value "
-                               "on standard input (usage: " + cmd->usage + ")");
+  const auto usage = [&](const std::string& message) {
+    return usageError(err, prefix + ": " + message + " (usage: " + cmd->usage + ")");
+  };
+  if (cmd->input == Input::kSecret && given > cmd->max_words) {
+    return usage("secret values are never taken from arguments (they would leak into shell "
+                 "history and the process list); pipe the value on standard input");
   }
-  const bool optional_positional = group == "schemas" && cmd->action == "refresh";
-  if (given != cmd->positionals && !(optional_positional && given <= 1)) {
-    return usageError(err, prefix + ": " +
-                               (given < cmd->positionals ? std::string("missing argument")
-                                                         : std::string("too many arguments")) +
-                               " (usage: " + cmd->usage + ")");
-  }
+  if (given < cmd->min_words) return usage("missing argument");
+  if (given > cmd->max_words) return usage("too many arguments");
   for (const auto& [name, value] : args.options) {
     if (std::find(cmd->options.begin(), cmd->options.end(), name) == cmd->options.end()) {
-      return usageError(err, prefix + ": option " + name + " does not apply (usage: " +
-                                 cmd->usage + ")");
+      return usage("option " + name + " does not apply");
     }
   }
   for (const auto& name : args.flags) {
-    if (!(group == "cache" && cmd->action == "purge")) {
-      return usageError(err, prefix + ": option " + name + " does not apply (usage: " +
-                                 cmd->usage + ")");
+    if (std::find(cmd->flags.begin(), cmd->flags.end(), name) == cmd->flags.end()) {
+      return usage("option " + name + " does not apply");
     }
   }
-  if (group == "cache" && cmd->action == "purge") {
-    // Purging everything by accident would cost every app a cold cache: ask for it explicitly.
-    const bool all = args.flags.count("--all") != 0;
-    if (!all && args.options.empty()) {
-      return usageError(err, "cache purge: say what to purge: --upstream U and/or --prefix PATH, "
-                             "or --all for everything (usage: " + cmd->usage + ")");
-    }
-    if (all && !args.options.empty()) {
-      return usageError(err, "cache purge: --all purges everything; do not combine it with "
-                             "--upstream or --prefix (usage: " + cmd->usage + ")");
-    }
+  if (cmd->check != nullptr) {
+    if (auto problem = cmd->check(args)) return usage(*problem);
   }
   for (const auto& name : cmd->required) {
     if (args.options.count(name) == 0) {
-      return usageError(err, prefix + ": " + name + " is required (usage: " + cmd->usage + ")");
+      return usage(name + " is required");
     }
   }
 
@@ -1301,7 +1319,7 @@ int dispatch(const std::vector<std::string>& raw, std::istream& in, std::ostream
   }
   ctx.config = &*config;
   std::unique_ptr<core::CredentialStore> store;
-  if (cmd->needs_store) {
+  if (cmd->store == Store::kCredentials) {
     auto opened = storage::openLmdbCredentialStore(config->state_dir, config->master_key_file);
     if (!opened) {
       err << "keywayctl: cannot open the credential store: " << opened.error().message << "\n";
