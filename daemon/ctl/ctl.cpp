@@ -407,20 +407,40 @@ struct Command {
   std::optional<std::string> (*check)(const Args&) = nullptr;
 };
 
+// A listing: a hint when there is nothing yet, else an aligned table under `header`, a row per item.
+template <typename T, typename Row>
+int printListing(Context& c, const core::Result<std::vector<T>>& items, const char* none,
+                 std::vector<std::string> header, Row row) {
+  if (!items) return c.fail(items.error());
+  if (items->empty()) {
+    c.out << none << "\n";
+    return kCtlExitOk;
+  }
+  std::vector<std::vector<std::string>> rows = {std::move(header)};
+  for (const auto& item : *items) rows.push_back(row(item));
+  printTable(c.out, rows);
+  return kCtlExitOk;
+}
+
+// nullopt when `name` is a configured upstream, else the exit code of the error printed.
+std::optional<int> checkUpstream(Context& c, const std::string& name) {
+  if (c.config->findUpstream(name) != nullptr) return std::nullopt;
+  std::vector<std::string> configured;
+  for (const auto& u : c.config->upstreams) configured.push_back(u.name);
+  return c.fail("unknown upstream '" + name + "'; configured upstreams: " + joinList(configured),
+                kCtlExitUsage);
+}
+
 int cmdTeamAdd(Context& c) {
   core::TeamRecord team;
   team.name = c.word(2);
   if (auto list = c.option("--upstreams")) {
     team.all_upstreams = false;
-    std::vector<std::string> configured;
-    for (const auto& u : c.config->upstreams) configured.push_back(u.name);
     for (const auto& u : splitList(*list)) {
-      if (u.empty()) return c.fail("--upstreams has an empty entry: '" + *list + "'", 1);
-      if (c.config->findUpstream(u) == nullptr) {
-        return c.fail("unknown upstream '" + u + "'; configured upstreams: " +
-                          joinList(configured),
-                      kCtlExitUsage);
+      if (u.empty()) {
+        return c.fail("--upstreams has an empty entry: '" + *list + "'", kCtlExitUsage);
       }
+      if (auto rc = checkUpstream(c, u)) return *rc;
       team.upstreams.push_back(u);
     }
   }
@@ -432,19 +452,12 @@ int cmdTeamAdd(Context& c) {
 }
 
 int cmdTeamList(Context& c) {
-  auto teams = c.store->listTeams();
-  if (!teams) return c.fail(teams.error());
-  if (teams->empty()) {
-    c.out << "no teams; add one with: keywayctl team add NAME\n";
-    return kCtlExitOk;
-  }
-  std::vector<std::vector<std::string>> rows = {{"NAME", "UPSTREAMS", "CREATED"}};
-  for (const auto& t : *teams) {
-    rows.push_back({t.name, t.all_upstreams ? "all" : joinList(t.upstreams, ","),
-                    formatTime(t.created_unix)});
-  }
-  printTable(c.out, rows);
-  return kCtlExitOk;
+  return printListing(c, c.store->listTeams(), "no teams; add one with: keywayctl team add NAME",
+                      {"NAME", "UPSTREAMS", "CREATED"}, [](const core::TeamRecord& t) {
+                        return std::vector<std::string>{
+                            t.name, t.all_upstreams ? "all" : joinList(t.upstreams, ","),
+                            formatTime(t.created_unix)};
+                      });
 }
 
 int cmdTeamRm(Context& c) {
@@ -466,19 +479,13 @@ int cmdClientAdd(Context& c) {
 }
 
 int cmdClientList(Context& c) {
-  auto clients = c.store->listClients();
-  if (!clients) return c.fail(clients.error());
-  if (clients->empty()) {
-    c.out << "no clients; add one with: keywayctl client add NAME --team TEAM\n";
-    return kCtlExitOk;
-  }
-  std::vector<std::vector<std::string>> rows = {{"NAME", "TEAM", "STATUS", "CREATED"}};
-  for (const auto& cl : *clients) {
-    rows.push_back({cl.name, cl.team, cl.revoked ? "revoked" : "active",
-                    formatTime(cl.created_unix)});
-  }
-  printTable(c.out, rows);
-  return kCtlExitOk;
+  return printListing(c, c.store->listClients(),
+                      "no clients; add one with: keywayctl client add NAME --team TEAM",
+                      {"NAME", "TEAM", "STATUS", "CREATED"}, [](const core::ClientRecord& cl) {
+                        return std::vector<std::string>{cl.name, cl.team,
+                                                        cl.revoked ? "revoked" : "active",
+                                                        formatTime(cl.created_unix)};
+                      });
 }
 
 int cmdClientRevoke(Context& c) {
@@ -493,7 +500,7 @@ std::string scopeText(const std::string& team) {
 }
 
 // Checks a team before a secret is prompted for, so nobody types a secret for nothing.
-std::optional<int> precheckTeams(Context& c, const std::vector<std::string>& teams) {
+std::optional<int> checkTeams(Context& c, const std::vector<std::string>& teams) {
   for (const auto& t : teams) {
     auto valid = storage::validateName("team", t);
     if (!valid) return c.fail(valid.error());
@@ -513,7 +520,7 @@ int cmdSecretSet(Context& c) {
   auto valid = storage::validateName("secret", name);
   if (!valid) return c.fail(valid.error());
   if (!team.empty()) {
-    if (auto rc = precheckTeams(c, {team})) return *rc;
+    if (auto rc = checkTeams(c, {team})) return *rc;
   }
   auto input = readSecret(c.in, c.err, "secret value");
   if (!input.value) return c.fail(input.error, kCtlExitUsage);
@@ -536,19 +543,13 @@ int cmdSecretSet(Context& c) {
 }
 
 int cmdSecretList(Context& c) {
-  auto secrets = c.store->listSecrets();
-  if (!secrets) return c.fail(secrets.error());
-  if (secrets->empty()) {
-    c.out << "no secrets; set one with: keywayctl secret set NAME [--team TEAM] < value\n";
-    return kCtlExitOk;
-  }
-  std::vector<std::vector<std::string>> rows = {{"NAME", "SCOPE", "UPDATED"}};
-  for (const auto& s : *secrets) {
-    rows.push_back({s.name, s.team.empty() ? "shared" : "team:" + s.team,
-                    formatTime(s.updated_unix)});
-  }
-  printTable(c.out, rows);
-  return kCtlExitOk;
+  return printListing(c, c.store->listSecrets(),
+                      "no secrets; set one with: keywayctl secret set NAME [--team TEAM] < value",
+                      {"NAME", "SCOPE", "UPDATED"}, [](const core::SecretInfo& s) {
+                        return std::vector<std::string>{
+                            s.name, s.team.empty() ? "shared" : "team:" + s.team,
+                            formatTime(s.updated_unix)};
+                      });
 }
 
 int cmdSecretRm(Context& c) {
@@ -564,7 +565,7 @@ int cmdUserAdd(Context& c) {
   auto valid = storage::validateName("BOSA user", id);
   if (!valid) return c.fail(valid.error());
   const auto teams = splitList(*c.option("--team"));
-  if (auto rc = precheckTeams(c, teams)) return *rc;
+  if (auto rc = checkTeams(c, teams)) return *rc;
   auto existing = c.store->findBosaUser(id);
   if (!existing) return c.fail(existing.error());
   if (*existing) return c.fail("BOSA user '" + id + "' already exists", kCtlExitUsage);
@@ -580,19 +581,13 @@ int cmdUserAdd(Context& c) {
 }
 
 int cmdUserList(Context& c) {
-  auto users = c.store->listBosaUsers();
-  if (!users) return c.fail(users.error());
-  if (users->empty()) {
-    c.out << "no BOSA users; add one with: keywayctl bosa-user add IDENTIFIER --team TEAM\n";
-    return kCtlExitOk;
-  }
-  std::vector<std::vector<std::string>> rows = {{"IDENTIFIER", "TEAMS", "CREATED"}};
-  for (const auto& u : *users) {
-    rows.push_back({u.identifier, u.teams.empty() ? "-" : joinList(u.teams, ","),
-                    formatTime(u.created_unix)});
-  }
-  printTable(c.out, rows);
-  return kCtlExitOk;
+  return printListing(c, c.store->listBosaUsers(),
+                      "no BOSA users; add one with: keywayctl bosa-user add IDENTIFIER --team TEAM",
+                      {"IDENTIFIER", "TEAMS", "CREATED"}, [](const core::BosaUserRecord& u) {
+                        return std::vector<std::string>{
+                            u.identifier, u.teams.empty() ? "-" : joinList(u.teams, ","),
+                            formatTime(u.created_unix)};
+                      });
 }
 
 int cmdUserGrant(Context& c) {
@@ -766,13 +761,7 @@ int cmdCachePurge(Context& c) {
   const auto upstream = c.option("--upstream");
   const auto prefix = c.option("--prefix");
   if (upstream) {
-    if (c.config->findUpstream(*upstream) == nullptr) {
-      std::vector<std::string> configured;
-      for (const auto& u : c.config->upstreams) configured.push_back(u.name);
-      return c.fail("unknown upstream '" + *upstream + "'; configured upstreams: " +
-                        joinList(configured),
-                    kCtlExitUsage);
-    }
+    if (auto rc = checkUpstream(c, *upstream)) return *rc;
   }
   if (prefix && (*prefix)[0] != '/') {
     return c.fail("--prefix must be a path starting with '/', e.g. /v1/webhooks", kCtlExitUsage);
