@@ -3,7 +3,6 @@
 // stdout, one-line errors on stderr.
 #include "daemon/ctl/ctl.hpp"
 
-#include <termios.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -22,6 +21,8 @@
 #include "core/cache_store.hpp"
 #include "core/credential_store.hpp"
 #include "core/secret.hpp"
+#include "daemon/ctl/secret_input.hpp"
+#include "daemon/ctl/text.hpp"
 #include "daemon/schema_fetch.hpp"
 #include "daemon/yaml_config_loader.hpp"
 #include "storage/file_util.hpp"
@@ -35,8 +36,12 @@ namespace {
 
 using core::Error;
 using core::ErrorCode;
-
-constexpr size_t kMaxSecretBytes = 64 * 1024;
+using ctl::formatBytes;
+using ctl::formatTime;
+using ctl::joinList;
+using ctl::printTable;
+using ctl::readSecret;
+using ctl::splitList;
 
 // ---------------------------------------------------------------------------------------------
 // Help texts
@@ -229,55 +234,6 @@ std::optional<UsageError> parseArgs(const std::vector<std::string>& raw, Args& a
   return std::nullopt;
 }
 
-std::vector<std::string> splitList(const std::string& s) {
-  std::vector<std::string> out;
-  std::string item;
-  std::istringstream in(s);
-  while (std::getline(in, item, ',')) {
-    const auto b = item.find_first_not_of(" \t");
-    const auto e = item.find_last_not_of(" \t");
-    out.push_back(b == std::string::npos ? std::string() : item.substr(b, e - b + 1));
-  }
-  if (!s.empty() && s.back() == ',') out.emplace_back();
-  return out;
-}
-
-std::string joinList(const std::vector<std::string>& items, const char* sep = ", ") {
-  std::string out;
-  for (size_t i = 0; i < items.size(); ++i) {
-    if (i != 0) out += sep;
-    out += items[i];
-  }
-  return out;
-}
-
-std::string formatTime(int64_t unix_seconds) {
-  if (unix_seconds <= 0) return "-";
-  const time_t t = static_cast<time_t>(unix_seconds);
-  struct tm tm {};
-  if (gmtime_r(&t, &tm) == nullptr) return "-";
-  char buf[32];
-  strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
-  return buf;
-}
-
-// Aligned columns; rows[0] is the header.
-void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows) {
-  std::vector<size_t> widths;
-  for (const auto& row : rows) {
-    widths.resize(std::max(widths.size(), row.size()), 0);
-    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
-  }
-  for (const auto& row : rows) {
-    std::string line;
-    for (size_t i = 0; i < row.size(); ++i) {
-      line += row[i];
-      if (i + 1 < row.size()) line += std::string(widths[i] - row[i].size() + 2, ' ');
-    }
-    out << line << "\n";
-  }
-}
-
 int exitFor(const Error& error) {
   switch (error.code) {
     case ErrorCode::kBadRequest:
@@ -289,78 +245,6 @@ int exitFor(const Error& error) {
     default:
       return kCtlExitFailure;
   }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Secret input
-
-// Turns terminal echo off for its lifetime.
-class EchoOff {
- public:
-  explicit EchoOff(int fd) : fd_(fd) {
-    if (tcgetattr(fd_, &saved_) == 0) {
-      struct termios quiet = saved_;
-      quiet.c_lflag &= ~static_cast<tcflag_t>(ECHO);
-      // TCSANOW, not TCSAFLUSH: a value typed or pasted ahead of the prompt must not be lost.
-      active_ = tcsetattr(fd_, TCSANOW, &quiet) == 0;
-    }
-  }
-  ~EchoOff() {
-    if (active_) tcsetattr(fd_, TCSANOW, &saved_);
-  }
-  EchoOff(const EchoOff&) = delete;
-  EchoOff& operator=(const EchoOff&) = delete;
-
- private:
-  int fd_;
-  struct termios saved_ {};
-  bool active_ = false;
-};
-
-struct SecretInput {
-  std::optional<core::SecretString> value;
-  std::string error;  // set when value is empty
-};
-
-SecretInput readSecret(std::istream& in, std::ostream& err, const std::string& what) {
-  std::string buf;
-  if (&in == &std::cin && ::isatty(STDIN_FILENO) == 1) {
-    err << "Enter " << what << " (input hidden): " << std::flush;
-    {
-      EchoOff quiet(STDIN_FILENO);
-      std::getline(in, buf);
-    }
-    err << "\n";
-  } else {
-    char chunk[4096];
-    while (in.read(chunk, sizeof chunk) || in.gcount() > 0) {
-      buf.append(chunk, static_cast<size_t>(in.gcount()));
-      if (buf.size() > kMaxSecretBytes) break;
-    }
-    core::secureWipe(chunk, sizeof chunk);
-    if (!buf.empty() && buf.back() == '\n') {
-      buf.pop_back();
-      if (!buf.empty() && buf.back() == '\r') buf.pop_back();
-    }
-  }
-  SecretInput result;
-  if (buf.size() > kMaxSecretBytes) {
-    result.error = "the " + what + " on standard input is larger than 64 KiB; nothing was stored";
-  } else if (buf.empty()) {
-    result.error = "empty " + what + "; nothing was stored (give it on standard input, e.g. "
-                   "printf '%s' \"$VALUE\" | keywayctl ...)";
-  } else if (std::any_of(buf.begin(), buf.end(), [](char c) {
-               const auto u = static_cast<unsigned char>(c);
-               return u < 0x20 || u == 0x7f;
-             })) {
-    // It is injected as an HTTP header value: line breaks or control bytes would corrupt it.
-    result.error = "the " + what + " contains a line break or control character (only one "
-                   "trailing newline is stripped); nothing was stored";
-  } else {
-    result.value = core::SecretString(std::string_view(buf));
-  }
-  core::secureWipe(buf.data(), buf.size());
-  return result;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -637,19 +521,6 @@ int cmdInit(Context& c) {
 
 std::string cacheDir(const core::Config& config) {
   return config.cache.dir.empty() ? config.state_dir + "/cache" : config.cache.dir;
-}
-
-std::string formatBytes(uint64_t bytes) {
-  std::ostringstream s;
-  s << bytes << " B";
-  if (bytes >= (uint64_t{1} << 20)) {
-    s.precision(1);
-    s << std::fixed << " (" << static_cast<double>(bytes) / (1 << 20) << " MiB)";
-  } else if (bytes >= 1024) {
-    s.precision(1);
-    s << std::fixed << " (" << static_cast<double>(bytes) / 1024 << " KiB)";
-  }
-  return s.str();
 }
 
 // Opens the cache environment exactly as keywayd does (same directory and bound, so both agree on
