@@ -1,5 +1,4 @@
-// Reading a secret from standard input: no echo on a terminal, bounded, one trailing newline
-// stripped, refused when it could not be sent as an HTTP header value.
+// Reading a secret from stdin: no echo on a terminal, bounded, refused if unfit for an HTTP header.
 #include "daemon/ctl/secret_input.hpp"
 
 #include <termios.h>

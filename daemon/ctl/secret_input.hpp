@@ -1,4 +1,4 @@
-// Internal to daemon/ctl/: reading a secret from standard input, never from arguments (docs/cli.md).
+// Internal to daemon/ctl/: reading a secret from standard input, never from arguments.
 #pragma once
 
 #include <iosfwd>
