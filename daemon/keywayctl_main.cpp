@@ -1,11 +1,11 @@
-// keywayctl: the admin CLI's process entry point; everything else is in daemon/ctl.cpp.
+// keywayctl: the admin CLI's process entry point; the commands are in daemon/ctl/.
 #include <sys/stat.h>
 
 #include <iostream>
 #include <string>
 #include <vector>
 
-#include "daemon/ctl.hpp"
+#include "daemon/ctl/ctl.hpp"
 
 int main(int argc, char** argv) {
   ::umask(077);  // whatever keywayctl creates is private to its owner

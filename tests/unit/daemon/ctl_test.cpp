@@ -3,7 +3,7 @@
 // already open (the daemon) sees keywayctl's writes at once, also from another process; cache
 // stats and purge against a cache store held open by the "daemon"; schemas list and refresh
 // against a fake BOSA on port 0 (stored byte for byte, module merge, bad answers never stored).
-#include "daemon/ctl.hpp"
+#include "daemon/ctl/ctl.hpp"
 
 #include <doctest/doctest.h>
 #include <sys/wait.h>

@@ -1,4 +1,4 @@
-// keywayctl, the admin CLI (docs/cli.md), as a function: testable without spawning processes.
+// keywayctl (docs/cli.md) as a function, the one public entry point of daemon/ctl/.
 #pragma once
 
 #include <functional>
