@@ -60,7 +60,11 @@ std::string showIssues(const std::vector<SchemaIssue>& issues) {
 void expectErrors(const std::vector<ErrorDetail>& got, std::vector<std::pair<std::string, std::string>> want) {
   INFO("got:\n" << show(got));
   REQUIRE(got.size() == want.size());
-  for (const auto& [pointer, reason] : want) {
+  // Plain references, not a structured binding: clang 14 cannot capture bindings in the lambda
+  // CHECK_MESSAGE expands to.
+  for (const auto& w : want) {
+    const std::string& pointer = w.first;
+    const std::string& reason = w.second;
     bool found = false;
     for (const auto& e : got) found = found || (e.pointer == pointer && e.reason == reason);
     CHECK_MESSAGE(found, "missing violation [" << pointer << "] " << reason);
