@@ -47,15 +47,13 @@ constexpr size_t kMaxPooledReaders = 64;
 // Bounds on one write transaction. LMDB (without MDB_WRITEMAP) mallocs every page a write
 // transaction dirties and, after the commit, keeps those pages on the environment's free list
 // (me_dpages) until the environment is closed: the largest transaction ever run sets a floor
-// under the process's heap for good. A burst of 20,000 puts applied in one transaction pinned
-// ~32 MiB (bench scenario f), so bursts are split into transactions of at most this
-// many queued operations, recency updates and swept entries (each touches a few pages in each of
-// the seven databases). 16 rather than 64 (bench scenario f): LMDB cannot reuse the pages
-// the last transaction or two freed, so the free pages a wave of rewrites needs on top of the
-// live ones grow with the pages each transaction dirties. When 10,000 entries were refreshed at
-// once, the cache file grew by 2.7 MiB with 64 and 1.5 MiB with 16 (8 was worse again: 2.4 MiB,
-// more commits let readers pin more of them), and the dirty pages held on the heap shrank by
-// ~1.5 MiB; the cost is more commits, each copying a few branch pages per database.
+// under the process's heap for good. So bursts are split into transactions of at most this many
+// queued operations, recency updates and swept entries (each touches a few pages in each of the
+// seven databases). Small rather than large because LMDB cannot reuse the pages the last
+// transaction or two freed, so the free pages a wave of rewrites needs on top of the live ones
+// grow with the pages each transaction dirties; much smaller again costs more than it saves
+// (more commits, and readers pin more freed pages). bench/README.md, scenario (f), has the
+// measurements behind 16.
 constexpr size_t kMaxOpsPerTxn = 16;
 constexpr size_t kMaxTouchesPerTxn = 256;
 constexpr size_t kMaxDeletesPerTxn = 64;
@@ -1101,7 +1099,7 @@ size_t LmdbCacheStore::Impl::invalidate(std::string_view upstream, std::string_v
   std::unordered_set<Hash, HashHasher> matched;
   // Pending puts first, then the committed entries from a snapshot taken after: a put leaves
   // pending_ only once committed, so every put accepted before this call is found in one or
-  // the other (the other order missed a put committed between the two looks).
+  // the other (the other order would miss a put committed between the two looks).
   {
     std::lock_guard<std::mutex> lock(state_mu_);
     for (auto it = pending_.begin(); it != pending_.end();) {
@@ -1307,8 +1305,7 @@ bool LmdbCacheStore::Impl::sweepSome() {
 
 // Gives the heap's free pages back to the kernel. glibc keeps what a burst freed (many
 // concurrent requests, large bodies) in its arenas, in pieces between live allocations, so the
-// pages stay resident: RSS stays at the burst's peak. In bench scenario (f), 100 of 171 MiB of
-// anonymous memory were such free pages (malloc_trim(0) from gdb brought it to 71 MiB). This is
+// pages stay resident: RSS stays at the burst's peak (bench/README.md, scenario (f)). This is
 // the process's only periodic housekeeping thread off the request path, hence here; see
 // malloc_trim(3), mallinfo2(3).
 void LmdbCacheStore::Impl::releaseFreeHeap() {

@@ -36,11 +36,10 @@ struct LmdbCacheStoreOptions {
   // After each expired-entry sweep, if the process's heap holds more than this many free bytes
   // (glibc mallinfo2), give its free pages back to the kernel (malloc_trim): a burst of
   // requests otherwise leaves RSS at its peak for good. 0 = never. The trim locks each malloc
-  // arena while it walks it: ~20 ms on a heap with 130 MiB free in 64,000 pieces, up to ~1 s
-  // the first time it returns them; a few MiB cost about a millisecond, at most once per sweep.
-  // 4 MiB: a wave of background refreshes (every key of a hot set going stale together, bench
-  // scenario f) leaves ~5 MiB free in the upstream I/O threads' arenas, which a 32 MiB
-  // threshold kept resident for good.
+  // arena while it walks it, so it costs in proportion to the free heap, at most once per sweep.
+  // A few MiB: a wave of background refreshes (every key of a hot set going stale together)
+  // leaves about that much free in the upstream I/O threads' arenas, which a larger threshold
+  // would keep resident for good (bench/README.md, scenario (f)).
   size_t release_free_heap_above = size_t{4} << 20;
 };
 
