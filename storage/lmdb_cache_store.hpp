@@ -1,5 +1,6 @@
-// The persistent response cache: CacheStore over its own LMDB environment (not the credential
-// store's), shared by keywayd and `keywayctl cache stats|purge` (LMDB is multi-process safe).
+// The persistent response cache (docs/cache.md): CacheStore over its own LMDB environment (not
+// the credential store's), shared by keywayd and `keywayctl cache stats|purge` (LMDB is
+// multi-process safe). Implemented in lmdb_cache_{store,env,writer}.cpp and cache_codec.cpp.
 #pragma once
 
 #include <chrono>
@@ -23,7 +24,7 @@ struct LmdbCacheStoreOptions {
   size_t map_size = 0;
   unsigned max_readers = 1022;
   std::shared_ptr<const core::Clock> clock;            // null = RealClock
-  std::function<void(std::string_view message)> warn;  // null = one JSON line on stderr
+  std::function<void(std::string_view message)> warn;  // null = warnOnStderr (warning.hpp)
   std::chrono::milliseconds sweep_interval{60'000};    // expired-entry sweep period
   std::chrono::milliseconds sync_interval{5'000};      // mdb_env_sync period while dirty
   std::chrono::milliseconds recovery_interval{30'000}; // retry period while degraded
