@@ -4,6 +4,10 @@
 // lmdb_cache_writer.cpp (the writer thread: batching, eviction, expiry, full-map relief).
 #pragma once
 
+#ifndef KEYWAY_STORAGE_PRIVATE
+#error "private to storage/ (it brings in <lmdb.h>): use the public storage headers' factories"
+#endif
+
 #include <algorithm>
 #include <array>
 #include <atomic>

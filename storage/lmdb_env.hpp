@@ -1,7 +1,12 @@
-// RAII wrapper over LMDB (MDB_env, transactions, named databases, cursors), shared by every
-// LMDB-backed store (credentials, cache, schemas). LMDB return codes are translated into
-// core::Error here and nowhere else (as Knot Resolver's cdb_lmdb.c lmdb_error() does).
+// Private to storage/: RAII wrapper over LMDB (MDB_env, transactions, named databases, cursors),
+// shared by every LMDB-backed store (credentials, cache, schemas). LMDB return codes are
+// translated into core::Error here and nowhere else (as Knot Resolver's cdb_lmdb.c
+// lmdb_error() does).
 #pragma once
+
+#ifndef KEYWAY_STORAGE_PRIVATE
+#error "private to storage/ (it brings in <lmdb.h>): use the public storage headers' factories"
+#endif
 
 #include <lmdb.h>
 
