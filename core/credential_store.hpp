@@ -1,6 +1,6 @@
 // The role interface of the credential store: teams, clients, secrets, BOSA users and their
-// minted tokens. Implemented by storage/LmdbCredentialStore (durable, encrypted) and
-// storage/MemoryCredentialStore (tests).
+// minted tokens. Implemented once, by storage/credential_rules, over durable encrypted LMDB
+// records (storage/lmdb_credential_store.hpp) or in-memory ones (storage/MemoryCredentialStore).
 #pragma once
 
 #include <cstdint>

@@ -50,7 +50,7 @@ void registerStoreMetrics(core::Metrics& metrics, const std::shared_ptr<core::Cr
                      [credential_store] { return static_cast<double>(credential_store->generation()); });
   {
     // Store size without a storage/ stats call: the LMDB data file's size (LMDB grows it page
-    // by page, without MDB_WRITEMAP it is not preallocated to the map size).
+    // by page; storage/ does not map it writable, so it is not preallocated to the map size).
     const std::string data_file = storage::credentialEnvPath(state_dir) + "/data.mdb";
     metrics.addGauge("keyway_credential_store_file_bytes", "Size of the credential store's LMDB data file.",
                        [data_file] {

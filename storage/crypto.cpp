@@ -84,6 +84,7 @@ std::string base64UrlEncode(std::string_view bytes) {
 }
 
 core::SecretString generateClientToken() {
+  // Not reported: every caller holds a Keyring, whose creation already needed it to succeed.
   (void)initSodium();
   unsigned char raw[32];
   randombytes_buf(raw, sizeof raw);

@@ -1,5 +1,6 @@
-// The persistent response cache: CacheStore over its own LMDB environment (not the credential
-// store's), shared by keywayd and `keywayctl cache stats|purge` (LMDB is multi-process safe).
+// The persistent response cache (docs/cache.md): CacheStore over its own LMDB environment (not
+// the credential store's), shared by keywayd and `keywayctl cache stats|purge` (LMDB is
+// multi-process safe). Implemented in lmdb_cache_{store,env,writer}.cpp and cache_codec.cpp.
 #pragma once
 
 #include <chrono>
@@ -23,7 +24,7 @@ struct LmdbCacheStoreOptions {
   size_t map_size = 0;
   unsigned max_readers = 1022;
   std::shared_ptr<const core::Clock> clock;            // null = RealClock
-  std::function<void(std::string_view message)> warn;  // null = one JSON line on stderr
+  std::function<void(std::string_view message)> warn;  // null = warnOnStderr (warning.hpp)
   std::chrono::milliseconds sweep_interval{60'000};    // expired-entry sweep period
   std::chrono::milliseconds sync_interval{5'000};      // mdb_env_sync period while dirty
   std::chrono::milliseconds recovery_interval{30'000}; // retry period while degraded
@@ -36,11 +37,10 @@ struct LmdbCacheStoreOptions {
   // After each expired-entry sweep, if the process's heap holds more than this many free bytes
   // (glibc mallinfo2), give its free pages back to the kernel (malloc_trim): a burst of
   // requests otherwise leaves RSS at its peak for good. 0 = never. The trim locks each malloc
-  // arena while it walks it: ~20 ms on a heap with 130 MiB free in 64,000 pieces, up to ~1 s
-  // the first time it returns them; a few MiB cost about a millisecond, at most once per sweep.
-  // 4 MiB: a wave of background refreshes (every key of a hot set going stale together, bench
-  // scenario f) leaves ~5 MiB free in the upstream I/O threads' arenas, which a 32 MiB
-  // threshold kept resident for good.
+  // arena while it walks it, so it costs in proportion to the free heap, at most once per sweep.
+  // A few MiB: a wave of background refreshes (every key of a hot set going stale together)
+  // leaves about that much free in the upstream I/O threads' arenas, which a larger threshold
+  // would keep resident for good (bench/README.md, scenario (f)).
   size_t release_free_heap_above = size_t{4} << 20;
 };
 

@@ -23,15 +23,6 @@ using core::Status;
 
 namespace {
 
-MDB_val toVal(std::string_view s) {
-  // LMDB never writes through mv_data of a key or of a value passed to mdb_put.
-  return MDB_val{s.size(), const_cast<char*>(s.data())};
-}
-
-std::string_view fromVal(const MDB_val& v) {
-  return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
-}
-
 // The process-wide registry of open environments (LMDB: "do not have open an LMDB database twice
 // in the same process at the same time"). Keyed by canonical path. A forked child must not use
 // its parent's handles (lmdb.h, "Caveats"), so entries belong to the pid that opened them.
@@ -48,6 +39,9 @@ Registry& registry() {
   return *r;
 }
 
+// Narrows a mode an operator widened; mdb_env_open creates the files 0600. Best effort, and
+// silent: LmdbEnv reports only through the Errors of its calls, and refusing to open over a
+// mode is loadMasterKeyFile's job, not the environment's.
 void tightenMode(const std::string& file) {
   struct stat st {};
   if (::stat(file.c_str(), &st) == 0 && (st.st_mode & 077) != 0) {
@@ -127,6 +121,42 @@ Error lmdbError(int rc, std::string_view operation, std::string_view env_path) {
       break;
   }
   return Error::make(code, std::move(msg));
+}
+
+int rawGet(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view* out) {
+  MDB_val k = lmdbVal(key);
+  MDB_val v{};
+  const int rc = mdb_get(txn, dbi, &k, &v);
+  if (rc == MDB_SUCCESS) *out = lmdbView(v);
+  return rc;
+}
+
+int rawPut(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view value) {
+  MDB_val k = lmdbVal(key);
+  MDB_val v = lmdbVal(value);
+  return mdb_put(txn, dbi, &k, &v, 0);
+}
+
+int rawDel(MDB_txn* txn, MDB_dbi dbi, std::string_view key) {
+  MDB_val k = lmdbVal(key);
+  const int rc = mdb_del(txn, dbi, &k, nullptr);
+  return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
+
+int firstKey(MDB_txn* txn, MDB_dbi dbi, std::string* out) {
+  MDB_cursor* raw = nullptr;
+  int rc = mdb_cursor_open(txn, dbi, &raw);
+  if (rc != MDB_SUCCESS) return rc;
+  CursorPtr cursor(raw);
+  MDB_val k{}, v{};
+  rc = mdb_cursor_get(raw, &k, &v, MDB_FIRST);
+  if (rc == MDB_SUCCESS) *out = std::string(lmdbView(k));
+  return rc;
+}
+
+bool isCorruption(int rc) {
+  return rc == MDB_CORRUPTED || rc == MDB_PAGE_NOTFOUND || rc == MDB_PANIC ||
+         rc == MDB_INVALID || rc == MDB_VERSION_MISMATCH || rc == MDB_BAD_TXN;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,12 +242,12 @@ Status LmdbTxn::commit() {
 Result<std::optional<std::string_view>> LmdbTxn::get(MDB_dbi dbi, std::string_view key) const {
   if (txn_ == nullptr) return Error::make(ErrorCode::kInternal, "get on a finished transaction");
   if (key.empty() || key.size() > kMaxKeySize) return std::optional<std::string_view>();
-  MDB_val k = toVal(key);
+  MDB_val k = lmdbVal(key);
   MDB_val v{};
   const int rc = mdb_get(txn_, dbi, &k, &v);
   if (rc == MDB_NOTFOUND) return std::optional<std::string_view>();
   if (rc != MDB_SUCCESS) return lmdbError(rc, "read", envPath());
-  return std::optional<std::string_view>(fromVal(v));
+  return std::optional<std::string_view>(lmdbView(v));
 }
 
 Status LmdbTxn::put(MDB_dbi dbi, std::string_view key, std::string_view value, unsigned flags) {
@@ -227,8 +257,8 @@ Status LmdbTxn::put(MDB_dbi dbi, std::string_view key, std::string_view value, u
   if (key.empty() || key.size() > kMaxKeySize) {
     return Error::make(ErrorCode::kBadRequest, "LMDB key is empty or too long");
   }
-  MDB_val k = toVal(key);
-  MDB_val v = toVal(value);
+  MDB_val k = lmdbVal(key);
+  MDB_val v = lmdbVal(value);
   const int rc = mdb_put(txn_, dbi, &k, &v, flags);
   if (rc != MDB_SUCCESS) return lmdbError(rc, "write", envPath());
   return core::okStatus();
@@ -239,7 +269,7 @@ Result<bool> LmdbTxn::del(MDB_dbi dbi, std::string_view key) {
     return Error::make(ErrorCode::kInternal, "delete outside a write transaction");
   }
   if (key.empty() || key.size() > kMaxKeySize) return false;
-  MDB_val k = toVal(key);
+  MDB_val k = lmdbVal(key);
   const int rc = mdb_del(txn_, dbi, &k, nullptr);
   if (rc == MDB_NOTFOUND) return false;
   if (rc != MDB_SUCCESS) return lmdbError(rc, "delete", envPath());
@@ -314,7 +344,7 @@ void LmdbCursor::close() {
 
 Result<bool> LmdbCursor::move(MDB_cursor_op op, std::string_view key) {
   if (!usable()) return Error::make(ErrorCode::kInternal, "cursor used after its transaction ended");
-  MDB_val k = toVal(key);
+  MDB_val k = lmdbVal(key);
   MDB_val v{};
   if (op == MDB_SET_RANGE && (key.empty() || key.size() > kMaxKeySize)) {
     return Error::make(ErrorCode::kInternal, "cursor seek with an empty or oversized key");
@@ -326,8 +356,8 @@ Result<bool> LmdbCursor::move(MDB_cursor_op op, std::string_view key) {
     return false;
   }
   if (rc != MDB_SUCCESS) return lmdbError(rc, "cursor read", path_);
-  key_ = fromVal(k);
-  value_ = fromVal(v);
+  key_ = lmdbView(k);
+  value_ = lmdbView(v);
   return true;
 }
 
@@ -399,7 +429,9 @@ Result<std::shared_ptr<LmdbEnv>> LmdbEnv::open(const std::string& dir,
   tightenMode(path + "/data.mdb");
   tightenMode(path + "/lock.mdb");
   int dead = 0;
-  mdb_reader_check(raw, &dead);  // slots of crashed processes would otherwise leak forever
+  // Slots of crashed processes would otherwise leak forever. A failed check is not reported:
+  // begin() checks again when the reader table is full, and fails with a clear Error then.
+  mdb_reader_check(raw, &dead);
 
   // Closed under the registry lock: a concurrent open() of the same path must not create a
   // second MDB_env before this one is closed (closing would drop the new one's fcntl locks).
@@ -496,7 +528,7 @@ Status LmdbEnv::update(const std::function<Status(LmdbTxn&)>& fn) {
 
 uint64_t LmdbEnv::lastTxnId() const {
   MDB_envinfo info{};
-  if (mdb_env_info(env_, &info) != MDB_SUCCESS) return 0;
+  if (mdb_env_info(env_, &info) != MDB_SUCCESS) return 0;  // only for a null env: never here
   return static_cast<uint64_t>(info.me_last_txnid);
 }
 

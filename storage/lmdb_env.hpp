@@ -1,7 +1,12 @@
-// RAII wrapper over LMDB (MDB_env, transactions, named databases, cursors), shared by every
-// LMDB-backed store (credentials, cache, schemas). LMDB return codes are translated into
-// core::Error here and nowhere else (as Knot Resolver's cdb_lmdb.c lmdb_error() does).
+// Private to storage/: RAII wrapper over LMDB (MDB_env, transactions, named databases, cursors),
+// shared by every LMDB-backed store (credentials, cache, schemas). LMDB return codes are
+// translated into core::Error here and nowhere else (as Knot Resolver's cdb_lmdb.c
+// lmdb_error() does).
 #pragma once
+
+#ifndef KEYWAY_STORAGE_PRIVATE
+#error "private to storage/ (it brings in <lmdb.h>): use the public storage headers' factories"
+#endif
 
 #include <lmdb.h>
 
@@ -205,5 +210,49 @@ class LmdbEnv : public std::enable_shared_from_this<LmdbEnv> {
   std::mutex dbi_mutex_;  // mdb_dbi_open must not run concurrently with itself in a process
   std::map<std::string, MDB_dbi> dbis_;
 };
+
+// Raw helpers for code that runs its own MDB_txn (the cache's writer and read pool, the schema
+// store's save): they return LMDB's code unchanged, for a caller that acts on it (a full map is
+// grown, a corrupt one recovered) before translating it with lmdbError().
+// LMDB never writes through mv_data of a key or of a value passed to mdb_put.
+inline MDB_val lmdbVal(std::string_view s) {
+  return MDB_val{s.size(), const_cast<char*>(s.data())};
+}
+inline std::string_view lmdbView(const MDB_val& v) {
+  return std::string_view(static_cast<const char*>(v.mv_data), v.mv_size);
+}
+int rawGet(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view* out);
+int rawPut(MDB_txn* txn, MDB_dbi dbi, std::string_view key, std::string_view value);
+// Deletes `key`; absent is not an error.
+int rawDel(MDB_txn* txn, MDB_dbi dbi, std::string_view key);
+// The first key of `dbi`, or MDB_NOTFOUND.
+int firstKey(MDB_txn* txn, MDB_dbi dbi, std::string* out);
+// Codes that say the environment itself is damaged (replace it), not one call's failure.
+bool isCorruption(int rc);
+
+struct CursorCloser {
+  void operator()(MDB_cursor* c) const { mdb_cursor_close(c); }
+};
+using CursorPtr = std::unique_ptr<MDB_cursor, CursorCloser>;
+
+// Calls fn(key, value) for each record whose key starts with `prefix` ("" = all), until fn
+// returns false. Returns an LMDB code (MDB_SUCCESS at the end of the range).
+template <class Fn>
+int scanPrefix(MDB_txn* txn, MDB_dbi dbi, std::string_view prefix, Fn&& fn) {
+  MDB_cursor* raw = nullptr;
+  int rc = mdb_cursor_open(txn, dbi, &raw);
+  if (rc != MDB_SUCCESS) return rc;
+  CursorPtr cursor(raw);
+  MDB_val k = lmdbVal(prefix);
+  MDB_val v{};
+  rc = mdb_cursor_get(raw, &k, &v, prefix.empty() ? MDB_FIRST : MDB_SET_RANGE);
+  while (rc == MDB_SUCCESS) {
+    const std::string_view key = lmdbView(k);
+    if (key.substr(0, prefix.size()) != prefix) break;
+    if (!fn(key, lmdbView(v))) break;
+    rc = mdb_cursor_get(raw, &k, &v, MDB_NEXT);
+  }
+  return rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+}
 
 }  // namespace keyway::storage

@@ -1,24 +1,18 @@
 // LmdbSchemaStore: BOSA discovery documents in their own durable LMDB environment.
 #include "storage/lmdb_schema_store.hpp"
 
-#include <lmdb.h>
-
 #include <algorithm>
-#include <type_traits>
 #include <utility>
 
 #include "storage/file_util.hpp"
 #include "storage/lmdb_env.hpp"
-#include "storage/record_codec.hpp"
+#include "storage/names.hpp"
 
 namespace keyway::storage {
 
 using core::Error;
 using core::ErrorCode;
-using core::Result;
 using core::Status;
-
-static_assert(std::is_same_v<MDB_dbi, unsigned>, "the header keeps MDB_dbi as unsigned");
 
 namespace {
 
@@ -41,14 +35,27 @@ uint64_t getU64(std::string_view in) {
   return v;
 }
 
-MDB_val toVal(std::string_view s) {
-  // LMDB never writes through mv_data of a key or a value passed to mdb_put.
-  return MDB_val{s.size(), const_cast<char*>(s.data())};
-}
-
-Status validateUpstream(std::string_view upstream) { return validateName("upstream", upstream); }
-
 }  // namespace
+
+struct LmdbSchemaStore::Env {
+  std::shared_ptr<LmdbEnv> env;
+  MDB_dbi schemas = 0;
+  MDB_dbi meta = 0;
+};
+
+Status checkSchemasToSave(std::string_view upstream, const core::StoredSchemas& schemas) {
+  auto valid = validateName("upstream", upstream);
+  if (!valid) return valid;
+  if (schemas.document.size() > kMaxSchemaDocumentBytes) {
+    return Error::make(ErrorCode::kPayloadTooLarge,
+                       "the discovery document of upstream '" + std::string(upstream) + "' is " +
+                           std::to_string(schemas.document.size()) +
+                           " bytes, more than the limit of " +
+                           std::to_string(kMaxSchemaDocumentBytes) +
+                           " bytes; it was not stored (the stored one, if any, is kept)");
+  }
+  return core::okStatus();
+}
 
 std::string schemaEnvPath(const std::string& state_dir) {
   return state_dir + "/" + std::string(kSchemaEnvDir);
@@ -63,7 +70,8 @@ std::string encodeSchemaRecord(const core::StoredSchemas& schemas) {
   return out;
 }
 
-Result<core::StoredSchemas> decodeSchemaRecord(std::string_view upstream, std::string_view record) {
+core::Result<core::StoredSchemas> decodeSchemaRecord(std::string_view upstream,
+                                                     std::string_view record) {
   if (record.size() < kRecordHeaderBytes || record[0] != kRecordVersion) {
     return Error::make(ErrorCode::kInternal,
                        "the stored schemas of upstream '" + std::string(upstream) +
@@ -76,7 +84,7 @@ Result<core::StoredSchemas> decodeSchemaRecord(std::string_view upstream, std::s
   return out;
 }
 
-Result<std::shared_ptr<LmdbSchemaStore>> LmdbSchemaStore::open(const std::string& state_dir,
+core::Result<std::shared_ptr<LmdbSchemaStore>> LmdbSchemaStore::open(const std::string& state_dir,
                                                                size_t map_size) {
   if (state_dir.empty()) return Error::make(ErrorCode::kInternal, "no state directory configured");
   auto dir = ensurePrivateDirectory(state_dir);
@@ -89,20 +97,24 @@ Result<std::shared_ptr<LmdbSchemaStore>> LmdbSchemaStore::open(const std::string
   if (!env) return env.takeError();
   auto dbis = (*env)->openDbis({std::string(kSchemasTable), std::string(kMetaTable)});
   if (!dbis) return dbis.takeError();
-  std::shared_ptr<LmdbSchemaStore> store(
-      new LmdbSchemaStore(std::move(env).value(), (*dbis)[0], (*dbis)[1]));
+  auto handles = std::make_unique<Env>(Env{std::move(env).value(), (*dbis)[0], (*dbis)[1]});
+  std::shared_ptr<LmdbSchemaStore> store(new LmdbSchemaStore(std::move(handles)));
   store->last_generation_ = store->generation();
   return store;
 }
 
-const std::string& LmdbSchemaStore::path() const { return env_->path(); }
+LmdbSchemaStore::LmdbSchemaStore(std::unique_ptr<Env> env) : env_(std::move(env)) {}
+LmdbSchemaStore::~LmdbSchemaStore() = default;
 
-Result<std::optional<core::StoredSchemas>> LmdbSchemaStore::load(std::string_view upstream) {
-  auto valid = validateUpstream(upstream);
+const std::string& LmdbSchemaStore::path() const { return env_->env->path(); }
+
+core::Result<std::optional<core::StoredSchemas>> LmdbSchemaStore::load(
+    std::string_view upstream) {
+  auto valid = validateName("upstream", upstream);
   if (!valid) return valid.takeError();
   std::optional<core::StoredSchemas> out;
-  auto status = env_->view([&](LmdbTxn& txn) -> Status {
-    auto raw = txn.get(schemas_dbi_, upstream);
+  auto status = env_->env->view([&](LmdbTxn& txn) -> Status {
+    auto raw = txn.get(env_->schemas, upstream);
     if (!raw) return raw.takeError();
     if (!raw->has_value()) return core::okStatus();
     // Copied out: the view points into the map and dies with the read transaction.
@@ -115,81 +127,69 @@ Result<std::optional<core::StoredSchemas>> LmdbSchemaStore::load(std::string_vie
   return out;
 }
 
-int LmdbSchemaStore::trySave(std::string_view upstream, std::string_view record, Error* error) {
-  auto txn = env_->beginWrite();
+bool LmdbSchemaStore::trySave(std::string_view upstream, std::string_view record, Error* error,
+                              bool* map_full) {
+  *map_full = false;
+  LmdbEnv& env = *env_->env;
+  auto txn = env.beginWrite();
   if (!txn) {
     *error = txn.takeError();
-    return MDB_PANIC;  // not MDB_MAP_FULL: the caller does not retry
+    return false;
   }
   MDB_txn* raw = txn->raw();
-  MDB_val gen_key = toVal(kGenerationKey);
-  MDB_val gen_val{};
+  std::string_view stored;
   uint64_t generation = 0;
-  int rc = mdb_get(raw, meta_dbi_, &gen_key, &gen_val);
+  int rc = rawGet(raw, env_->meta, kGenerationKey, &stored);
   if (rc == MDB_SUCCESS) {
-    if (gen_val.mv_size == 8) {
-      generation = getU64(std::string_view(static_cast<const char*>(gen_val.mv_data), 8));
+    if (stored.size() == 8) {
+      generation = getU64(stored);
     } else {
       // A damaged counter restarts from the environment's transaction id, which differs from
       // any small counter value readers may hold; they only compare for inequality.
-      generation = env_->lastTxnId() + (uint64_t{1} << 32);
+      generation = env.lastTxnId() + (uint64_t{1} << 32);
     }
   } else if (rc != MDB_NOTFOUND) {
-    *error = lmdbError(rc, "read schema generation", env_->path());
-    return rc;
+    *error = lmdbError(rc, "read schema generation", env.path());
+    return false;
   }
   ++generation;
   std::string gen_bytes;
   putU64(gen_bytes, generation);
-
-  MDB_val key = toVal(upstream);
-  MDB_val value = toVal(record);
-  // Raw calls rather than LmdbTxn::put: the caller needs LMDB's own code to tell a full map
-  // (grow and retry) from any other failure.
-  rc = mdb_put(raw, schemas_dbi_, &key, &value, 0);
-  if (rc == MDB_SUCCESS) {
-    MDB_val g = toVal(gen_bytes);
-    rc = mdb_put(raw, meta_dbi_, &gen_key, &g, 0);
-  }
+  // Raw calls rather than LmdbTxn::put: LMDB's own code tells a full map (grow and retry) from
+  // any other failure.
+  rc = rawPut(raw, env_->schemas, upstream, record);
+  if (rc == MDB_SUCCESS) rc = rawPut(raw, env_->meta, kGenerationKey, gen_bytes);
   if (rc != MDB_SUCCESS) {
-    *error = lmdbError(rc, "save schemas of upstream '" + std::string(upstream) + "'",
-                       env_->path());
-    return rc;  // ~LmdbTxn aborts
+    *error = lmdbError(rc, "save schemas of upstream '" + std::string(upstream) + "'", env.path());
+    *map_full = rc == MDB_MAP_FULL;
+    return false;  // ~LmdbTxn aborts
   }
   auto committed = txn->commit();
   if (!committed) {
     *error = committed.takeError();
-    return MDB_PANIC;
+    return false;
   }
   last_generation_ = generation;
-  return MDB_SUCCESS;
+  return true;
 }
 
 Status LmdbSchemaStore::save(std::string_view upstream, const core::StoredSchemas& schemas) {
-  auto valid = validateUpstream(upstream);
+  auto valid = checkSchemasToSave(upstream, schemas);
   if (!valid) return valid;
-  if (schemas.document.size() > kMaxSchemaDocumentBytes) {
-    return Error::make(ErrorCode::kPayloadTooLarge,
-                       "the discovery document of upstream '" + std::string(upstream) + "' is " +
-                           std::to_string(schemas.document.size()) +
-                           " bytes, more than the limit of " +
-                           std::to_string(kMaxSchemaDocumentBytes) +
-                           " bytes; it was not stored (the stored one, if any, is kept)");
-  }
   const std::string record = encodeSchemaRecord(schemas);
   Error error;
   for (int attempt = 0; attempt < kMaxSaveAttempts; ++attempt) {
-    const int rc = trySave(upstream, record, &error);
-    if (rc == MDB_SUCCESS) return core::okStatus();
-    if (rc != MDB_MAP_FULL) return error;
+    bool map_full = false;
+    if (trySave(upstream, record, &error, &map_full)) return core::okStatus();
+    if (!map_full) return error;
     MDB_envinfo info{};
-    if (mdb_env_info(env_->raw(), &info) != MDB_SUCCESS) return error;
+    if (mdb_env_info(env_->env->raw(), &info) != MDB_SUCCESS) return error;
     if (info.me_mapsize >= kMaxSchemaMapSize) return error;
     // Rare and large writes: doubling the (sparse) map is cheaper than failing a refresh. Other
     // processes adopt the new size on their next transaction (MDB_MAP_RESIZED in LmdbEnv).
     const size_t next = std::min(kMaxSchemaMapSize, std::max(info.me_mapsize * 2,
                                                              info.me_mapsize + 2 * record.size()));
-    auto grown = env_->setMapSize(next);
+    auto grown = env_->env->setMapSize(next);
     if (!grown) return grown;
   }
   return error;
@@ -197,8 +197,8 @@ Status LmdbSchemaStore::save(std::string_view upstream, const core::StoredSchema
 
 uint64_t LmdbSchemaStore::generation() {
   uint64_t value = last_generation_.load();
-  auto status = env_->view([&](LmdbTxn& txn) -> Status {
-    auto raw = txn.get(meta_dbi_, kGenerationKey);
+  auto status = env_->env->view([&](LmdbTxn& txn) -> Status {
+    auto raw = txn.get(env_->meta, kGenerationKey);
     if (!raw) return raw.takeError();
     if (!raw->has_value()) {
       value = 0;
@@ -207,6 +207,8 @@ uint64_t LmdbSchemaStore::generation() {
     }  // else damaged: keep the last value seen (the next save rewrites it)
     return core::okStatus();
   });
+  // A failed read is neither logged nor counted: the schema store has no warn callback or
+  // stats, and the same failure reaches the caller as load()'s Error.
   if (status) last_generation_ = value;
   return value;
 }

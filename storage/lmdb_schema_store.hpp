@@ -15,8 +15,6 @@
 
 namespace keyway::storage {
 
-class LmdbEnv;
-
 // Subdirectory of the state directory holding the schema environment.
 inline constexpr std::string_view kSchemaEnvDir = "schemas";
 std::string schemaEnvPath(const std::string& state_dir);
@@ -24,6 +22,10 @@ std::string schemaEnvPath(const std::string& state_dir);
 // Largest discovery document either schema store accepts (real ones are a few MiB). A bigger one
 // is refused by save() with kPayloadTooLarge and the store is left unchanged.
 inline constexpr size_t kMaxSchemaDocumentBytes = size_t{64} << 20;
+
+// What either schema store checks before a save: a valid upstream name (kBadRequest) and a
+// document within kMaxSchemaDocumentBytes (kPayloadTooLarge).
+core::Status checkSchemasToSave(std::string_view upstream, const core::StoredSchemas& schemas);
 
 // Virtual map size of the schema environment: room for a few large documents and LMDB's
 // copy-on-write copies of them. The file is sparse; this costs address space only. When a save
@@ -39,7 +41,7 @@ inline constexpr size_t kMaxSchemaMapSize = size_t{1} << 30;
 // it sees everything committed before it by any process (e.g. keywayctl next to keywayd).
 // Errors: storage failures are kUnavailable/kInternal with the environment path and what to do; a
 // record that does not decode is kInternal ("damaged ... run keywayctl schemas refresh"), never a
-// crash; an invalid upstream name (empty or longer than LMDB's key limit) is kBadRequest.
+// crash; an upstream name that is not a valid name (storage/names.hpp) is kBadRequest.
 class LmdbSchemaStore final : public core::SchemaStore {
  public:
   // Opens (creating the directories and environment files if absent, 0700/0600) the environment
@@ -48,6 +50,7 @@ class LmdbSchemaStore final : public core::SchemaStore {
   // environment first (tests pass a small one to exercise growth).
   static core::Result<std::shared_ptr<LmdbSchemaStore>> open(const std::string& state_dir,
                                                              size_t map_size = kSchemaMapSize);
+  ~LmdbSchemaStore() override;
 
   core::Result<std::optional<core::StoredSchemas>> load(std::string_view upstream) override;
   core::Status save(std::string_view upstream, const core::StoredSchemas& schemas) override;
@@ -58,15 +61,14 @@ class LmdbSchemaStore final : public core::SchemaStore {
   const std::string& path() const;
 
  private:
-  LmdbSchemaStore(std::shared_ptr<LmdbEnv> env, unsigned schemas_dbi, unsigned meta_dbi)
-      : env_(std::move(env)), schemas_dbi_(schemas_dbi), meta_dbi_(meta_dbi) {}
-  // One attempt at the write transaction of save(); returns the LMDB code (MDB_SUCCESS, or the
-  // code of the failing call) and sets `error` to its translation.
-  int trySave(std::string_view upstream, std::string_view record, core::Error* error);
+  struct Env;  // the LMDB environment and its databases (lmdb_schema_store.cpp)
+  explicit LmdbSchemaStore(std::unique_ptr<Env> env);
+  // One attempt at the write transaction of save(); false with `error` set when it failed, and
+  // `map_full` when the failure was a full map (grow and retry).
+  bool trySave(std::string_view upstream, std::string_view record, core::Error* error,
+               bool* map_full);
 
-  std::shared_ptr<LmdbEnv> env_;
-  unsigned schemas_dbi_;  // MDB_dbi (lmdb.h: typedef unsigned int MDB_dbi)
-  unsigned meta_dbi_;
+  std::unique_ptr<Env> env_;
   std::atomic<uint64_t> last_generation_{0};
 };
 

@@ -161,7 +161,7 @@ Status createMasterKeyFile(const std::string& path) {
     status = errnoError(ErrorCode::kInternal, "cannot close master key file", path, errno);
   }
   if (!status) {
-    ::unlink(path.c_str());
+    ::unlink(path.c_str());  // best effort: `status` already says what failed and where
     return status;
   }
   return fsyncDirectory(dir);

@@ -1,11 +1,11 @@
-// In-memory CredentialStore; mirrors LmdbCredentialStore's rules (see its comments for why).
+// Credential records in process memory: maps under one mutex, updated on a copy that replaces
+// them only when the whole unit succeeds (so a unit is atomic, as an LMDB transaction is).
 #include "storage/memory_credential_store.hpp"
 
-#include <algorithm>
+#include <atomic>
 #include <cstdlib>
-
-#include "storage/credential_errors.hpp"
-#include "storage/record_codec.hpp"
+#include <map>
+#include <mutex>
 
 namespace keyway::storage {
 
@@ -14,331 +14,234 @@ using core::Status;
 
 namespace {
 
-std::vector<std::string> dedupe(const std::vector<std::string>& items) {
-  std::vector<std::string> out;
-  for (const auto& s : items) {
-    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+struct Secret {
+  int64_t updated_unix = 0;
+  core::SecretString value;
+};
+
+struct User {
+  core::BosaUserRecord record;
+  core::SecretString secret;
+};
+
+// Ordered maps, so that listings come in the LMDB store's key order.
+struct State {
+  std::map<std::string, core::TeamRecord, std::less<>> teams;
+  std::map<std::string, StoredClient, std::less<>> clients;
+  std::map<std::string, std::string, std::less<>> token_owners;  // token hash -> client name
+  // (team or "" for shared, name): the order of the LMDB key "<team>\0<name>".
+  std::map<std::pair<std::string, std::string>, Secret> secrets;
+  std::map<std::string, User, std::less<>> users;
+  std::map<std::string, core::UserToken, std::less<>> user_tokens;
+
+  // Secrets are move-only: every copy is an explicit clone.
+  State clone() const {
+    State out;
+    out.teams = teams;
+    out.clients = clients;
+    out.token_owners = token_owners;
+    for (const auto& [key, secret] : secrets) {
+      out.secrets.emplace(key, Secret{secret.updated_unix, secret.value.clone()});
+    }
+    for (const auto& [id, user] : users)
+      out.users.emplace(id, User{user.record, user.secret.clone()});
+    for (const auto& [id, token] : user_tokens) {
+      out.user_tokens.emplace(id, core::UserToken{token.token.clone(), token.expires_unix});
+    }
+    return out;
   }
-  return out;
+};
+
+template <class Map, class Key>
+auto find(const Map& map, const Key& key) -> std::optional<typename Map::mapped_type> {
+  auto it = map.find(key);
+  if (it == map.end()) return std::nullopt;
+  return it->second;
 }
+
+class MemoryTxn final : public CredentialRecordsTxn {
+ public:
+  MemoryTxn(State& state, bool writable) : state_(state), writable_(writable) {}
+  bool wrote() const { return wrote_; }
+
+  Result<std::optional<core::TeamRecord>> team(std::string_view name) override {
+    return find(state_.teams, name);
+  }
+  Result<std::vector<core::TeamRecord>> teams() override {
+    std::vector<core::TeamRecord> out;
+    for (const auto& entry : state_.teams) out.push_back(entry.second);
+    return out;
+  }
+  Status putTeam(const core::TeamRecord& team) override {
+    return write([&] { state_.teams[team.name] = team; });
+  }
+  Status deleteTeam(std::string_view name) override {
+    return write([&] { state_.teams.erase(std::string(name)); });
+  }
+
+  Result<std::optional<StoredClient>> client(std::string_view name) override {
+    return find(state_.clients, name);
+  }
+  Result<std::vector<StoredClient>> clients() override {
+    std::vector<StoredClient> out;
+    for (const auto& entry : state_.clients) out.push_back(entry.second);
+    return out;
+  }
+  Status putClient(const StoredClient& client) override {
+    return write([&] { state_.clients[client.client.name] = client; });
+  }
+  Status deleteClient(std::string_view name) override {
+    return write([&] { state_.clients.erase(std::string(name)); });
+  }
+  Result<std::optional<std::string>> tokenOwner(std::string_view token_hash) override {
+    return find(state_.token_owners, token_hash);
+  }
+  Status putTokenOwner(std::string_view token_hash, std::string_view client) override {
+    return write([&] { state_.token_owners[std::string(token_hash)] = std::string(client); });
+  }
+  Status deleteTokenOwner(std::string_view token_hash) override {
+    return write([&] { state_.token_owners.erase(std::string(token_hash)); });
+  }
+
+  Result<std::optional<core::SecretString>> secret(std::string_view team,
+                                                   std::string_view name) override {
+    auto it = state_.secrets.find({std::string(team), std::string(name)});
+    if (it == state_.secrets.end()) return std::optional<core::SecretString>();
+    return std::optional<core::SecretString>(it->second.value.clone());
+  }
+  Result<std::vector<core::SecretInfo>> secrets() override {
+    std::vector<core::SecretInfo> out;
+    for (const auto& [key, secret] : state_.secrets) {
+      out.push_back(core::SecretInfo{key.second, key.first, secret.updated_unix});
+    }
+    return out;
+  }
+  Result<std::vector<std::string>> secretNamesOf(std::string_view team) override {
+    std::vector<std::string> out;
+    for (const auto& entry : state_.secrets) {
+      if (entry.first.first == team) out.push_back(entry.first.second);
+    }
+    return out;
+  }
+  Status putSecret(std::string_view team, std::string_view name, int64_t updated_unix,
+                   const core::SecretString& value) override {
+    return write([&] {
+      state_.secrets[{std::string(team), std::string(name)}] = Secret{updated_unix, value.clone()};
+    });
+  }
+  Result<bool> deleteSecret(std::string_view team, std::string_view name) override {
+    bool erased = false;
+    auto status = write(
+        [&] { erased = state_.secrets.erase({std::string(team), std::string(name)}) != 0; });
+    if (!status) return status.takeError();
+    return erased;
+  }
+
+  Result<std::optional<core::BosaUserRecord>> user(std::string_view id) override {
+    auto it = state_.users.find(id);
+    if (it == state_.users.end()) return std::optional<core::BosaUserRecord>();
+    return std::optional<core::BosaUserRecord>(it->second.record);
+  }
+  Result<std::vector<core::BosaUserRecord>> users() override {
+    std::vector<core::BosaUserRecord> out;
+    for (const auto& entry : state_.users) out.push_back(entry.second.record);
+    return out;
+  }
+  Result<std::optional<core::SecretString>> userSecret(std::string_view id) override {
+    auto it = state_.users.find(id);
+    if (it == state_.users.end()) return std::optional<core::SecretString>();
+    return std::optional<core::SecretString>(it->second.secret.clone());
+  }
+  Status putUser(const core::BosaUserRecord& user, const core::SecretString& secret) override {
+    return write([&] { state_.users[user.identifier] = User{user, secret.clone()}; });
+  }
+  Status putUserTeams(std::string_view id, const std::vector<std::string>& teams) override {
+    return write([&] {
+      auto it = state_.users.find(id);
+      if (it != state_.users.end()) it->second.record.teams = teams;
+    });
+  }
+  Result<bool> deleteUser(std::string_view id) override {
+    bool erased = false;
+    auto status = write([&] { erased = state_.users.erase(std::string(id)) != 0; });
+    if (!status) return status.takeError();
+    return erased;
+  }
+  Result<std::optional<core::UserToken>> userToken(std::string_view id) override {
+    auto it = state_.user_tokens.find(id);
+    if (it == state_.user_tokens.end()) return std::optional<core::UserToken>();
+    return std::optional<core::UserToken>(
+        core::UserToken{it->second.token.clone(), it->second.expires_unix});
+  }
+  Status putUserToken(std::string_view id, const core::UserToken& token) override {
+    return write([&] {
+      state_.user_tokens[std::string(id)] =
+          core::UserToken{token.token.clone(), token.expires_unix};
+    });
+  }
+  Status deleteUserToken(std::string_view id) override {
+    return write([&] { state_.user_tokens.erase(std::string(id)); });
+  }
+
+ private:
+  template <class Fn>
+  Status write(Fn&& fn) {
+    if (!writable_) {
+      return core::Error::make(core::ErrorCode::kInternal, "write in a read-only unit");
+    }
+    fn();
+    wrote_ = true;
+    return core::okStatus();
+  }
+
+  State& state_;
+  const bool writable_;
+  bool wrote_ = false;
+};
+
+class MemoryCredentialRecords final : public CredentialRecords {
+ public:
+  MemoryCredentialRecords() {
+    auto key = SecureKey::random();
+    if (!key) std::abort();  // libsodium unusable: impossible on a supported system
+    auto keyring = Keyring::create(*key);
+    if (!keyring) std::abort();
+    keyring_ = std::make_unique<Keyring>(std::move(keyring).value());
+  }
+
+  Status view(const Unit& fn) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    MemoryTxn txn(state_, /*writable=*/false);
+    return fn(txn);
+  }
+
+  // On a copy, so that a unit that fails halfway leaves nothing behind.
+  Status update(const Unit& fn) override {
+    std::lock_guard<std::mutex> lock(mutex_);
+    State working = state_.clone();
+    MemoryTxn txn(working, /*writable=*/true);
+    auto status = fn(txn);
+    if (!status) return status;
+    if (txn.wrote()) {
+      state_ = std::move(working);
+      generation_.fetch_add(1);
+    }
+    return status;
+  }
+
+  uint64_t generation() override { return generation_.load(); }
+  const Keyring& keyring() const override { return *keyring_; }
+
+ private:
+  std::unique_ptr<Keyring> keyring_;
+  std::mutex mutex_;
+  State state_;
+  std::atomic<uint64_t> generation_{1};
+};
 
 }  // namespace
 
 MemoryCredentialStore::MemoryCredentialStore(std::shared_ptr<const core::Clock> clock)
-    : clock_(clock ? std::move(clock) : std::make_shared<core::RealClock>()) {
-  auto key = SecureKey::random();
-  if (!key) std::abort();  // libsodium unusable: impossible on a supported system
-  auto keyring = Keyring::create(*key);
-  if (!keyring) std::abort();
-  keyring_ = std::make_unique<Keyring>(std::move(keyring).value());
-}
-
-Result<std::optional<core::ClientRecord>> MemoryCredentialStore::findClientByToken(
-    std::string_view token) {
-  using Out = std::optional<core::ClientRecord>;
-  if (!isWellFormedClientToken(token)) return Out();
-  const std::string hash = keyring_->tokenHash(token);
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto ref = tokens_.find(hash);
-  if (ref == tokens_.end()) return Out();
-  auto client = clients_.find(ref->second);
-  if (client == clients_.end() || !core::constantTimeEquals(client->second.token_hash, hash)) {
-    return Out();
-  }
-  return Out(client->second.record);
-}
-
-Result<std::optional<core::TeamRecord>> MemoryCredentialStore::findTeam(std::string_view name) {
-  using Out = std::optional<core::TeamRecord>;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = teams_.find(name);
-  if (it == teams_.end()) return Out();
-  return Out(it->second);
-}
-
-Result<std::optional<core::ResolvedSecret>> MemoryCredentialStore::resolveSecret(
-    std::string_view name, std::string_view team) {
-  using Out = std::optional<core::ResolvedSecret>;
-  if (!isValidName(name)) return Out();
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (!team.empty() && isValidName(team)) {
-    auto it = secrets_.find(SecretKey(team, name));
-    if (it != secrets_.end()) {
-      return Out(core::ResolvedSecret{std::string(name), "team:" + std::string(team),
-                                      it->second.value.clone(), keyring_->fingerprint(it->second.value.view())});
-    }
-  }
-  auto it = secrets_.find(SecretKey("", name));
-  if (it == secrets_.end()) return Out();
-  return Out(core::ResolvedSecret{std::string(name), "shared", it->second.value.clone(),
-                                  keyring_->fingerprint(it->second.value.view())});
-}
-
-Result<std::optional<core::BosaUserRecord>> MemoryCredentialStore::findBosaUser(
-    std::string_view identifier) {
-  using Out = std::optional<core::BosaUserRecord>;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = users_.find(identifier);
-  if (it == users_.end()) return Out();
-  return Out(it->second.record);
-}
-
-Result<std::optional<core::SecretString>> MemoryCredentialStore::bosaUserSecret(
-    std::string_view identifier) {
-  using Out = std::optional<core::SecretString>;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = users_.find(identifier);
-  if (it == users_.end()) return Out();
-  return Out(it->second.secret.clone());
-}
-
-Result<std::optional<core::UserToken>> MemoryCredentialStore::findUserToken(
-    std::string_view identifier) {
-  using Out = std::optional<core::UserToken>;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = user_tokens_.find(identifier);
-  if (it == user_tokens_.end()) return Out();
-  return Out(core::UserToken{it->second.token.clone(), it->second.expires_unix});
-}
-
-Status MemoryCredentialStore::storeUserToken(std::string_view identifier,
-                                             const core::UserToken& token) {
-  auto valid = validateName("BOSA user", identifier);
-  if (!valid) return valid;
-  if (token.token.empty()) return errors::badRequest("refusing to store an empty user token");
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (users_.find(identifier) == users_.end()) return errors::unknownUser(identifier);
-  user_tokens_[std::string(identifier)] = core::UserToken{token.token.clone(), token.expires_unix};
-  bump();
-  return core::okStatus();
-}
-
-Status MemoryCredentialStore::addTeam(const core::TeamRecord& team) {
-  auto valid = validateName("team", team.name);
-  if (!valid) return valid;
-  core::TeamRecord record = team;
-  if (record.all_upstreams) {
-    record.upstreams.clear();
-  } else {
-    if (record.upstreams.empty()) return errors::noUpstreams();
-    for (const auto& u : record.upstreams) {
-      auto ok = validateName("upstream", u);
-      if (!ok) return ok;
-    }
-    record.upstreams = dedupe(record.upstreams);
-  }
-  if (record.created_unix == 0) record.created_unix = clock_->unixSeconds();
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (teams_.count(record.name) != 0) return errors::duplicateTeam(record.name);
-  teams_.emplace(record.name, record);
-  bump();
-  return core::okStatus();
-}
-
-Status MemoryCredentialStore::removeTeam(std::string_view name) {
-  auto valid = validateName("team", name);
-  if (!valid) return valid;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto team = teams_.find(name);
-  if (team == teams_.end()) return errors::unknownTeam(name);
-  size_t active = 0;
-  std::string first_active;
-  for (const auto& [client_name, client] : clients_) {
-    if (client.record.team == name && !client.record.revoked && active++ == 0) {
-      first_active = client_name;
-    }
-  }
-  if (active > 0) return errors::teamInUse(name, active, first_active);
-  for (auto it = clients_.begin(); it != clients_.end();) {
-    if (it->second.record.team == name) {
-      tokens_.erase(it->second.token_hash);
-      it = clients_.erase(it);
-    } else {
-      ++it;
-    }
-  }
-  for (auto it = secrets_.begin(); it != secrets_.end();) {
-    it = it->first.first == name ? secrets_.erase(it) : std::next(it);
-  }
-  for (auto& [id, user] : users_) {
-    auto& teams = user.record.teams;
-    teams.erase(std::remove(teams.begin(), teams.end(), name), teams.end());
-  }
-  teams_.erase(team);
-  bump();
-  return core::okStatus();
-}
-
-Result<std::vector<core::TeamRecord>> MemoryCredentialStore::listTeams() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<core::TeamRecord> out;
-  for (const auto& entry : teams_) out.push_back(entry.second);
-  return out;
-}
-
-Result<core::SecretString> MemoryCredentialStore::addClient(std::string_view name,
-                                                            std::string_view team) {
-  auto valid = validateName("client", name);
-  if (!valid) return valid.takeError();
-  valid = validateName("team", team);
-  if (!valid) return valid.takeError();
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (teams_.find(team) == teams_.end()) return errors::unknownTeam(team);
-  auto existing = clients_.find(name);
-  if (existing != clients_.end()) {
-    if (!existing->second.record.revoked) return errors::duplicateClient(name);
-    tokens_.erase(existing->second.token_hash);
-    clients_.erase(existing);
-  }
-  core::SecretString token = generateClientToken();
-  Client client;
-  client.record.name = std::string(name);
-  client.record.team = std::string(team);
-  client.record.created_unix = clock_->unixSeconds();
-  client.token_hash = keyring_->tokenHash(token.view());
-  tokens_[client.token_hash] = client.record.name;
-  clients_.emplace(client.record.name, std::move(client));
-  bump();
-  return token;
-}
-
-Status MemoryCredentialStore::revokeClient(std::string_view name) {
-  auto valid = validateName("client", name);
-  if (!valid) return valid;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = clients_.find(name);
-  if (it == clients_.end()) return errors::unknownClient(name);
-  if (!it->second.record.revoked) {
-    it->second.record.revoked = true;
-    bump();
-  }
-  return core::okStatus();
-}
-
-Result<std::vector<core::ClientRecord>> MemoryCredentialStore::listClients() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<core::ClientRecord> out;
-  for (const auto& entry : clients_) out.push_back(entry.second.record);
-  return out;
-}
-
-Status MemoryCredentialStore::setSecret(std::string_view name, std::string_view team,
-                                        const core::SecretString& value) {
-  auto valid = validateName("secret", name);
-  if (!valid) return valid;
-  if (!team.empty()) {
-    valid = validateName("team", team);
-    if (!valid) return valid;
-  }
-  if (value.empty()) return errors::emptySecret();
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (!team.empty() && teams_.find(team) == teams_.end()) return errors::unknownTeam(team);
-  secrets_[SecretKey(team, name)] = Secret{clock_->unixSeconds(), value.clone()};
-  bump();
-  return core::okStatus();
-}
-
-Status MemoryCredentialStore::removeSecret(std::string_view name, std::string_view team) {
-  auto valid = validateName("secret", name);
-  if (!valid) return valid;
-  if (!team.empty()) {
-    valid = validateName("team", team);
-    if (!valid) return valid;
-  }
-  std::lock_guard<std::mutex> lock(mutex_);
-  if (secrets_.erase(SecretKey(team, name)) == 0) return errors::unknownSecret(name, team);
-  bump();
-  return core::okStatus();
-}
-
-Result<std::vector<core::SecretInfo>> MemoryCredentialStore::listSecrets() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<core::SecretInfo> out;
-  // Same order as the LMDB store: by "<team>\0<name>" bytes, i.e. shared ones first.
-  for (const auto& [key, secret] : secrets_) {
-    out.push_back(core::SecretInfo{key.second, key.first, secret.updated_unix});
-  }
-  return out;
-}
-
-Status MemoryCredentialStore::addBosaUser(std::string_view identifier,
-                                          const core::SecretString& secret,
-                                          const std::vector<std::string>& teams) {
-  auto valid = validateName("BOSA user", identifier);
-  if (!valid) return valid;
-  for (const auto& t : teams) {
-    valid = validateName("team", t);
-    if (!valid) return valid;
-  }
-  if (secret.empty()) return errors::emptySecret();
-  std::lock_guard<std::mutex> lock(mutex_);
-  const auto unique_teams = dedupe(teams);
-  for (const auto& t : unique_teams) {
-    if (teams_.find(t) == teams_.end()) return errors::unknownTeam(t);
-  }
-  if (users_.find(identifier) != users_.end()) return errors::duplicateUser(identifier);
-  User user;
-  user.record.identifier = std::string(identifier);
-  user.record.teams = unique_teams;
-  user.record.created_unix = clock_->unixSeconds();
-  user.secret = secret.clone();
-  user_tokens_.erase(user.record.identifier);
-  users_.emplace(user.record.identifier, std::move(user));
-  bump();
-  return core::okStatus();
-}
-
-Status MemoryCredentialStore::grantBosaUser(std::string_view identifier, std::string_view team) {
-  auto valid = validateName("BOSA user", identifier);
-  if (!valid) return valid;
-  valid = validateName("team", team);
-  if (!valid) return valid;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = users_.find(identifier);
-  if (it == users_.end()) return errors::unknownUser(identifier);
-  if (teams_.find(team) == teams_.end()) return errors::unknownTeam(team);
-  auto& teams = it->second.record.teams;
-  if (std::find(teams.begin(), teams.end(), team) == teams.end()) {
-    teams.emplace_back(team);
-    bump();
-  }
-  return core::okStatus();
-}
-
-Status MemoryCredentialStore::revokeBosaUser(std::string_view identifier, std::string_view team) {
-  auto valid = validateName("BOSA user", identifier);
-  if (!valid) return valid;
-  valid = validateName("team", team);
-  if (!valid) return valid;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = users_.find(identifier);
-  if (it == users_.end()) return errors::unknownUser(identifier);
-  auto& teams = it->second.record.teams;
-  auto pos = std::find(teams.begin(), teams.end(), team);
-  if (pos == teams.end()) return errors::userNotGranted(identifier, team);
-  teams.erase(pos);
-  bump();
-  return core::okStatus();
-}
-
-Status MemoryCredentialStore::removeBosaUser(std::string_view identifier) {
-  auto valid = validateName("BOSA user", identifier);
-  if (!valid) return valid;
-  std::lock_guard<std::mutex> lock(mutex_);
-  auto it = users_.find(identifier);
-  if (it == users_.end()) return errors::unknownUser(identifier);
-  users_.erase(it);
-  auto token = user_tokens_.find(identifier);
-  if (token != user_tokens_.end()) user_tokens_.erase(token);
-  bump();
-  return core::okStatus();
-}
-
-Result<std::vector<core::BosaUserRecord>> MemoryCredentialStore::listBosaUsers() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  std::vector<core::BosaUserRecord> out;
-  for (const auto& entry : users_) out.push_back(entry.second.record);
-  return out;
-}
+    : CredentialRules(std::make_unique<MemoryCredentialRecords>(), std::move(clock)) {}
 
 }  // namespace keyway::storage

@@ -1,25 +1,22 @@
-// In-memory SchemaStore; mirrors LmdbSchemaStore's validation and limits.
+// In-memory SchemaStore, with LmdbSchemaStore's checks (checkSchemasToSave) and limits.
 #include "storage/memory_schema_store.hpp"
 
 #include "storage/lmdb_schema_store.hpp"
-#include "storage/record_codec.hpp"
+#include "storage/names.hpp"
 
 namespace keyway::storage {
 
-using core::Error;
-using core::ErrorCode;
-using core::Result;
-using core::Status;
-
 namespace {
 
-Error unavailable() {
-  return Error::make(ErrorCode::kUnavailable, "the schema store is unavailable (test failure)");
+core::Error unavailable() {
+  return core::Error::make(core::ErrorCode::kUnavailable,
+                           "the schema store is unavailable (test failure)");
 }
 
 }  // namespace
 
-Result<std::optional<core::StoredSchemas>> MemorySchemaStore::load(std::string_view upstream) {
+core::Result<std::optional<core::StoredSchemas>> MemorySchemaStore::load(
+    std::string_view upstream) {
   auto valid = validateName("upstream", upstream);
   if (!valid) return valid.takeError();
   std::lock_guard<std::mutex> lock(mutex_);
@@ -29,17 +26,10 @@ Result<std::optional<core::StoredSchemas>> MemorySchemaStore::load(std::string_v
   return std::optional<core::StoredSchemas>(it->second);
 }
 
-Status MemorySchemaStore::save(std::string_view upstream, const core::StoredSchemas& schemas) {
-  auto valid = validateName("upstream", upstream);
+core::Status MemorySchemaStore::save(std::string_view upstream,
+                                     const core::StoredSchemas& schemas) {
+  auto valid = checkSchemasToSave(upstream, schemas);
   if (!valid) return valid;
-  if (schemas.document.size() > kMaxSchemaDocumentBytes) {
-    return Error::make(ErrorCode::kPayloadTooLarge,
-                       "the discovery document of upstream '" + std::string(upstream) + "' is " +
-                           std::to_string(schemas.document.size()) +
-                           " bytes, more than the limit of " +
-                           std::to_string(kMaxSchemaDocumentBytes) +
-                           " bytes; it was not stored (the stored one, if any, is kept)");
-  }
   std::lock_guard<std::mutex> lock(mutex_);
   if (failing_) return unavailable();
   documents_[std::string(upstream)] = schemas;

@@ -2,7 +2,6 @@
 // u32-length-prefixed strings; decoders bounds-check every read and require exact consumption.
 #include "storage/record_codec.hpp"
 
-#include <algorithm>
 #include <set>
 
 namespace keyway::storage {
@@ -136,40 +135,7 @@ bool validNameList(const std::vector<std::string>& names) {
   return true;
 }
 
-std::string printable(std::string_view s) {
-  std::string out;
-  for (char c : s.substr(0, 64)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u >= 0x20 && u < 0x7f) {
-      out.push_back(c);
-    } else {
-      static const char* kHex = "0123456789abcdef";
-      out += "\\x";
-      out.push_back(kHex[u >> 4]);
-      out.push_back(kHex[u & 15]);
-    }
-  }
-  if (s.size() > 64) out += "...";
-  return out;
-}
-
 }  // namespace
-
-bool isValidName(std::string_view name) {
-  if (name.empty() || name.size() > kMaxNameLength || name.front() == '-') return false;
-  return std::all_of(name.begin(), name.end(), [](char c) {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-           c == '.' || c == '_' || c == '@' || c == '+' || c == '-';
-  });
-}
-
-Status validateName(std::string_view kind, std::string_view name) {
-  if (isValidName(name)) return core::okStatus();
-  return Error::make(ErrorCode::kBadRequest,
-                     "invalid " + std::string(kind) + " name '" + printable(name) +
-                         "': use 1-128 characters from A-Z a-z 0-9 . _ @ + -, not starting "
-                         "with '-'");
-}
 
 std::string associatedData(std::string_view table_name, std::string_view key) {
   std::string ad(table_name);

@@ -1,4 +1,4 @@
-// Versioned binary encoding of the credential store's LMDB records, and name validation.
+// Versioned binary encoding of the credential store's LMDB records.
 // Pure functions with no I/O: decoders reject any malformed input with an Error (never crash,
 // never over-allocate), so they are the fuzzing surface of the store.
 #pragma once
@@ -10,6 +10,7 @@
 
 #include "core/credential_store.hpp"
 #include "core/result.hpp"
+#include "storage/names.hpp"  // the decoders accept valid names only
 
 namespace keyway::storage {
 
@@ -30,14 +31,6 @@ inline constexpr std::string_view kMetaKeyCheck = "key_check";
 inline constexpr uint32_t kSchemaVersion = 1;
 // The plaintext sealed into the key-check record at init.
 inline constexpr std::string_view kKeyCheckPlaintext = "keyway master key check v1";
-
-inline constexpr size_t kMaxNameLength = 128;
-
-// Team, client, secret, BOSA user and upstream names: 1..128 of [A-Za-z0-9._@+-], not starting
-// with '-'.
-bool isValidName(std::string_view name);
-// kBadRequest "invalid <kind> name '...': ..." (the name is shown escaped and truncated).
-core::Status validateName(std::string_view kind, std::string_view name);
 
 // The associated data binding a ciphertext to its record: "<table>\0<key>".
 std::string associatedData(std::string_view table, std::string_view key);

@@ -4,7 +4,7 @@
 #include <iostream>
 
 #include "daemon/ctl/secret_input.hpp"
-#include "storage/record_codec.hpp"
+#include "storage/names.hpp"
 
 namespace keyway::daemon::ctl {
 namespace {

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "storage/lmdb_credential_store.hpp"
-#include "storage/record_codec.hpp"
+#include "storage/names.hpp"
 
 namespace keyway::daemon::ctl {
 

@@ -1,7 +1,7 @@
 // Tests of the credential store: record codec, every CredentialStore operation against both
-// LmdbCredentialStore and MemoryCredentialStore, and the LMDB specifics (multi-process
-// visibility, fail-closed master key, tamper detection, nothing in plaintext on disk, modes,
-// map resize / reader table / map full handling).
+// the LMDB store (openLmdbCredentialStore) and MemoryCredentialStore, and the LMDB specifics
+// (multi-process visibility, fail-closed master key, tamper detection, nothing in plaintext on
+// disk, modes, map resize / reader table / map full handling).
 #include <doctest/doctest.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -190,11 +190,7 @@ struct LmdbFixture {
   std::unique_ptr<core::CredentialStore> store;
   LmdbFixture() {
     REQUIRE(createMasterKeyFile(dir / "master.key").ok());
-    auto key = loadMasterKeyFile(dir / "master.key");
-    REQUIRE(key.ok());
-    auto env = LmdbEnv::open(credentialEnvPath(dir / "state"));
-    REQUIRE(env.ok());
-    auto s = LmdbCredentialStore::open(*env, *key, clock);
+    auto s = openLmdbCredentialStore(dir / "state", dir / "master.key", clock);
     REQUIRE(s.ok());
     store = std::move(s).value();
   }
@@ -675,7 +671,7 @@ TEST_CASE("lmdb: tampered or moved ciphertexts fail closed") {
   }
   SUBCASE("a newer schema version is refused on open") {
     raw.put(raw.meta, std::string(kMetaSchemaVersion), encodeSchemaVersion(kSchemaVersion + 1));
-    auto reopened = LmdbCredentialStore::open(raw.env, loadMasterKeyFile(dir / "master.key").value());
+    auto reopened = openLmdbCredentialStore(dir / "state", dir / "master.key");
     REQUIRE_FALSE(reopened.ok());
     CHECK(contains(reopened.error().message, "upgrade keyway"));
   }

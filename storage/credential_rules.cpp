@@ -1,0 +1,436 @@
+// The credential rules (docs/auth.md): names, scopes, duplicates, unknown teams, cascades. Each
+// call checks and writes in one unit of the records, so a check cannot go stale before its write
+// (keywayctl and keywayd share an LMDB environment).
+#include "storage/credential_rules.hpp"
+
+#include <algorithm>
+
+#include "storage/names.hpp"
+
+namespace keyway::storage {
+
+using core::Result;
+using core::Status;
+using Txn = CredentialRecordsTxn;
+
+namespace {
+
+// The errors of the rules ("what failed and what to do"); tests and keywayctl's users rely on
+// their codes and wording.
+core::Error badRequest(std::string msg) {
+  return core::Error::make(core::ErrorCode::kBadRequest, std::move(msg));
+}
+core::Error unknownTeam(std::string_view team) {
+  return badRequest("unknown team '" + std::string(team) + "'; create it with `keywayctl team add " +
+                    std::string(team) + "` or see `keywayctl team list`");
+}
+core::Error duplicateTeam(std::string_view team) {
+  return badRequest("team '" + std::string(team) + "' already exists");
+}
+core::Error teamInUse(std::string_view team, size_t clients, std::string_view first) {
+  return badRequest("team '" + std::string(team) + "' still has " + std::to_string(clients) +
+                    " active client(s) (e.g. '" + std::string(first) +
+                    "'); revoke them first with `keywayctl client revoke NAME`");
+}
+core::Error noUpstreams() {
+  return badRequest("a team needs at least one upstream (omit --upstreams to allow all)");
+}
+core::Error unknownClient(std::string_view client) {
+  return badRequest("unknown client '" + std::string(client) + "'; see `keywayctl client list`");
+}
+core::Error duplicateClient(std::string_view client) {
+  return badRequest("client '" + std::string(client) +
+                    "' already exists; revoke it first or pick another name");
+}
+core::Error emptySecret() { return badRequest("the secret value is empty; nothing was stored"); }
+core::Error unknownSecret(std::string_view name, std::string_view team) {
+  return badRequest("no secret '" + std::string(name) + "' " +
+                    (team.empty() ? std::string("(shared)") : "for team '" + std::string(team) + "'") +
+                    "; see `keywayctl secret list`");
+}
+core::Error unknownUser(std::string_view id) {
+  return badRequest("unknown BOSA user '" + std::string(id) + "'; see `keywayctl bosa-user list`");
+}
+core::Error duplicateUser(std::string_view id) {
+  return badRequest("BOSA user '" + std::string(id) + "' already exists");
+}
+core::Error userNotGranted(std::string_view id, std::string_view team) {
+  return badRequest("BOSA user '" + std::string(id) + "' is not granted to team '" +
+                    std::string(team) + "'");
+}
+
+// A secret's scope: "" is shared; a team scope must be a valid team name.
+Status validateScope(std::string_view team) {
+  return team.empty() ? core::okStatus() : validateName("team", team);
+}
+
+Status requireTeam(Txn& txn, std::string_view team) {
+  auto found = txn.team(team);
+  if (!found) return found.takeError();
+  if (!*found) return unknownTeam(team);
+  return core::okStatus();
+}
+
+std::vector<std::string> dedupe(const std::vector<std::string>& items) {
+  std::vector<std::string> out;
+  for (const auto& s : items) {
+    if (std::find(out.begin(), out.end(), s) == out.end()) out.push_back(s);
+  }
+  return out;
+}
+
+// Runs fn (Txn& -> Result<T>) as one read-only unit of `records`.
+template <class Fn>
+auto readUnit(CredentialRecords& records, Fn&& fn) -> decltype(fn(std::declval<Txn&>())) {
+  std::optional<decltype(fn(std::declval<Txn&>()))> out;
+  auto status = records.view([&](Txn& txn) -> Status {
+    out.emplace(fn(txn));
+    return core::okStatus();
+  });
+  if (!status) return status.takeError();
+  return std::move(*out);
+}
+
+// The unit of grantBosaUser and revokeBosaUser: both names valid and the user known, then
+// `change(txn, teams)` edits the user's teams and says whether to write them back (or refuses).
+template <class Change>
+Status changeUserTeams(CredentialRecords& records, std::string_view identifier,
+                       std::string_view team, Change change) {
+  auto valid = validateName("BOSA user", identifier);
+  if (!valid) return valid;
+  valid = validateName("team", team);
+  if (!valid) return valid;
+  return records.update([&](Txn& txn) -> Status {
+    auto user = txn.user(identifier);
+    if (!user) return user.takeError();
+    if (!*user) return unknownUser(identifier);
+    auto& teams = (*user)->teams;
+    auto changed = change(txn, teams);
+    if (!changed) return changed.takeError();
+    if (!*changed) return core::okStatus();
+    return txn.putUserTeams(identifier, teams);
+  });
+}
+
+}  // namespace
+
+CredentialRules::CredentialRules(std::unique_ptr<CredentialRecords> records,
+                                 std::shared_ptr<const core::Clock> clock)
+    : records_(std::move(records)),
+      clock_(clock ? std::move(clock) : std::make_shared<core::RealClock>()) {}
+
+// --- request path: a lookup by an invalid name or a malformed token finds nothing ------------
+
+Result<std::optional<core::ClientRecord>> CredentialRules::findClientByToken(
+    std::string_view token) {
+  using Out = std::optional<core::ClientRecord>;
+  if (!isWellFormedClientToken(token)) return Out();
+  const std::string hash = records_->keyring().tokenHash(token);
+  return readUnit(*records_, [&](Txn& txn) -> Result<Out> {
+    auto owner = txn.tokenOwner(hash);
+    if (!owner) return owner.takeError();
+    if (!*owner) return Out();
+    auto client = txn.client(**owner);
+    if (!client) return client.takeError();
+    // The client may have been re-created with a new token; only its current hash counts.
+    if (!*client || !core::constantTimeEquals((*client)->token_hash, hash)) return Out();
+    return Out(std::move((*client)->client));
+  });
+}
+
+Result<std::optional<core::TeamRecord>> CredentialRules::findTeam(std::string_view name) {
+  if (!isValidName(name)) return std::optional<core::TeamRecord>();
+  return readUnit(*records_, [&](Txn& txn) { return txn.team(name); });
+}
+
+// The team's own secret if it has one, else the shared one.
+Result<std::optional<core::ResolvedSecret>> CredentialRules::resolveSecret(
+    std::string_view name, std::string_view team) {
+  using Out = std::optional<core::ResolvedSecret>;
+  if (!isValidName(name)) return Out();
+  std::vector<std::string_view> scopes;
+  if (!team.empty() && isValidName(team)) scopes.push_back(team);
+  scopes.push_back(std::string_view());  // shared
+  return readUnit(*records_, [&](Txn& txn) -> Result<Out> {
+    for (std::string_view scope : scopes) {
+      auto value = txn.secret(scope, name);
+      if (!value) return value.takeError();
+      if (!*value) continue;
+      std::string fingerprint = records_->keyring().fingerprint((*value)->view());
+      return Out(core::ResolvedSecret{
+          std::string(name), scope.empty() ? std::string("shared") : "team:" + std::string(scope),
+          std::move(**value), std::move(fingerprint)});
+    }
+    return Out();
+  });
+}
+
+Result<std::optional<core::BosaUserRecord>> CredentialRules::findBosaUser(
+    std::string_view identifier) {
+  if (!isValidName(identifier)) return std::optional<core::BosaUserRecord>();
+  return readUnit(*records_, [&](Txn& txn) { return txn.user(identifier); });
+}
+
+Result<std::optional<core::SecretString>> CredentialRules::bosaUserSecret(
+    std::string_view identifier) {
+  if (!isValidName(identifier)) return std::optional<core::SecretString>();
+  return readUnit(*records_, [&](Txn& txn) { return txn.userSecret(identifier); });
+}
+
+Result<std::optional<core::UserToken>> CredentialRules::findUserToken(
+    std::string_view identifier) {
+  if (!isValidName(identifier)) return std::optional<core::UserToken>();
+  return readUnit(*records_, [&](Txn& txn) { return txn.userToken(identifier); });
+}
+
+Status CredentialRules::storeUserToken(std::string_view identifier,
+                                       const core::UserToken& token) {
+  auto valid = validateName("BOSA user", identifier);
+  if (!valid) return valid;
+  if (token.token.empty()) return badRequest("refusing to store an empty user token");
+  return records_->update([&](Txn& txn) -> Status {
+    auto user = txn.user(identifier);
+    if (!user) return user.takeError();
+    if (!*user) return unknownUser(identifier);
+    return txn.putUserToken(identifier, token);
+  });
+}
+
+// --- teams ------------------------------------------------------------------------------------
+
+Status CredentialRules::addTeam(const core::TeamRecord& team) {
+  auto valid = validateName("team", team.name);
+  if (!valid) return valid;
+  core::TeamRecord record = team;
+  if (record.all_upstreams) {
+    record.upstreams.clear();
+  } else {
+    if (record.upstreams.empty()) return noUpstreams();
+    for (const auto& u : record.upstreams) {
+      auto ok = validateName("upstream", u);
+      if (!ok) return ok;
+    }
+    record.upstreams = dedupe(record.upstreams);
+  }
+  if (record.created_unix == 0) record.created_unix = clock_->unixSeconds();
+  return records_->update([&](Txn& txn) -> Status {
+    auto existing = txn.team(record.name);
+    if (!existing) return existing.takeError();
+    if (*existing) return duplicateTeam(record.name);
+    return txn.putTeam(record);
+  });
+}
+
+// Active clients block the removal; revoked ones, the team's own secrets and its user grants go
+// with it, so that a later team of the same name inherits nothing.
+Status CredentialRules::removeTeam(std::string_view name) {
+  auto valid = validateName("team", name);
+  if (!valid) return valid;
+  return records_->update([&](Txn& txn) -> Status {
+    auto exists = requireTeam(txn, name);
+    if (!exists) return exists;
+    auto clients = txn.clients();
+    if (!clients) return clients.takeError();
+    std::vector<StoredClient> revoked;
+    size_t active = 0;
+    std::string first_active;
+    for (auto& client : *clients) {
+      if (client.client.team != name) continue;
+      if (client.client.revoked) {
+        revoked.push_back(std::move(client));
+      } else if (active++ == 0) {
+        first_active = client.client.name;
+      }
+    }
+    if (active > 0) return teamInUse(name, active, first_active);
+    auto secrets = txn.secretNamesOf(name);
+    if (!secrets) return secrets.takeError();
+    auto users = txn.users();
+    if (!users) return users.takeError();
+
+    for (const auto& client : revoked) {
+      auto deleted = txn.deleteClient(client.client.name);
+      if (!deleted) return deleted;
+      deleted = txn.deleteTokenOwner(client.token_hash);
+      if (!deleted) return deleted;
+    }
+    for (const auto& secret : *secrets) {
+      auto deleted = txn.deleteSecret(name, secret);
+      if (!deleted) return deleted.takeError();
+    }
+    for (auto& user : *users) {
+      auto it = std::find(user.teams.begin(), user.teams.end(), name);
+      if (it == user.teams.end()) continue;
+      user.teams.erase(it);
+      auto put = txn.putUserTeams(user.identifier, user.teams);
+      if (!put) return put;
+    }
+    return txn.deleteTeam(name);
+  });
+}
+
+Result<std::vector<core::TeamRecord>> CredentialRules::listTeams() {
+  return readUnit(*records_, [](Txn& txn) { return txn.teams(); });
+}
+
+// --- clients ----------------------------------------------------------------------------------
+
+Result<core::SecretString> CredentialRules::addClient(std::string_view name,
+                                                      std::string_view team) {
+  auto valid = validateName("client", name);
+  if (!valid) return valid.takeError();
+  valid = validateName("team", team);
+  if (!valid) return valid.takeError();
+  core::SecretString token = generateClientToken();
+  StoredClient record;
+  record.client.name = std::string(name);
+  record.client.team = std::string(team);
+  record.client.created_unix = clock_->unixSeconds();
+  record.token_hash = records_->keyring().tokenHash(token.view());
+  auto status = records_->update([&](Txn& txn) -> Status {
+    auto has_team = requireTeam(txn, team);
+    if (!has_team) return has_team;
+    auto existing = txn.client(name);
+    if (!existing) return existing.takeError();
+    if (*existing) {
+      if (!(*existing)->client.revoked) return duplicateClient(name);
+      // Re-using the name of a revoked client: its old token must stay dead.
+      auto deleted = txn.deleteTokenOwner((*existing)->token_hash);
+      if (!deleted) return deleted;
+    }
+    auto put = txn.putTokenOwner(record.token_hash, record.client.name);
+    if (!put) return put;
+    return txn.putClient(record);
+  });
+  if (!status) return status.takeError();
+  return token;
+}
+
+Status CredentialRules::revokeClient(std::string_view name) {
+  auto valid = validateName("client", name);
+  if (!valid) return valid;
+  return records_->update([&](Txn& txn) -> Status {
+    auto client = txn.client(name);
+    if (!client) return client.takeError();
+    if (!*client) return unknownClient(name);
+    if ((*client)->client.revoked) return core::okStatus();
+    (*client)->client.revoked = true;
+    // The token stays known, so that it is recognised as revoked (not unknown).
+    return txn.putClient(**client);
+  });
+}
+
+Result<std::vector<core::ClientRecord>> CredentialRules::listClients() {
+  auto clients = readUnit(*records_, [](Txn& txn) { return txn.clients(); });
+  if (!clients) return clients.takeError();
+  std::vector<core::ClientRecord> out;
+  for (auto& client : *clients) out.push_back(std::move(client.client));
+  return out;
+}
+
+// --- secrets ----------------------------------------------------------------------------------
+
+Status CredentialRules::setSecret(std::string_view name, std::string_view team,
+                                  const core::SecretString& value) {
+  auto valid = validateName("secret", name);
+  if (!valid) return valid;
+  valid = validateScope(team);
+  if (!valid) return valid;
+  if (value.empty()) return emptySecret();
+  const int64_t now = clock_->unixSeconds();
+  return records_->update([&](Txn& txn) -> Status {
+    if (!team.empty()) {
+      auto has_team = requireTeam(txn, team);
+      if (!has_team) return has_team;
+    }
+    return txn.putSecret(team, name, now, value);
+  });
+}
+
+Status CredentialRules::removeSecret(std::string_view name, std::string_view team) {
+  auto valid = validateName("secret", name);
+  if (!valid) return valid;
+  valid = validateScope(team);
+  if (!valid) return valid;
+  return records_->update([&](Txn& txn) -> Status {
+    auto deleted = txn.deleteSecret(team, name);
+    if (!deleted) return deleted.takeError();
+    if (!*deleted) return unknownSecret(name, team);
+    return core::okStatus();
+  });
+}
+
+Result<std::vector<core::SecretInfo>> CredentialRules::listSecrets() {
+  return readUnit(*records_, [](Txn& txn) { return txn.secrets(); });
+}
+
+// --- BOSA users -------------------------------------------------------------------------------
+
+Status CredentialRules::addBosaUser(std::string_view identifier,
+                                    const core::SecretString& secret,
+                                    const std::vector<std::string>& teams) {
+  auto valid = validateName("BOSA user", identifier);
+  if (!valid) return valid;
+  for (const auto& t : teams) {
+    valid = validateName("team", t);
+    if (!valid) return valid;
+  }
+  if (secret.empty()) return emptySecret();
+  core::BosaUserRecord record;
+  record.identifier = std::string(identifier);
+  record.teams = dedupe(teams);
+  record.created_unix = clock_->unixSeconds();
+  return records_->update([&](Txn& txn) -> Status {
+    for (const auto& t : record.teams) {
+      auto has_team = requireTeam(txn, t);
+      if (!has_team) return has_team;
+    }
+    auto existing = txn.user(identifier);
+    if (!existing) return existing.takeError();
+    if (*existing) return duplicateUser(identifier);
+    // A stale token of an earlier user with this identifier must not be reused.
+    auto deleted = txn.deleteUserToken(identifier);
+    if (!deleted) return deleted;
+    return txn.putUser(record, secret);
+  });
+}
+
+Status CredentialRules::grantBosaUser(std::string_view identifier, std::string_view team) {
+  return changeUserTeams(*records_, identifier, team,
+                         [&](Txn& txn, std::vector<std::string>& teams) -> Result<bool> {
+                           auto has_team = requireTeam(txn, team);
+                           if (!has_team) return has_team.takeError();
+                           if (std::find(teams.begin(), teams.end(), team) != teams.end()) {
+                             return false;  // already granted
+                           }
+                           teams.emplace_back(team);
+                           return true;
+                         });
+}
+
+Status CredentialRules::revokeBosaUser(std::string_view identifier, std::string_view team) {
+  return changeUserTeams(*records_, identifier, team,
+                         [&](Txn&, std::vector<std::string>& teams) -> Result<bool> {
+                           auto it = std::find(teams.begin(), teams.end(), team);
+                           if (it == teams.end()) return userNotGranted(identifier, team);
+                           teams.erase(it);
+                           return true;
+                         });
+}
+
+Status CredentialRules::removeBosaUser(std::string_view identifier) {
+  auto valid = validateName("BOSA user", identifier);
+  if (!valid) return valid;
+  return records_->update([&](Txn& txn) -> Status {
+    auto deleted = txn.deleteUser(identifier);
+    if (!deleted) return deleted.takeError();
+    if (!*deleted) return unknownUser(identifier);
+    return txn.deleteUserToken(identifier);
+  });
+}
+
+Result<std::vector<core::BosaUserRecord>> CredentialRules::listBosaUsers() {
+  return readUnit(*records_, [](Txn& txn) { return txn.users(); });
+}
+
+}  // namespace keyway::storage
