@@ -552,11 +552,17 @@ http {
 
     @classmethod
     def upstreams(cls):
-        return {"bundleup-proxy": {"base_url": "https://127.0.0.1:%d" % cls.nport}}
+        # bundleup-unify is used only by the cold-burst test, so its pool starts empty there.
+        base = "https://127.0.0.1:%d" % cls.nport
+        return {"bundleup-proxy": {"base_url": base}, "bundleup-unify": {"base_url": base}}
 
-    def access_log(self):
+    @classmethod
+    def extra_config(cls):
+        return {"server": {"threads": 2}}
+
+    def access_log(self, marker="/h2/"):
         with open(os.path.join(self.ndir, "access.log")) as f:
-            return [line.split(" ", 3) for line in f.read().splitlines() if "/h2/" in line]
+            return [line.split(" ", 3) for line in f.read().splitlines() if marker in line]
 
     def test_http2_and_multiplexing(self):
         resp = self.call("GET", "/bundleup-proxy/h2/a%2Fb/?z=1&a=2")
@@ -579,6 +585,30 @@ http {
         self.assertLessEqual(len({entry[0] for entry in log}), 2, log)
         self.assertLessEqual(
             metric(self.port, "keyway_upstream_connections_new_total", {"upstream": "bundleup-proxy"}) - new_before, 2)
+
+    def test_cold_burst_keeps_few_connections(self):
+        # 300 clients at once on an upstream keyway has not talked to yet: until the first TLS
+        # handshake says (ALPN) that the upstream multiplexes, every request could open its own
+        # connection. keyway opens at most 8 per upstream I/O thread (2 here) and the rest share
+        # their streams.
+        raw = [build_request("GET", "/bundleup-unify/cold/%d" % i,
+                             [("X-Keyway-Token", self.token()), ("Host", "127.0.0.1:%d" % self.port)])
+               for i in range(300)]
+        results = concurrent_requests(self.port, raw, timeout=60)
+        for i, r in enumerate(results):
+            self.assertNotIsInstance(r, Exception, r)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.text.split(" ")[:2], ["h2", "/cold/%d" % i])
+        log = self.access_log("/cold/")
+        self.assertEqual(len(log), 300)
+        self.assertEqual({entry[2] for entry in log}, {"h2"})
+        connections = {entry[0] for entry in log}
+        self.assertLessEqual(len(connections), 16, sorted(connections))
+        labels = {"upstream": "bundleup-unify"}
+        self.assertLessEqual(metric(self.port, "keyway_upstream_connections_new_total", labels), 16)
+        peak = metric(self.port, "keyway_upstream_pool_connections_peak", labels)
+        self.assertGreaterEqual(peak, 1)
+        self.assertLessEqual(peak, 16)
 
 
 # ================================================================================================
