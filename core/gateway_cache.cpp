@@ -20,11 +20,12 @@ int64_t unixMs(const Clock& clock) {
 // fails and stale-if-error allows it.
 class CacheFillObserver final : public UpstreamObserver {
  public:
-  CacheFillObserver(Gateway* gateway, UpstreamMetrics* um, std::shared_ptr<EventSink> events,
+  CacheFillObserver(Gateway* gateway, std::shared_ptr<Metrics> metrics, UpstreamMetrics* um,
+                    std::shared_ptr<EventSink> events,
                     std::shared_ptr<Clock> clock, std::shared_ptr<CacheStore> cache,
                     std::shared_ptr<const UpstreamConfig> upstream, CacheRule rule, std::string key, CacheEntryMeta meta,
                     std::optional<CachedResponse> stale, size_t max_entry_bytes, bool holds_refresh_slot)
-      : gateway_(gateway), um_(um), events_(std::move(events)), clock_(std::move(clock)), cache_(std::move(cache)),
+      : gateway_(gateway), metrics_(std::move(metrics)), um_(um), events_(std::move(events)), clock_(std::move(clock)), cache_(std::move(cache)),
         upstream_(std::move(upstream)), rule_(std::move(rule)), key_(std::move(key)), meta_(std::move(meta)),
         stale_(std::move(stale)), max_entry_bytes_(max_entry_bytes),
         holds_refresh_slot_(holds_refresh_slot && um != nullptr) {}
@@ -98,6 +99,9 @@ class CacheFillObserver final : public UpstreamObserver {
   }
 
   Gateway* gateway_;
+  // Keeps um_ valid: the upstream client may drop this observer after the gateway's owner let
+  // go of the metrics (a pending refresh at shutdown), and the destructor still counts in it.
+  std::shared_ptr<Metrics> metrics_;
   UpstreamMetrics* um_;
   std::shared_ptr<EventSink> events_;
   std::shared_ptr<Clock> clock_;
@@ -177,7 +181,7 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
   removeHeader(p->out.headers, "Accept-Encoding");
   CacheEntryMeta meta{upstream.name, std::string(path), identityTag(cache_id)};
   std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
-  auto observer = std::make_shared<CacheFillObserver>(this, um, deps_.events, deps_.clock, cache,
+  auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
                                                       std::move(upstream_ref), rule, key, std::move(meta),
                                                       std::move(stale), config.cache.max_entry_bytes,
                                                       refresh_in_background);
