@@ -6,6 +6,8 @@
 #include <array>
 #include <utility>
 
+#include "core/text.hpp"
+
 namespace keyway::core {
 
 namespace {
@@ -25,19 +27,6 @@ bool isNonActionKey(std::string_view key) {
 
 std::string_view view(const Value& v) {
   return std::string_view(v.GetString(), v.GetStringLength());
-}
-
-void appendToken(std::string* out, std::string_view token) {
-  out->push_back('/');
-  for (char c : token) {
-    if (c == '~') {
-      out->append("~0");
-    } else if (c == '/') {
-      out->append("~1");
-    } else {
-      out->push_back(c);
-    }
-  }
 }
 
 const Value* member(const Value& obj, const char* name) {
@@ -94,7 +83,7 @@ Result<std::shared_ptr<const BosaCatalog>> BosaCatalog::parse(std::string_view j
     BosaConnector& connector = catalog->connectors_[connector_name];
     connector.name = connector_name;
     std::string connector_ptr;
-    appendToken(&connector_ptr, connector_name);
+    appendPointerToken(&connector_ptr, connector_name);
 
     for (auto a = c->value.MemberBegin(); a != c->value.MemberEnd(); ++a) {
       const std::string action_name(view(a->name));
@@ -123,7 +112,7 @@ Result<std::shared_ptr<const BosaCatalog>> BosaCatalog::parse(std::string_view j
       }
 
       std::string action_ptr = connector_ptr;
-      appendToken(&action_ptr, action_name);
+      appendPointerToken(&action_ptr, action_name);
       const Value* schema = nullptr;
       std::string schema_ptr;
       const Value* request_body = member(a->value, "request_body");

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "core/json_schema.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
 
@@ -32,30 +33,6 @@ std::string serialise(const rapidjson::Value& v) {
   rapidjson::Writer<rapidjson::StringBuffer> writer(buffer);
   v.Accept(writer);
   return std::string(buffer.GetString(), buffer.GetSize());
-}
-
-int fromHex(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-std::string percentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && fromHex(s[i + 1]) >= 0 &&
-        fromHex(s[i + 2]) >= 0) {
-      out += static_cast<char>(fromHex(s[i + 1]) * 16 + fromHex(s[i + 2]));
-      i += 2;
-    } else if (s[i] == '+') {
-      out += ' ';
-    } else {
-      out += s[i];
-    }
-  }
-  return out;
 }
 
 }  // namespace
@@ -115,8 +92,8 @@ std::vector<std::string> bosaModulesQuery(std::string_view query) {
     std::string_view part = query.substr(0, amp);
     query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
     const size_t eq = part.find('=');
-    if (eq == std::string_view::npos || percentDecode(part.substr(0, eq)) != "modules") continue;
-    std::string value = percentDecode(part.substr(eq + 1));
+    if (eq == std::string_view::npos || formDecode(part.substr(0, eq)) != "modules") continue;
+    std::string value = formDecode(part.substr(eq + 1));
     size_t start = 0;
     while (start <= value.size()) {
       size_t comma = value.find(',', start);

@@ -8,6 +8,7 @@
 #include <ctime>
 
 #include "core/json_schema.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
 
@@ -16,13 +17,6 @@ namespace {
 // A token without a usable expires_at is kept this long: short enough that a revoked one is not
 // used for long, long enough that it is not minted per request.
 constexpr int64_t kDefaultLifetimeSeconds = 300;
-
-bool digits(std::string_view s) {
-  for (char c : s) {
-    if (c < '0' || c > '9') return false;
-  }
-  return !s.empty();
-}
 
 int toInt(std::string_view s) {
   int v = 0;
@@ -44,8 +38,8 @@ std::optional<int64_t> parseBosaTimestamp(std::string_view t) {
       t[16] != ':') {
     return std::nullopt;
   }
-  if (!digits(t.substr(0, 4)) || !digits(t.substr(5, 2)) || !digits(t.substr(8, 2)) || !digits(t.substr(11, 2)) ||
-      !digits(t.substr(14, 2)) || !digits(t.substr(17, 2))) {
+  if (!isDigits(t.substr(0, 4)) || !isDigits(t.substr(5, 2)) || !isDigits(t.substr(8, 2)) ||
+      !isDigits(t.substr(11, 2)) || !isDigits(t.substr(14, 2)) || !isDigits(t.substr(17, 2))) {
     return std::nullopt;
   }
   std::string_view rest = t.substr(19);
@@ -58,8 +52,8 @@ std::optional<int64_t> parseBosaTimestamp(std::string_view t) {
   int64_t offset = 0;
   if (rest == "Z" || rest == "z" || rest.empty()) {
     // naive timestamps are UTC (BOSA's server runs in UTC)
-  } else if (rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':' && digits(rest.substr(1, 2)) &&
-             digits(rest.substr(4, 2))) {
+  } else if (rest.size() == 6 && (rest[0] == '+' || rest[0] == '-') && rest[3] == ':' &&
+             isDigits(rest.substr(1, 2)) && isDigits(rest.substr(4, 2))) {
     offset = (toInt(rest.substr(1, 2)) * 3600 + toInt(rest.substr(4, 2)) * 60) * (rest[0] == '+' ? 1 : -1);
   } else {
     return std::nullopt;

@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <functional>
 
+#include "core/text.hpp"
+
 namespace keyway::core {
 namespace {
 
@@ -31,12 +33,6 @@ CacheRule allowRule(std::string upstream, std::vector<std::string> methods, std:
   rule.stale_while_revalidate = swr;
   rule.stale_if_error = sie;
   return rule;
-}
-
-std::string_view trimOws(std::string_view s) {
-  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
-  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
-  return s;
 }
 
 // Calls fn(name, argument) for each directive of a Cache-Control-like list (RFC 9111 §5.2):
@@ -104,11 +100,6 @@ void appendField(std::string& out, std::string_view field) {
   out += field;
 }
 
-bool isTchar(char c) {
-  if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
 bool methodMatches(const CacheRule& rule, std::string_view method) {
   if (rule.methods.empty()) return method == "GET";
   for (const auto& m : rule.methods) {
@@ -153,7 +144,7 @@ Status validateCachePolicy(const CachePolicyConfig& config) {
     if (rule.upstream.empty()) return bad(i, "upstream", "must not be empty (use \"*\" for any)");
     if (badGlob(rule.upstream)) return bad(i, "upstream", "'***' is not a valid glob");
     for (const auto& method : rule.methods) {
-      if (method.empty() || !std::all_of(method.begin(), method.end(), isTchar)) {
+      if (!isToken(method)) {
         return bad(i, "methods", "'" + method + "' is not an HTTP method");
       }
     }

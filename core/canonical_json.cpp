@@ -8,6 +8,8 @@
 #include <utility>
 #include <vector>
 
+#include "core/text.hpp"
+
 namespace keyway::core {
 namespace {
 
@@ -163,8 +165,6 @@ class Canonicalizer {
       return setError("expected ',' or ']'");
     }
   }
-
-  static bool isDigit(char c) { return c >= '0' && c <= '9'; }
 
   bool number(std::string& out) {
     const size_t start = pos_;
@@ -341,7 +341,6 @@ class Canonicalizer {
   }
 
   static void emitString(std::string_view s, std::string& out) {
-    static constexpr char kHex[] = "0123456789abcdef";
     out += '"';
     for (size_t i = 0; i < s.size(); ++i) {
       const unsigned char c = static_cast<unsigned char>(s[i]);
@@ -357,18 +356,15 @@ class Canonicalizer {
       }
       if (c < 0x20) {
         out += "\\u00";
-        out += kHex[c >> 4];
-        out += kHex[c & 0xF];
+        appendHexByte(out, c);
       } else if (c == 0xED && i + 2 < s.size() && static_cast<unsigned char>(s[i + 1]) >= 0xA0) {
         // A lone surrogate in WTF-8 form (see appendUtf8): re-escape it.
         const uint32_t cp = ((c & 0x0Fu) << 12) |
                             ((static_cast<unsigned char>(s[i + 1]) & 0x3Fu) << 6) |
                             (static_cast<unsigned char>(s[i + 2]) & 0x3Fu);
         out += "\\u";
-        out += kHex[(cp >> 12) & 0xF];
-        out += kHex[(cp >> 8) & 0xF];
-        out += kHex[(cp >> 4) & 0xF];
-        out += kHex[cp & 0xF];
+        appendHexByte(out, static_cast<unsigned char>(cp >> 8));
+        appendHexByte(out, static_cast<unsigned char>(cp & 0xFF));
         i += 2;
       } else {
         out += static_cast<char>(c);

@@ -6,8 +6,8 @@
 #include <array>
 #include <set>
 
-#include "core/http_parser.hpp"
 #include "core/http_types.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
 
@@ -15,10 +15,7 @@ namespace {
 
 Error bad(std::string message) { return Error::make(ErrorCode::kBadRequest, std::move(message)); }
 
-bool isDigit(char c) { return c >= '0' && c <= '9'; }
-bool isAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 bool isLowerAlnum(char c) { return isDigit(c) || (c >= 'a' && c <= 'z'); }
-bool isHexDigit(char c) { return isDigit(c) || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F'); }
 
 // Leading decimal digits of `text` as a number; nullopt on no digits or above `max`.
 // `consumed` receives how many characters were digits.
@@ -280,7 +277,7 @@ Result<std::string> normaliseBaseUrl(std::string_view text) {
   for (size_t i = 0; i < path.size(); ++i) {
     const char c = path[i];
     if (c == '%') {
-      if (i + 2 >= path.size() || !isHexDigit(path[i + 1]) || !isHexDigit(path[i + 2])) {
+      if (i + 2 >= path.size() || hexValue(path[i + 1]) < 0 || hexValue(path[i + 2]) < 0) {
         return bad("bad percent-escape in the path (expected %XX with two hex digits)");
       }
       i += 2;
@@ -319,10 +316,8 @@ Status checkUpstreamName(std::string_view name) {
   return okStatus();
 }
 
-bool isHttpToken(std::string_view text) { return isToken(text); }  // RFC 9110 §5.6.2 token
-
 Status checkCredentialHeader(std::string_view name) {
-  if (name.size() > 256 || !isHttpToken(name)) {
+  if (name.size() > 256 || !isToken(name)) {
     return bad("expected a header name (letters, digits and !#$%&'*+-.^_`|~), e.g. X-API-Key");
   }
   static const std::array<std::string_view, 12> kManaged = {"Host",

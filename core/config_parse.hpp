@@ -45,9 +45,6 @@ Result<std::string> normaliseBaseUrl(std::string_view text);
 // Upstream mount names: [a-z0-9][a-z0-9._-]{0,62}; "_keyway" is reserved.
 Status checkUpstreamName(std::string_view name);
 
-// RFC 9110 token (tchar+), as header names require.
-bool isHttpToken(std::string_view text);
-
 // A header that can carry an injected credential: a token, and not one that keyway manages
 // itself (Host, Content-Length, Transfer-Encoding, hop-by-hop headers, X-Keyway-*).
 Status checkCredentialHeader(std::string_view name);

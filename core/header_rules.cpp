@@ -5,33 +5,18 @@
 #include <vector>
 
 #include "core/client_token.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
 
 namespace {
-
-std::string_view trimOws(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e && (s[b] == ' ' || s[b] == '\t')) ++b;
-  while (e > b && (s[e - 1] == ' ' || s[e - 1] == '\t')) --e;
-  return s.substr(b, e - b);
-}
 
 // Calls fn(option) for each non-empty connection option of every Connection field, in order,
 // with views into `headers`; stops early when fn returns true, and then returns true.
 template <typename Fn>
 bool forEachConnectionOption(const Headers& headers, Fn&& fn) {
   for (const auto& h : headers) {
-    if (!iequals(h.name, "Connection")) continue;
-    const std::string_view v = h.value;
-    size_t pos = 0;
-    while (pos <= v.size()) {
-      size_t comma = v.find(',', pos);
-      if (comma == std::string_view::npos) comma = v.size();
-      const std::string_view opt = trimOws(v.substr(pos, comma - pos));
-      if (!opt.empty() && fn(opt)) return true;
-      pos = comma + 1;
-    }
+    if (iequals(h.name, "Connection") && forEachListElement(h.value, fn)) return true;
   }
   return false;
 }

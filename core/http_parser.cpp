@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "core/errors.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
 
@@ -31,22 +32,6 @@ constexpr size_t kMaxChunkLineBytes = 4096;
 constexpr size_t kMaxBodyReserve = 1 << 20;
 // Buffers that grew beyond this are released by reset() instead of being kept for reuse.
 constexpr size_t kKeepCapacity = 64 << 10;
-
-bool isOws(char c) { return c == ' ' || c == '\t'; }
-
-std::string_view trimOws(std::string_view s) {
-  size_t b = 0, e = s.size();
-  while (b < e && isOws(s[b])) ++b;
-  while (e > b && isOws(s[e - 1])) --e;
-  return s.substr(b, e - b);
-}
-
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
 
 // The registered transfer codings (IANA); any other is "unknown" and gets 501.
 bool isKnownCoding(std::string_view name) {
@@ -405,15 +390,11 @@ bool RequestParser::parseHeaderBlock(std::string_view block) {
         break;
       case 10:
         if (iequals(name, "Connection")) {
-          size_t pos = 0;
-          while (pos <= value.size()) {
-            size_t comma = value.find(',', pos);
-            if (comma == kNpos) comma = value.size();
-            const std::string_view opt = trimOws(value.substr(pos, comma - pos));
+          forEachListElement(value, [this](std::string_view opt) {
             if (iequals(opt, "close")) conn_close_ = true;
             if (iequals(opt, "keep-alive")) conn_keep_alive_ = true;
-            pos = comma + 1;
-          }
+            return false;
+          });
         }
         break;
       case 14:
@@ -448,13 +429,8 @@ bool RequestParser::parseHeaderBlock(std::string_view block) {
       case 17:
         if (iequals(name, "Transfer-Encoding")) {
           has_te_ = true;
-          size_t pos = 0;
-          while (pos <= value.size()) {
-            size_t comma = value.find(',', pos);
-            if (comma == kNpos) comma = value.size();
-            const std::string_view elem = trimOws(value.substr(pos, comma - pos));
-            pos = comma + 1;
-            if (elem.empty()) continue;  // RFC 9110 §5.6.1: empty list elements are ignored.
+          // Empty list elements are ignored (RFC 9110 §5.6.1).
+          forEachListElement(value, [this](std::string_view elem) {
             ++te_codings_;
             const size_t semi = elem.find(';');
             const std::string_view coding =
@@ -462,14 +438,14 @@ bool RequestParser::parseHeaderBlock(std::string_view block) {
             if (!isToken(coding)) {
               te_syntax_error_ = true;
               te_last_chunked_ = te_last_known_ = false;
-              continue;
+              return false;
             }
             const bool is_chunked = iequals(coding, "chunked");
             if (is_chunked && semi != kNpos) {
               // chunked takes no parameters (RFC 9112 §7.1); "chunked;x=y" cannot be trusted.
               te_syntax_error_ = true;
               te_last_chunked_ = te_last_known_ = false;
-              continue;
+              return false;
             }
             if (is_chunked) ++te_chunked_count_;
             te_last_chunked_ = is_chunked;
@@ -477,7 +453,8 @@ bool RequestParser::parseHeaderBlock(std::string_view block) {
             if (!is_chunked && te_unsupported_.empty()) {
               te_unsupported_.assign(coding.substr(0, 40));
             }
-          }
+            return false;
+          });
         }
         break;
       default:

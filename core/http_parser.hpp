@@ -3,78 +3,15 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
 
 #include "core/http_types.hpp"
 #include "core/result.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
-
-namespace detail {
-struct CharTable {
-  bool v[256];
-};
-// tchar of RFC 9110 §5.6.2: "!#$%&'*+-.^_`|~" DIGIT ALPHA.
-constexpr CharTable makeTokenTable() {
-  CharTable t{};
-  for (int c = '0'; c <= '9'; ++c) t.v[c] = true;
-  for (int c = 'a'; c <= 'z'; ++c) t.v[c] = true;
-  for (int c = 'A'; c <= 'Z'; ++c) t.v[c] = true;
-  for (char c : std::string_view("!#$%&'*+-.^_`|~")) t.v[static_cast<unsigned char>(c)] = true;
-  return t;
-}
-// field-vchar / SP / HTAB / obs-text of RFC 9110 §5.5: every byte except CTLs (0x00-0x1F but
-// HTAB, and DEL). Rejecting CR, LF and NUL here is what stops header injection.
-constexpr CharTable makeFieldValueTable() {
-  CharTable t{};
-  for (int c = 0x20; c < 256; ++c) t.v[c] = true;
-  t.v[0x7F] = false;
-  t.v[static_cast<unsigned char>('\t')] = true;
-  return t;
-}
-inline constexpr CharTable kTokenTable = makeTokenTable();
-inline constexpr CharTable kFieldValueTable = makeFieldValueTable();
-}  // namespace detail
-
-// True for a tchar (the characters of methods, header names and transfer codings).
-inline bool isTokenChar(char c) { return detail::kTokenTable.v[static_cast<unsigned char>(c)]; }
-// True for a non-empty string of tchars. Inline: every header name of both heads of a forwarded
-// exchange goes through it.
-inline bool isToken(std::string_view s) {
-  if (s.empty()) return false;
-  for (const char c : s) {
-    if (!isTokenChar(c)) return false;
-  }
-  return true;
-}
-// True for a byte allowed inside a header field value (no CTL except HTAB, no DEL).
-inline bool isFieldValueChar(char c) {
-  return detail::kFieldValueTable.v[static_cast<unsigned char>(c)];
-}
-// Index of the first byte of s that isFieldValueChar refuses, or npos. Header lines are most
-// of the bytes of both heads of a forwarded exchange, and each is checked: eight bytes per step
-// (any byte below 0x20 or equal to 0x7F flags its word; HTAB flags too and is then settled by
-// the exact per-byte check from that word on).
-inline size_t findNonFieldValueChar(std::string_view s) {
-  constexpr uint64_t kOnes = 0x0101010101010101ull;
-  constexpr uint64_t kHighs = 0x8080808080808080ull;
-  size_t i = 0;
-  for (; i + 8 <= s.size(); i += 8) {
-    uint64_t x;
-    std::memcpy(&x, s.data() + i, 8);
-    const uint64_t below_space = (x - kOnes * 0x20) & ~x & kHighs;  // some byte < 0x20
-    const uint64_t d = x ^ (kOnes * 0x7F);
-    const uint64_t del = (d - kOnes) & ~d & kHighs;  // some byte == 0x7F
-    if ((below_space | del) != 0) break;
-  }
-  for (; i < s.size(); ++i) {
-    if (!isFieldValueChar(s[i])) return i;
-  }
-  return std::string_view::npos;
-}
 
 struct ParserLimits {
   size_t max_header_bytes = 64 << 10;  // request line + header fields + blank line (also: trailers)

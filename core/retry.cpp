@@ -13,6 +13,7 @@
 #include <utility>
 
 #include "core/cache_policy.hpp"
+#include "core/text.hpp"
 
 namespace keyway::core {
 
@@ -618,8 +619,6 @@ constexpr std::string_view kWeekdaysLong[] = {"Monday", "Tuesday",  "Wednesday",
 constexpr std::string_view kMonths[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
                                         "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
 
-bool isDigit(char c) { return c >= '0' && c <= '9'; }
-
 // Reads exactly `n` digits at `pos`.
 bool readDigits(std::string_view s, size_t& pos, size_t n, int& out) {
   if (pos + n > s.size()) return false;
@@ -762,10 +761,9 @@ std::shared_ptr<UpstreamCall> startWithRetries(std::shared_ptr<UpstreamClient> c
 std::optional<std::chrono::milliseconds> parseRetryAfter(std::string_view value,
                                                          std::chrono::system_clock::time_point now) {
   // Field values may carry optional whitespace around them.
-  while (!value.empty() && (value.front() == ' ' || value.front() == '\t')) value.remove_prefix(1);
-  while (!value.empty() && (value.back() == ' ' || value.back() == '\t')) value.remove_suffix(1);
+  value = trimOws(value);
   if (value.empty()) return std::nullopt;
-  if (std::all_of(value.begin(), value.end(), isDigit)) {
+  if (isDigits(value)) {
     int64_t seconds = 0;
     for (const char c : value) {
       seconds = seconds * 10 + (c - '0');

@@ -1,20 +1,13 @@
 // Request-target rules of docs/http.md: origin-form only, no dot segments, mount/rest split.
 #include "core/target.hpp"
 
+#include "core/text.hpp"
+
 namespace keyway::core {
 
 namespace {
 
-int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 Error badRequest(const char* message) { return Error::make(ErrorCode::kBadRequest, message); }
-
-bool isAlpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 
 // "scheme:" at the start (RFC 3986 §3.1): what an absolute-form target begins with.
 bool startsWithScheme(std::string_view t) {
@@ -22,7 +15,7 @@ bool startsWithScheme(std::string_view t) {
   for (size_t i = 1; i < t.size(); ++i) {
     const char c = t[i];
     if (c == ':') return true;
-    if (!isAlpha(c) && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.') return false;
+    if (!isAlpha(c) && !isDigit(c) && c != '+' && c != '-' && c != '.') return false;
   }
   return false;
 }

@@ -100,7 +100,7 @@ std::optional<Location> RefIndex::resolve(const std::string& ref, const std::str
   const std::string absolute = resolveUri(base, ref);
   const std::size_t hash = absolute.find('#');
   const std::string doc = absolute.substr(0, hash);
-  const std::string fragment = hash == std::string::npos ? std::string() : percentDecode(absolute.substr(hash + 1));
+  const std::string fragment = hash == std::string::npos ? std::string() : percentDecodeOnce(absolute.substr(hash + 1));
   const auto loc = ids_.find(doc);
   if (loc == ids_.end()) {
     *why = "remote $ref " + quote(ref) + " is not resolved (keyway never fetches schemas)";

@@ -49,20 +49,6 @@ std::string composeUri(const UriParts& p) {
 
 }  // namespace
 
-std::string percentDecode(std::string_view s) {
-  std::string out;
-  out.reserve(s.size());
-  for (std::size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '%' && i + 2 < s.size() && hexValue(s[i + 1]) >= 0 && hexValue(s[i + 2]) >= 0) {
-      out.push_back(static_cast<char>(hexValue(s[i + 1]) * 16 + hexValue(s[i + 2])));
-      i += 2;
-    } else {
-      out.push_back(s[i]);
-    }
-  }
-  return out;
-}
-
 UriParts parseUri(std::string_view s) {
   UriParts p;
   std::size_t i = 0;
@@ -156,19 +142,6 @@ std::string stripEmptyFragment(std::string uri) {
 std::string withoutFragment(const std::string& uri) {
   const std::size_t hash = uri.find('#');
   return hash == std::string::npos ? uri : uri.substr(0, hash);
-}
-
-void appendPointerToken(std::string* out, std::string_view token) {
-  out->push_back('/');
-  for (char c : token) {
-    if (c == '~') {
-      out->append("~0");
-    } else if (c == '/') {
-      out->append("~1");
-    } else {
-      out->push_back(c);
-    }
-  }
 }
 
 std::string childPointer(const std::string& parent, std::string_view token) {

@@ -5,18 +5,11 @@
 #include <string>
 #include <string_view>
 
+// hexValue and percentDecodeOnce (%-escapes, and the hex digits regex.cpp and formats.cpp read),
+// appendPointerToken.
+#include "core/text.hpp"
+
 namespace keyway::core::json_schema {
-
-// The value of one hex digit, or -1 (%-escapes, and the hex digits regex.cpp and formats.cpp read).
-inline int hexValue(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
-// Decodes %XX escapes (RFC 3986); anything else, a malformed escape included, is kept as is.
-std::string percentDecode(std::string_view s);
 
 // A URI reference split into its RFC 3986 components; the has_ flags tell an empty component from
 // an absent one.
@@ -44,8 +37,6 @@ std::string stripEmptyFragment(std::string uri);
 // `uri` up to its '#', if any.
 std::string withoutFragment(const std::string& uri);
 
-// Appends "/" and `token` with '~' and '/' escaped: the pointer one level down.
-void appendPointerToken(std::string* out, std::string_view token);
 // `parent` extended by one member name or array index.
 std::string childPointer(const std::string& parent, std::string_view token);
 std::string childPointer(const std::string& parent, std::size_t index);

@@ -304,14 +304,6 @@ TEST_CASE("checkUpstreamName") {
 }
 
 TEST_CASE("header names, prefixes and secret names") {
-  CHECK(isHttpToken("X-API-Key"));
-  CHECK(isHttpToken("a!#$%&'*+-.^_`|~9"));
-  CHECK_FALSE(isHttpToken(""));
-  CHECK_FALSE(isHttpToken("X API"));
-  CHECK_FALSE(isHttpToken("X-Key:"));
-  CHECK_FALSE(isHttpToken("X\r\nY"));
-  CHECK_FALSE(isHttpToken("(x)"));
-
   CHECK(checkCredentialHeader("Authorization").ok());
   CHECK(checkCredentialHeader("x-api-key").ok());
   for (const char* bad : {"", "X Key", "Host", "content-length", "Transfer-Encoding", "Connection",
