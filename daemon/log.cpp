@@ -43,6 +43,24 @@ void appendJsonString(std::string& out, std::string_view s) {
   out += '"';
 }
 
+void appendEventFields(std::string& out, std::initializer_list<core::EventField> fields) {
+  char buf[32];
+  for (const auto& f : fields) {
+    out += ',';
+    appendJsonString(out, f.key);
+    out += ':';
+    switch (f.kind) {
+      case core::EventField::Kind::kText: appendJsonString(out, f.text); break;
+      case core::EventField::Kind::kInteger: out += std::to_string(f.integer); break;
+      case core::EventField::Kind::kBool: out += f.integer != 0 ? "true" : "false"; break;
+      case core::EventField::Kind::kMillis:
+        std::snprintf(buf, sizeof buf, "%.3f", f.number);
+        out += buf;
+        break;
+    }
+  }
+}
+
 LogField field(std::string_view key, std::string_view value) { return LogField{key, std::string(value), false}; }
 LogField field(std::string_view key, int64_t value) { return LogField{key, std::to_string(value), true}; }
 LogField fieldMs(std::string_view key, double ms) {
@@ -137,6 +155,13 @@ void Logger::log(LogLevel level, std::string_view msg, std::initializer_list<Log
 
 void Logger::warnRateLimited(std::string_view key, std::string_view msg, std::chrono::seconds every,
                              std::initializer_list<LogField> fields) {
+  std::string rendered;
+  appendFields(rendered, fields);
+  warnRateLimitedRendered(key, msg, every, rendered);
+}
+
+void Logger::warnRateLimitedRendered(std::string_view key, std::string_view msg, std::chrono::seconds every,
+                                     std::string_view rendered_fields) {
   uint64_t suppressed = 0;
   {
     std::lock_guard<std::mutex> lock(rl_mu_);
@@ -154,7 +179,7 @@ void Logger::warnRateLimited(std::string_view key, std::string_view msg, std::ch
   std::string line;
   line += "{\"time\":\"" + isoTimeNow() + "\",\"level\":\"warn\",\"msg\":";
   appendJsonString(line, msg);
-  appendFields(line, fields);
+  line += rendered_fields;
   if (suppressed > 0) line += ",\"suppressed_repeats\":" + std::to_string(suppressed);
   line += "}\n";
   writeLine(line);
@@ -316,6 +341,14 @@ void LogEventSink::access(const core::AccessRecord& r) {
     line += ",\"scope\":";
     appendJsonString(line, r.credential_scope);
   }
+  if (!r.user.empty()) {
+    line += ",\"user\":";
+    appendJsonString(line, r.user);
+  }
+  if (!r.user_token.empty()) {
+    line += ",\"user_token\":";
+    appendJsonString(line, r.user_token);
+  }
   char buf[96];
   if (r.upstream_ms >= 0) {
     std::snprintf(buf, sizeof buf, ",\"upstream_ms\":%.3f", r.upstream_ms);
@@ -331,10 +364,46 @@ void LogEventSink::access(const core::AccessRecord& r) {
     line += ",\"error\":";
     appendJsonString(line, r.error);
   }
+  if (!r.cause.empty()) {
+    line += ",\"cause\":";
+    appendJsonString(line, r.cause);
+  }
+  if (r.request_id != 0) line += ",\"req\":" + std::to_string(r.request_id);
   line += "}\n";
   logger_->writeLine(line);
 }
 
-void LogEventSink::warn(std::string_view message) { logger_->warnRateLimited(message, message, std::chrono::seconds(10)); }
+void LogEventSink::warn(std::string_view message, std::initializer_list<core::EventField> fields) {
+  if (fields.size() == 0) {
+    logger_->warnRateLimited(message, message, std::chrono::seconds(10));
+    return;
+  }
+  // The same line (message and facts) is what repeats; different users or causes are not.
+  std::string rendered;
+  appendEventFields(rendered, fields);
+  std::string key(message);
+  key += rendered;
+  logger_->warnRateLimitedRendered(key, message, std::chrono::seconds(10), rendered);
+}
+
+void LogEventSink::debug(uint64_t request, double at_ms, std::string_view message,
+                         std::initializer_list<core::EventField> fields) {
+  if (!logger_->enabled(LogLevel::kDebug)) return;
+  std::string line;
+  line.reserve(192);
+  line += "{\"time\":\"";
+  line += isoTimeNow();
+  line += "\",\"level\":\"debug\",\"msg\":";
+  appendJsonString(line, message);
+  line += ",\"req\":" + std::to_string(request);
+  if (at_ms >= 0) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, ",\"at_ms\":%.3f", at_ms);
+    line += buf;
+  }
+  appendEventFields(line, fields);
+  line += "}\n";
+  logger_->writeLine(line);
+}
 
 }  // namespace keyway::daemon
