@@ -104,7 +104,8 @@ class EventSink {
  public:
   virtual ~EventSink() = default;
   virtual void access(const AccessRecord& record) = 0;
-  // A warn line; repeats of the same line (message and fields) may be counted instead of written.
+  // A warn line; repeats of the same message about the same subject (its fields, except a
+  // free-text `cause` or `error`) may be counted instead of written.
   virtual void warn(std::string_view message, std::initializer_list<EventField> fields = {}) = 0;
   // Whether debug() writes anything (log.level: debug). Cheap: checked once per request.
   virtual bool debugEnabled() const { return false; }

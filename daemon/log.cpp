@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <functional>
+#include <iterator>
 #include <unordered_map>
 #include <vector>
 
@@ -165,15 +166,26 @@ void Logger::warnRateLimitedRendered(std::string_view key, std::string_view msg,
   uint64_t suppressed = 0;
   {
     std::lock_guard<std::mutex> lock(rl_mu_);
-    auto& st = rate_[std::string(key)];
     const auto now = std::chrono::steady_clock::now();
-    if (st.last.time_since_epoch().count() != 0 && now - st.last < every) {
-      ++st.suppressed;
+    auto it = rate_.find(std::string(key));
+    if (it == rate_.end()) {
+      // Bounded: keys carry names (users, messages with details), so the table could grow for
+      // as long as the daemon runs. Lines whose period is over and nothing suppressed need no
+      // state; when the table is still full the line is written without being limited.
+      if (rate_.size() >= kMaxRateKeys) {
+        for (auto e = rate_.begin(); e != rate_.end();) {
+          e = e->second.suppressed == 0 && now - e->second.last >= every ? rate_.erase(e) : std::next(e);
+        }
+      }
+      if (rate_.size() < kMaxRateKeys) rate_.emplace(std::string(key), RateState{now, 0});
+    } else if (now - it->second.last < every) {
+      ++it->second.suppressed;
       return;
+    } else {
+      it->second.last = now;
+      suppressed = it->second.suppressed;
+      it->second.suppressed = 0;
     }
-    st.last = now;
-    suppressed = st.suppressed;
-    st.suppressed = 0;
   }
   if (!enabled(LogLevel::kWarn)) return;
   std::string line;
@@ -378,11 +390,16 @@ void LogEventSink::warn(std::string_view message, std::initializer_list<core::Ev
     logger_->warnRateLimited(message, message, std::chrono::seconds(10));
     return;
   }
-  // The same line (message and facts) is what repeats; different users or causes are not.
+  // What repeats is the same message about the same subject (user, upstream...). The free text
+  // of `cause` and `error` is left out of the key: it varies between repeats of one failure
+  // (libcurl's connect errors say how many ms they took), which would defeat the limit.
   std::string rendered;
   appendEventFields(rendered, fields);
   std::string key(message);
-  key += rendered;
+  for (const auto& f : fields) {
+    if (f.key == "cause" || f.key == "error") continue;
+    appendEventFields(key, {f});
+  }
   logger_->warnRateLimitedRendered(key, message, std::chrono::seconds(10), rendered);
 }
 

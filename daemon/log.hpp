@@ -43,7 +43,8 @@ class Logger {
   void warn(std::string_view msg, std::initializer_list<LogField> fields = {}) { log(LogLevel::kWarn, msg, fields); }
   void error(std::string_view msg, std::initializer_list<LogField> fields = {}) { log(LogLevel::kError, msg, fields); }
   // Like warn(), but at most once per `every` for the same key; suppressed repeats are counted
-  // and reported with the next line that gets through.
+  // and reported with the next line that gets through. At most kMaxRateKeys keys are tracked
+  // (beyond them, a new key's lines are written unlimited).
   void warnRateLimited(std::string_view key, std::string_view msg, std::chrono::seconds every,
                        std::initializer_list<LogField> fields = {});
   // The same with the fields already rendered (",\"key\":value..." as appendEventFields writes them).
@@ -57,6 +58,7 @@ class Logger {
   std::atomic<LogLevel> level_{LogLevel::kInfo};
   std::atomic<bool> access_{true};
   std::mutex rl_mu_;
+  static constexpr size_t kMaxRateKeys = 1024;
   struct RateState {
     std::chrono::steady_clock::time_point last{};
     uint64_t suppressed = 0;
@@ -84,7 +86,8 @@ class LogEventSink final : public core::EventSink {
                         std::chrono::milliseconds audit_period = std::chrono::seconds(60));
   ~LogEventSink() override;
   void access(const core::AccessRecord& r) override;
-  // Rate-limited like Logger::warnRateLimited, per message and field values.
+  // Rate-limited like Logger::warnRateLimited, per message and the values of its fields except
+  // the free-text `cause` and `error` (the line that gets through says the latest).
   void warn(std::string_view message, std::initializer_list<core::EventField> fields = {}) override;
   bool debugEnabled() const override { return logger_->enabled(LogLevel::kDebug); }
   // {"time","level":"debug","msg","req":N,"at_ms":T, fields...}
