@@ -150,6 +150,18 @@ class AccessLineTest(LogTestBase):
         self.assertIn("could not be reached", rec.get("cause", ""))
         self.assertCauseIsWhatTheClientWasTold(resp, rec)
 
+    def test_502_reset_says_why(self):
+        # The upstream takes the request and closes without a word.
+        self.fake.route("GET", "/v1/hangup*", Response(garbage=b""))
+        path = "/v1/hangup/" + _uid()
+        resp = self.call("GET", "/bundleup-proxy" + path)
+        self.assertKeywayError(resp, 502, "upstream_unreachable")
+        rec = self.one_access(path)
+        self.assertEqual((rec["client"], rec["team"], rec.get("error")),
+                         ("app-alpha", "alpha", "upstream_unreachable"), rec)
+        self.assertIn("upstream connection failed", rec.get("cause", ""))
+        self.assertCauseIsWhatTheClientWasTold(resp, rec)
+
     def test_502_tls_verification_says_why(self):
         path = "/v1/tls/" + _uid()
         resp = self.call("GET", "/expired" + path)

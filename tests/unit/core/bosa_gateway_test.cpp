@@ -345,6 +345,38 @@ TEST_CASE("BOSA: the record says how the user token was had; a kw_ bearer gets w
   CHECK(f.upstream->requests.size() == 3);
 }
 
+TEST_CASE("BOSA: debug lines follow route, user, validation and token, never a secret or token") {
+  BosaFixture f;
+  f.storeDoc();
+  f.events->debug_on = true;
+  f.call("POST", "/bosa/connectors/github/create_issue", {{"X-API-Key", f.token}, {"X-Keyway-User", "alice"}},
+         R"({"title":"a"})");
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, R"({"data":{"token":"jwt-secret-1","expires_at":"2999-01-01T00:00:00"}})");
+  REQUIRE(f.upstream->requests.size() == 2);
+  f.upstream->respond(1, 200, "{}");
+  REQUIRE(f.events->records.size() == 1);
+  const std::string prefix = "#" + std::to_string(f.events->records[0].request_id) + " ";
+  std::string all;
+  for (const auto& line : f.events->debug_lines) all += line + "\n";
+  INFO(all);
+  CHECK(all.find(prefix + "bosa route kind=action connector=github action=create_issue canonical=1") !=
+        std::string::npos);
+  CHECK(all.find(prefix + "bosa user asked for user=alice from=X-Keyway-User") != std::string::npos);
+  CHECK(all.find(prefix + "bosa validation action=create_issue result=valid") != std::string::npos);
+  CHECK(all.find(prefix + "bosa user token user=alice token=minted") != std::string::npos);
+  CHECK(all.find(prefix + "upstream exchange upstream=bosa status=200") != std::string::npos);
+  // Positive control: the secrets and the minted token went upstream, and into no debug line.
+  CHECK(f.upstream->requests[0].body.find("sk-user-alice-secret") != std::string::npos);
+  bool token_sent = false;
+  for (const auto& h : f.upstream->requests[1].headers) token_sent |= h.value == "Bearer jwt-secret-1";
+  CHECK(token_sent);
+  for (const char* secret : {"sk-user-alice-secret", "sk-client-real", "jwt-secret-1"}) {
+    CHECK(all.find(secret) == std::string::npos);
+  }
+  CHECK(all.find(f.token) == std::string::npos);
+}
+
 TEST_CASE("BOSA: a bearer that is not a kwu_ handle passes through; a kw_ client token never does") {
   BosaFixture f;
   f.call("GET", "/bosa/users/me", {{"X-Keyway-Token", f.token}, {"Authorization", "Bearer eyJreal.jwt"}});
