@@ -281,6 +281,16 @@ void LogEventSink::flushAudit() {
   }
 }
 
+namespace {
+// `key` (",\"name\":") and the value as a JSON string, only when there is a value: an access
+// line has no field for what does not apply.
+void appendIfSet(std::string& out, std::string_view key, std::string_view value) {
+  if (value.empty()) return;
+  out += key;
+  appendJsonString(out, value);
+}
+}  // namespace
+
 void LogEventSink::access(const core::AccessRecord& r) {
   // Audit trail: who used which stored credential. Names and scopes only.
   if (!r.credential.empty() && logger_->enabled(LogLevel::kInfo)) {
@@ -353,14 +363,8 @@ void LogEventSink::access(const core::AccessRecord& r) {
     line += ",\"scope\":";
     appendJsonString(line, r.credential_scope);
   }
-  if (!r.user.empty()) {
-    line += ",\"user\":";
-    appendJsonString(line, r.user);
-  }
-  if (!r.user_token.empty()) {
-    line += ",\"user_token\":";
-    appendJsonString(line, r.user_token);
-  }
+  appendIfSet(line, ",\"user\":", r.user);
+  appendIfSet(line, ",\"user_token\":", r.user_token);
   char buf[96];
   if (r.upstream_ms >= 0) {
     std::snprintf(buf, sizeof buf, ",\"upstream_ms\":%.3f", r.upstream_ms);
@@ -372,14 +376,8 @@ void LogEventSink::access(const core::AccessRecord& r) {
   line += buf;
   line += ",\"bytes_in\":" + std::to_string(r.bytes_in);
   line += ",\"bytes_out\":" + std::to_string(r.bytes_out);
-  if (!r.error.empty()) {
-    line += ",\"error\":";
-    appendJsonString(line, r.error);
-  }
-  if (!r.cause.empty()) {
-    line += ",\"cause\":";
-    appendJsonString(line, r.cause);
-  }
+  appendIfSet(line, ",\"error\":", r.error);
+  appendIfSet(line, ",\"cause\":", r.cause);
   if (r.request_id != 0) line += ",\"req\":" + std::to_string(r.request_id);
   line += "}\n";
   logger_->writeLine(line);
