@@ -1,10 +1,10 @@
 """test_logs.py: what keywayd's log tells an operator (docs/operations.md, "Logs"). The access line names who
 (client, team), with what (the injected credential's name and scope) and, for every error keyway answers
-itself, why: the cause the client was told, for refusals before routing, 401, 403, 413, 502 (refused, TLS)
-and 504 alike. `log.level: debug` adds per-request lines numbered like their access line, and nothing at
-info. No secret or token appears in any of it: each scan has a positive control (the value is where it
-belongs, in what the fake upstream received). BOSA users on the access line and the mint-failure warn line
-are in test_bosa.py."""
+itself, why: the cause the client was told, for refusals before routing, 401, 403, 413, 502 (refused,
+reset, TLS) and 504 alike. `log.level: debug` adds per-request lines numbered like their access line, and
+nothing at info. No secret or token appears in any of it: each scan has a positive control (the value is
+where it belongs, in what the fake upstream received). BOSA users on the access line and the mint-failure
+warn line are in test_bosa.py; the 408 access line in test_hostile.py."""
 
 import signal
 import time
