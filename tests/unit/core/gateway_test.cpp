@@ -411,10 +411,6 @@ TEST_CASE("cache: stale-while-revalidate refreshes once; stale-if-error serves s
   CHECK(xcache(t->response) == "STALE");
 }
 
-}  // namespace keyway::core
-
-namespace keyway::core {
-
 TEST_CASE("gateway: the access record names whom it refused and why") {
   Fixture f;
   f.call(Fixture::get("/bundleup-api/v1/x", {{"X-Keyway-Token", f.token_iq}}));
