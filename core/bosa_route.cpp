@@ -45,6 +45,17 @@ bool isReservedActionName(std::string_view name) {
 
 }  // namespace
 
+const char* bosaRouteKindName(BosaRouteKind kind) {
+  switch (kind) {
+    case BosaRouteKind::kDiscovery: return "discovery";
+    case BosaRouteKind::kAction: return "action";
+    case BosaRouteKind::kIntegration: return "integration";
+    case BosaRouteKind::kUser: return "user";
+    case BosaRouteKind::kOther: break;
+  }
+  return "other";
+}
+
 BosaRoute classifyBosaPath(std::string_view raw_path) {
   BosaRoute route;
   route.path = normalise(raw_path);

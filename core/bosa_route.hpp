@@ -30,6 +30,9 @@ struct BosaRoute {
   std::string action;     // kAction: {action}, decoded
 };
 
+// "discovery", "action", "integration", "user" or "other", for logs.
+const char* bosaRouteKindName(BosaRouteKind kind);
+
 // Classifies the path part of a BOSA request target (no query). Normalisation: percent-escapes
 // decoded once (%2F included), runs of '/' merged, trailing '/' removed. "/connectors/" is a
 // canonical spelling of discovery (the SDK sends it).

@@ -89,13 +89,13 @@ class TokenMintObserver final : public UpstreamObserver {
     const std::string who = "minting a token for BOSA user '" + identifier_ + "' at upstream '" + upstream_ + "'";
     if (outcome.failure != UpstreamFailure::kNone) {
       const bool timeout = outcome.failure == UpstreamFailure::kTimeout;
-      service_->finishMint(key_, identifier_, persist_,
+      service_->finishMint(key_, identifier_, upstream_, persist_,
                            Error::make(timeout ? ErrorCode::kUpstreamTimeout : ErrorCode::kUpstreamUnreachable,
                                        who + " failed (" + outcome.message + "); retry later"));
       return;
     }
     if (status_ == 400 || status_ == 401 || status_ == 403 || status_ == 404 || status_ == 422) {
-      service_->finishMint(key_, identifier_, persist_,
+      service_->finishMint(key_, identifier_, upstream_, persist_,
                            Error::make(ErrorCode::kForbidden,
                                        "BOSA refused the stored secret of user '" + identifier_ + "' (status " +
                                            std::to_string(status_) +
@@ -104,7 +104,7 @@ class TokenMintObserver final : public UpstreamObserver {
       return;
     }
     if (status_ != 200 && status_ != 201) {
-      service_->finishMint(key_, identifier_, persist_,
+      service_->finishMint(key_, identifier_, upstream_, persist_,
                            Error::make(ErrorCode::kUpstreamUnreachable,
                                        who + " failed: POST /auth/tokens answered " + std::to_string(status_) +
                                            "; retry later"));
@@ -123,7 +123,7 @@ class TokenMintObserver final : public UpstreamObserver {
       if (e != data->MemberEnd() && e->value.IsString()) expires = &e->value;
     }
     if (token == nullptr) {
-      service_->finishMint(key_, identifier_, persist_,
+      service_->finishMint(key_, identifier_, upstream_, persist_,
                            Error::make(ErrorCode::kUpstreamUnreachable,
                                        who + " failed: the answer holds no data.token"));
       return;
@@ -137,7 +137,7 @@ class TokenMintObserver final : public UpstreamObserver {
     if (token != nullptr) {
       secureWipe(const_cast<char*>(token->GetString()), token->GetStringLength());
     }
-    service_->finishMint(key_, identifier_, persist_, std::move(kept));
+    service_->finishMint(key_, identifier_, upstream_, persist_, std::move(kept));
   }
 
  private:
@@ -150,8 +150,13 @@ class TokenMintObserver final : public UpstreamObserver {
 };
 
 BosaTokenService::BosaTokenService(std::shared_ptr<CredentialStore> store, std::shared_ptr<UpstreamClient> upstream,
-                                   std::shared_ptr<Clock> clock, std::shared_ptr<Metrics> metrics)
-    : store_(std::move(store)), upstream_(std::move(upstream)), clock_(std::move(clock)), metrics_(std::move(metrics)) {}
+                                   std::shared_ptr<Clock> clock, std::shared_ptr<Metrics> metrics,
+                                   std::shared_ptr<EventSink> events)
+    : store_(std::move(store)),
+      upstream_(std::move(upstream)),
+      clock_(std::move(clock)),
+      metrics_(std::move(metrics)),
+      events_(std::move(events)) {}
 
 BosaTokenService::~BosaTokenService() {
   upstream_.reset();  // see ~BosaSchemaService: in-flight mints call back into this object
@@ -171,7 +176,7 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
   };
   std::unique_lock<std::mutex> lock(mu_);
   if (auto it = kept_.find(key); it != kept_.end() && usable(it->second)) {
-    SecretString token = it->second.token.clone();
+    AcquiredToken token{it->second.token.clone(), false};
     lock.unlock();
     done(std::move(token));
     return;
@@ -186,7 +191,7 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
     if (stored.ok() && stored->has_value()) {
       Kept k{std::move((*stored)->token), (*stored)->expires_unix};
       if (usable(k)) {
-        SecretString token = k.token.clone();
+        AcquiredToken token{k.token.clone(), false};
         kept_[key] = std::move(k);
         lock.unlock();
         done(std::move(token));
@@ -239,12 +244,23 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
                    std::make_shared<TokenMintObserver>(this, std::move(key), identifier, upstream.name, persist, now));
 }
 
-void BosaTokenService::finishMint(const std::string& key, const std::string& identifier, bool persist,
-                                  Result<Kept> result) {
+void BosaTokenService::finishMint(const std::string& key, const std::string& identifier, const std::string& upstream,
+                                  bool persist, Result<Kept> result) {
   if (result.ok() && persist) {
     // Durable and encrypted (docs/auth.md: minted tokens at rest are encrypted). Rare: once per token
-    // lifetime per user.
-    (void)store_->storeUserToken(identifier, UserToken{result->token.clone(), result->expires_unix});
+    // lifetime per user. Failing only costs a mint after a restart: the token is kept in memory.
+    if (auto st = store_->storeUserToken(identifier, UserToken{result->token.clone(), result->expires_unix});
+        !st.ok()) {
+      metrics_->degraded_events.fetch_add(1, std::memory_order_relaxed);
+      events_->warn("a minted BOSA user token could not be saved; it is kept in memory only",
+                    {{"upstream", upstream}, {"user", identifier}, {"cause", st.error().message}});
+    }
+  }
+  if (!result.ok()) {
+    // The client only learns its own request failed; the operator learns which user and why.
+    metrics_->token_mint_failures.fetch_add(1, std::memory_order_relaxed);
+    events_->warn("BOSA user token mint failed",
+                  {{"upstream", upstream}, {"user", identifier}, {"cause", result.error().message}});
   }
   std::vector<Callback> waiters;
   std::optional<Kept> kept;
@@ -259,10 +275,9 @@ void BosaTokenService::finishMint(const std::string& key, const std::string& ide
       kept_[key] = Kept{result->token.clone(), result->expires_unix};
     }
   }
-  if (!result.ok()) metrics_->token_mint_failures.fetch_add(1, std::memory_order_relaxed);
   for (auto& w : waiters) {
     if (result.ok()) {
-      w(result->token.clone());
+      w(AcquiredToken{result->token.clone(), true});
     } else {
       w(result.error());
     }

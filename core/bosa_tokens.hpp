@@ -17,19 +17,28 @@
 #include "core/config.hpp"
 #include "core/credential_store.hpp"
 #include "core/metrics.hpp"
+#include "core/request_context.hpp"
 #include "core/result.hpp"
 #include "core/secret.hpp"
 #include "core/upstream_client.hpp"
 
 namespace keyway::core {
 
+// A user token as acquire() hands it out, and how it was had (for the access line).
+struct AcquiredToken {
+  SecretString token;
+  bool minted = false;  // minted for this call, or by a concurrent one it waited for; false: kept
+};
+
 class BosaTokenService {
  public:
+  // `events` gets a warn line for every failed mint and failed save of a minted token (user,
+  // upstream and cause; never a secret or token).
   BosaTokenService(std::shared_ptr<CredentialStore> store, std::shared_ptr<UpstreamClient> upstream,
-                   std::shared_ptr<Clock> clock, std::shared_ptr<Metrics> metrics);
+                   std::shared_ptr<Clock> clock, std::shared_ptr<Metrics> metrics, std::shared_ptr<EventSink> events);
   ~BosaTokenService();
 
-  using Callback = std::function<void(Result<SecretString>)>;
+  using Callback = std::function<void(Result<AcquiredToken>)>;
 
   // Calls `done` exactly once with a token for `identifier` usable with `api_key` (a token is tied
   // to the client key it was minted under): inline when a kept token is valid for longer than the
@@ -50,12 +59,14 @@ class BosaTokenService {
     std::vector<Callback> waiters;
   };
   friend class TokenMintObserver;
-  void finishMint(const std::string& key, const std::string& identifier, bool persist, Result<Kept> result);
+  void finishMint(const std::string& key, const std::string& identifier, const std::string& upstream, bool persist,
+                  Result<Kept> result);
 
   std::shared_ptr<CredentialStore> store_;
   std::shared_ptr<UpstreamClient> upstream_;
   std::shared_ptr<Clock> clock_;
   std::shared_ptr<Metrics> metrics_;
+  std::shared_ptr<EventSink> events_;
   std::mutex mu_;
   std::map<std::string, Kept> kept_;    // by upstream, identifier and key scope
   std::map<std::string, Mint> mints_;   // mints in flight, same keys

@@ -19,6 +19,24 @@ namespace {
 
 constexpr std::string_view kKeywayTokenHeader = "X-Keyway-Token";
 
+// The path an access line shows. A path holding something of a client token's shape (a client
+// that put its token in the URL: refused, never forwarded) is not shown: tokens stay out of logs.
+constexpr std::string_view kWithheldPath = "(withheld: it holds a client token)";
+
+void setLoggedPath(AccessRecord& record, std::string_view path) {
+  if (carriesClientToken(path)) {
+    record.path.assign(kWithheldPath.data(), kWithheldPath.size());
+  } else {
+    record.path.assign(path.data(), path.size());
+  }
+}
+
+// After routing: the path of the rest, a suffix of the target's path starting at a '/', holds a
+// token only if the whole did (setLoggedPath already looked), so it is not scanned again.
+void setLoggedRestPath(AccessRecord& record, std::string_view rest_path) {
+  if (record.path != kWithheldPath) record.path.assign(rest_path.data(), rest_path.size());
+}
+
 HttpResponse jsonResponse(int status, std::string body) {
   HttpResponse r;
   r.status = status;
@@ -29,12 +47,10 @@ HttpResponse jsonResponse(int status, std::string body) {
 
 }  // namespace
 
-std::string_view presentedToken(const Headers& headers, const UpstreamConfig& upstream) {
-  if (auto v = headerValue(headers, kKeywayTokenHeader)) return trimOws(*v);
-  const std::string& name = upstream.credential.header.empty() ? std::string("Authorization")
-                                                               : upstream.credential.header;
-  const std::string_view prefix =
-      upstream.credential.header.empty() ? std::string_view("Bearer ") : std::string_view(upstream.credential.prefix);
+namespace {
+
+// The first `name` field whose value is `prefix` (case-insensitive, may be empty) then a kw_ token.
+std::string_view tokenInField(const Headers& headers, std::string_view name, std::string_view prefix) {
   for (const auto& h : headers) {
     if (!iequals(h.name, name)) continue;
     std::string_view v = trimOws(h.value);
@@ -45,6 +61,22 @@ std::string_view presentedToken(const Headers& headers, const UpstreamConfig& up
     if (v.substr(0, kClientTokenPrefix.size()) == kClientTokenPrefix) return v;
   }
   return {};
+}
+
+// Where `upstream` takes a client token besides X-Keyway-Token: its credential header (with its
+// prefix), or Authorization: Bearer for an upstream without one.
+std::string_view tokenHeaderOf(const UpstreamConfig& upstream) {
+  return upstream.credential.header.empty() ? std::string_view("Authorization")
+                                            : std::string_view(upstream.credential.header);
+}
+
+}  // namespace
+
+std::string_view presentedToken(const Headers& headers, const UpstreamConfig& upstream) {
+  if (auto v = headerValue(headers, kKeywayTokenHeader)) return trimOws(*v);
+  const std::string_view prefix =
+      upstream.credential.header.empty() ? std::string_view("Bearer ") : std::string_view(upstream.credential.prefix);
+  return tokenInField(headers, tokenHeaderOf(upstream), prefix);
 }
 
 namespace {
@@ -67,7 +99,8 @@ Gateway::Gateway(std::shared_ptr<const Config> config, GatewayDeps deps)
                                                       [events](std::string_view m) {
                                                         if (auto e = events.lock()) e->warn(m);
                                                       });
-  bosa_tokens_ = std::make_unique<BosaTokenService>(deps_.store, deps_.upstream, deps_.clock, deps_.metrics);
+  bosa_tokens_ =
+      std::make_unique<BosaTokenService>(deps_.store, deps_.upstream, deps_.clock, deps_.metrics, deps_.events);
 }
 
 Gateway::~Gateway() {
@@ -129,12 +162,26 @@ void Gateway::handle(HttpRequest request, const ListenerContext& listener, std::
   }
 }
 
+const UpstreamConfig* Gateway::mountedUpstream(const Config& config, const std::string& target,
+                                               const ListenerContext& listener, std::string* rest) {
+  if (!listener.main) {
+    // A compat listener whose upstream a reload removed while the listener still runs: none.
+    const UpstreamConfig* upstream = config.findUpstream(listener.compat_upstream);
+    if (upstream != nullptr) *rest = target;
+    return upstream;
+  }
+  auto split = splitMount(target);
+  const UpstreamConfig* upstream = split ? config.findUpstream(split->mount) : nullptr;
+  if (upstream != nullptr) *rest = std::move(split->rest);
+  return upstream;
+}
+
 void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listener,
                              std::unique_ptr<RequestContext>& ctx) {
   const std::shared_ptr<const Config> config = this->config();
   AccessRecord& record = ctx->record();
   record.method = request.method;
-  record.path = std::string(targetPath(request.target));
+  setLoggedPath(record, targetPath(request.target));
   record.bytes_in = request.body.size();
   record.listener = listener.main ? "main" : "compat";
   record.peer = listener.peer;
@@ -158,40 +205,76 @@ void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listen
     return;
   }
 
-  const UpstreamConfig* upstream = nullptr;
-  std::string rest;
   if (listener.main) {
     const std::string_view path = targetPath(request.target);
     if (path.substr(0, 9) == "/_keyway/") {
       serveKeywayEndpoint(request, path, std::move(ctx));
       return;
     }
-    auto split = splitMount(request.target);
-    if (split) upstream = config->findUpstream(split->mount);
-    if (upstream == nullptr) {
-      std::string names;
-      for (const auto& u : config->upstreams) names += (names.empty() ? "/" : ", /") + u.name + "/";
-      ctx->respondError(
-          Error::make(ErrorCode::kNotFound, "no upstream is mounted at this path; configured mounts: " + names));
-      return;
-    }
-    rest = std::move(split->rest);
-  } else {
-    upstream = config->findUpstream(listener.compat_upstream);
-    if (upstream == nullptr) {  // removed by a reload while this listener still runs
+  }
+  std::string rest;
+  const UpstreamConfig* upstream = mountedUpstream(*config, request.target, listener, &rest);
+  if (upstream == nullptr) {
+    if (!listener.main) {
       ctx->respondError(Error::make(ErrorCode::kNotFound, "the upstream served on this port is no longer configured"));
       return;
     }
-    rest = request.target;
+    std::string names;
+    for (const auto& u : config->upstreams) names += (names.empty() ? "/" : ", /") + u.name + "/";
+    ctx->respondError(
+        Error::make(ErrorCode::kNotFound, "no upstream is mounted at this path; configured mounts: " + names));
+    return;
   }
   ctx->setUpstream(upstream->name);
-  record.path = std::string(targetPath(rest));
+  setLoggedRestPath(record, targetPath(rest));
+  if (const RequestTrace& trace = ctx->trace(); trace.on()) {
+    trace("route", {{"upstream", upstream->name},
+                    {"via", listener.main ? "mount" : "compat listener"},
+                    {"path", record.path},
+                    {"protocol", protocolName(upstream->protocol)}});
+  }
   if (auto st = validateRestOfValidTarget(rest); !st.ok()) {  // request.target passed validateTarget
     deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
     ctx->respondError(st.error());
     return;
   }
   forward(std::move(request), config, *upstream, std::move(rest), std::move(ctx));
+}
+
+void Gateway::refuse(HttpRequest head, const ListenerContext& listener, const Error& error, int status,
+                     std::shared_ptr<Responder> responder) {
+  std::unique_ptr<RequestContext> ctx = newContext(std::move(responder), head.method == "HEAD");
+  deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+  AccessRecord& record = ctx->record();
+  record.listener = listener.main ? "main" : "compat";
+  record.peer = listener.peer;
+  record.method = "-";  // unless the head was read
+  record.path = "-";
+  try {
+    // Who sent it and where to, for the log only: the request is refused whatever the answers.
+    if (!head.method.empty() && validateTarget(head.target).ok()) {
+      record.method = head.method;
+      setLoggedPath(record, targetPath(head.target));
+      std::string rest;
+      const bool own = listener.main && targetPath(head.target).substr(0, 9) == "/_keyway/";
+      const std::shared_ptr<const Config> config = this->config();
+      const UpstreamConfig* upstream = own ? nullptr : mountedUpstream(*config, head.target, listener, &rest);
+      if (upstream != nullptr) {
+        ctx->setUpstream(upstream->name);
+        setLoggedRestPath(record, targetPath(rest));
+        const std::string_view token = presentedToken(head.headers, *upstream);
+        auto identity = token.empty() ? Result<std::shared_ptr<const Identity>>(std::shared_ptr<const Identity>())
+                                      : lookupToken(token);
+        if (identity.ok() && *identity != nullptr) {
+          record.client = (*identity)->client.name;
+          record.team = (*identity)->team.name;
+        }
+      }
+    }
+  } catch (const std::exception& e) {
+    deps_.events->warn("internal error while logging a refused request", {{"error", e.what()}});
+  }
+  ctx->respondError(error, {}, status);
 }
 
 void Gateway::serveKeywayEndpoint(const HttpRequest& request, std::string_view path,
@@ -218,7 +301,7 @@ void Gateway::serveKeywayEndpoint(const HttpRequest& request, std::string_view p
   ctx->respond(std::move(response));
 }
 
-Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::string_view token) {
+Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::string_view token, bool* cached) {
   const uint64_t generation = deps_.store->generation();
   {
     // The lookup key in a reused per-thread buffer: no allocation per request (C++17's
@@ -235,8 +318,12 @@ Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::strin
       }
     }
     std::fill(probe.begin(), probe.end(), '\0');
-    if (hit) return hit;
+    if (hit) {
+      if (cached != nullptr) *cached = true;
+      return hit;
+    }
   }
+  if (cached != nullptr) *cached = false;
   auto client = deps_.store->findClientByToken(token);
   if (!client.ok()) return client.error();
   if (!client->has_value() || (*client)->revoked) return std::shared_ptr<const Identity>();
@@ -255,7 +342,8 @@ Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::strin
   return identity;
 }
 
-Result<std::shared_ptr<const ResolvedSecret>> Gateway::resolveSecret(const std::string& name, const std::string& team) {
+Result<std::shared_ptr<const ResolvedSecret>> Gateway::resolveSecret(const std::string& name, const std::string& team,
+                                                                     bool* cached) {
   const uint64_t generation = deps_.store->generation();
   thread_local std::string key;  // reused: no allocation per request
   key.clear();
@@ -264,9 +352,13 @@ Result<std::shared_ptr<const ResolvedSecret>> Gateway::resolveSecret(const std::
     std::shared_lock<std::shared_mutex> lock(secrets_mu_);
     if (generation == secrets_generation_) {
       auto it = secret_cache_.find(key);
-      if (it != secret_cache_.end()) return it->second;
+      if (it != secret_cache_.end()) {
+        if (cached != nullptr) *cached = true;
+        return it->second;
+      }
     }
   }
+  if (cached != nullptr) *cached = false;
   auto resolved = deps_.store->resolveSecret(name, team);
   if (!resolved.ok()) return resolved.error();
   if (!resolved->has_value()) return std::shared_ptr<const ResolvedSecret>();
@@ -281,14 +373,29 @@ Result<std::shared_ptr<const ResolvedSecret>> Gateway::resolveSecret(const std::
   return secret;
 }
 
-Result<std::shared_ptr<const Gateway::Identity>> Gateway::authenticate(const HttpRequest& request, const UpstreamConfig& upstream) {
+Result<std::shared_ptr<const Gateway::Identity>> Gateway::authenticate(const HttpRequest& request,
+                                                                     const UpstreamConfig& upstream,
+                                                                     RequestContext& ctx) {
   const std::string_view token = presentedToken(request.headers, upstream);
   if (token.empty()) {
+    const std::string_view header = tokenHeaderOf(upstream);
+    if (!iequals(header, "Authorization") && !tokenInField(request.headers, "Authorization", "Bearer ").empty()) {
+      // A token where this upstream does not take it (docs/auth.md): say where it goes. On BOSA,
+      // Authorization: Bearer names the user to act as (kwu_<identifier>), never the client.
+      std::string message = "upstream '" + upstream.name + "' takes the keyway client token as ";
+      message.append(header).append(": kw_... or X-Keyway-Token: kw_..., not as Authorization: Bearer");
+      if (upstream.protocol == Protocol::kBosa) {
+        message += ", which on BOSA names the user to act as (Bearer kwu_<identifier>)";
+      }
+      message += "; nothing was sent upstream";
+      return Error::make(ErrorCode::kUnauthorized, std::move(message));
+    }
     return Error::make(ErrorCode::kUnauthorized,
                        "a keyway client token is required: send it as X-Keyway-Token: kw_... or in place "
                        "of the upstream's API key (see `keywayctl client add`)");
   }
-  auto identity = lookupToken(token);
+  bool cached = false;
+  auto identity = lookupToken(token, &cached);
   if (!identity.ok()) {
     deps_.metrics->degraded_events.fetch_add(1, std::memory_order_relaxed);
     return Error::make(ErrorCode::kUnavailable,
@@ -300,6 +407,17 @@ Result<std::shared_ptr<const Gateway::Identity>> Gateway::authenticate(const Htt
                        "(`keywayctl client add`)");
   }
   const Identity& id = **identity;
+  AccessRecord& record = ctx.record();
+  record.client = id.client.name;
+  record.team = id.team.name;
+  if (const RequestTrace& trace = ctx.trace(); trace.on()) {
+    trace("client authenticated", {{"client", id.client.name},
+                                   {"team", id.team.name},
+                                   {"token_from", headerValue(request.headers, kKeywayTokenHeader)
+                                                      ? kKeywayTokenHeader
+                                                      : tokenHeaderOf(upstream)},
+                                   {"lookup", cached ? "cached" : "store"}});
+  }
   const auto& ups = id.team.upstreams;
   if (!id.team.all_upstreams && std::find(ups.begin(), ups.end(), upstream.name) == ups.end()) {
     return Error::make(ErrorCode::kForbidden, "team '" + id.team.name + "' has no access to upstream '" +
@@ -330,17 +448,16 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
                                   "header) only"));
     return;
   }
-  auto identity = authenticate(request, upstream);
+  auto identity = authenticate(request, upstream, *ctx);
   if (!identity.ok()) {
     ctx->respondError(identity.error());
     return;
   }
   const Identity& id = **identity;
   AccessRecord& record = ctx->record();
-  record.client = id.client.name;
-  record.team = id.team.name;
 
   auto p = std::make_shared<Pending>();
+  p->trace = ctx->trace();
   p->config = std::move(config);
   p->upstream = &upstream;
   UpstreamRequest& out = p->out;
@@ -353,7 +470,8 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
   out.headers = upstreamRequestHeaders(request.headers, upstream.credential.header, &withheld);
   if (withheld != 0) deps_.metrics->client_tokens_withheld.fetch_add(withheld, std::memory_order_relaxed);
   if (!upstream.credential.secret.empty()) {
-    auto secret = resolveSecret(upstream.credential.secret, id.team.name);
+    bool cached = false;
+    auto secret = resolveSecret(upstream.credential.secret, id.team.name, &cached);
     if (!secret.ok()) {
       deps_.metrics->degraded_events.fetch_add(1, std::memory_order_relaxed);
       ctx->respondError(
@@ -374,6 +492,12 @@ void Gateway::forward(HttpRequest&& request, std::shared_ptr<const Config> confi
     out.headers.push_back(Header{upstream.credential.header, std::move(value)});
     record.credential = resolved.name;
     record.credential_scope = resolved.scope;
+    if (p->trace.on()) {
+      p->trace("credential injected", {{"credential", resolved.name},
+                                       {"scope", resolved.scope},
+                                       {"header", upstream.credential.header},
+                                       {"lookup", cached ? "cached" : "store"}});
+    }
     p->credential_fingerprint = resolved.fingerprint;
     if (bosa) p->api_key = std::move(*secret);
   }
@@ -425,14 +549,17 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   const UpstreamConfig& upstream = *p->upstream;
   const std::shared_ptr<CacheStore>& cache = deps_.cache;
   if (!cache || !config.cache.enabled) {
+    if (p->trace.on()) p->trace("cache", {{"result", "BYPASS"}, {"why", "the cache is off"}});
     relay(p, nullptr);
     return;
   }
   const std::string_view path = targetPath(p->rest);  // p, and its rest, outlive this call
   const std::string_view action = upstream.protocol == Protocol::kBosa ? bosaActionName(path) : std::string_view();
-  const CacheRule* rule = cache->healthy() ? matchRule(config.cache, upstream.name, p->out.method, path, action) : nullptr;
+  const bool healthy = cache->healthy();
+  const CacheRule* rule = healthy ? matchRule(config.cache, upstream.name, p->out.method, path, action) : nullptr;
   const ClientCacheDirective directive = clientDirective(p->client_headers);
   std::string canonical_body;
+  bool canonical = true;
   if (rule != nullptr && !p->out.body.empty()) {
     auto canon = p->out.body.size() <= config.cache.max_key_body_bytes
                      ? canonicalJson(p->out.body)
@@ -441,11 +568,20 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
       canonical_body = std::move(canon.value());
     } else {
       rule = nullptr;  // a body we cannot canonicalise is not worth a key
+      canonical = false;
     }
   }
   if (rule != nullptr && directive != ClientCacheDirective::kNoStore) {
     dispatchCacheable(p, *rule, std::move(canonical_body), directive);
     return;
+  }
+  if (p->trace.on()) {
+    p->trace("cache", {{"result", "BYPASS"},
+                       {"why", !healthy     ? "the cache store is failing"
+                               : !canonical ? "the body is not JSON or too large for a cache key"
+                               : rule != nullptr ? "the client sent Cache-Control: no-store"
+                                                 : "no cache rule matches"},
+                       {"invalidates_on_success", invalidatesOnSuccess(p->out.method)}});
   }
   std::function<void(int)> on_success;
   if (invalidatesOnSuccess(p->out.method)) {

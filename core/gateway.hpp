@@ -62,6 +62,13 @@ class Gateway {
   // Handles one complete request; never blocks on I/O; never throws. The responder is always
   // answered exactly once.
   void handle(HttpRequest request, const ListenerContext& listener, std::shared_ptr<Responder> responder);
+  // Answers `error` to a request the server could not take in (a framing or size error, a head or
+  // body that did not arrive in time; `status` non-zero replaces the code's status), so that it
+  // has its access line like any other. `head` is what was parsed of it (empty method: nothing
+  // usable): with a head, the line names the upstream and, when the token is known, the client
+  // and team; nothing is forwarded. Never throws.
+  void refuse(HttpRequest head, const ListenerContext& listener, const Error& error, int status,
+              std::shared_ptr<Responder> responder);
 
   // Swaps the configuration (SIGHUP). Requests in flight keep the config they started with.
   void setConfig(std::shared_ptr<const Config> config);
@@ -100,6 +107,7 @@ class Gateway {
     std::shared_ptr<const Config> config;
     const UpstreamConfig* upstream = nullptr;
     std::unique_ptr<RequestContext> ctx;
+    RequestTrace trace;      // ctx's, for the stages after ctx moved on (a fill, a retry hook)
     Headers client_headers;  // as the client sent them
     std::string rest;
     UpstreamRequest out;
@@ -117,13 +125,22 @@ class Gateway {
   void serveKeywayEndpoint(const HttpRequest& request, std::string_view path, std::unique_ptr<RequestContext> ctx);
   void forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
                std::string rest, std::unique_ptr<RequestContext> ctx);
+  // The upstream a target that passed validateTarget is for, and the rest of the target after
+  // its mount (the whole target on a compat listener); null when none is mounted there.
+  static const UpstreamConfig* mountedUpstream(const Config& config, const std::string& target,
+                                               const ListenerContext& listener, std::string* rest);
   // Both share the cached identity (never null on success of authenticate; null from
   // lookupToken for an unknown or revoked token): no copy of its records per request.
-  Result<std::shared_ptr<const Identity>> authenticate(const HttpRequest& request, const UpstreamConfig& upstream);
-  Result<std::shared_ptr<const Identity>> lookupToken(std::string_view token);
+  // authenticate names the client and team in ctx's record as soon as it knows them, so that a
+  // refusal (403: no access to the upstream) says whom it refused.
+  Result<std::shared_ptr<const Identity>> authenticate(const HttpRequest& request, const UpstreamConfig& upstream,
+                                                       RequestContext& ctx);
+  // `cached` (may be null) says whether the answer came from the per-generation cache.
+  Result<std::shared_ptr<const Identity>> lookupToken(std::string_view token, bool* cached = nullptr);
   // CredentialStore::resolveSecret, remembered for one store generation (decrypting the secret
   // on every request cost more than the rest of the lookup). Null: none stored for that name.
-  Result<std::shared_ptr<const ResolvedSecret>> resolveSecret(const std::string& name, const std::string& team);
+  Result<std::shared_ptr<const ResolvedSecret>> resolveSecret(const std::string& name, const std::string& team,
+                                                              bool* cached = nullptr);
   // The cache decision (docs/cache.md), then the upstream exchange: relayed (bypass) or as a
   // cache fill (gateway_cache.cpp).
   void dispatch(std::shared_ptr<Pending> p);

@@ -3,6 +3,7 @@
 // validation of action inputs, user token minting, and retries with a re-mint on 401.
 #include <algorithm>
 
+#include "core/client_token.hpp"
 #include "core/gateway.hpp"
 #include "core/json_schema.hpp"
 #include "core/target.hpp"
@@ -26,6 +27,12 @@ void Gateway::forwardBosa(std::shared_ptr<Pending> p, const Identity& id) {
   p->bosa_route = classifyBosaPath(targetPath(p->rest));
   const BosaRoute& route = p->bosa_route;
   const bool action_call = route.kind == BosaRouteKind::kAction && out.method == "POST";
+  if (p->trace.on()) {
+    p->trace("bosa route", {{"kind", bosaRouteKindName(route.kind)},
+                            {"connector", route.connector},
+                            {"action", route.action},
+                            {"canonical", route.canonical}});
+  }
   if (action_call && !route.canonical) {
     deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
     respondPendingError(p, Error::make(ErrorCode::kBadRequest,
@@ -58,8 +65,24 @@ void Gateway::forwardBosa(std::shared_ptr<Pending> p, const Identity& id) {
     handle = std::string(v.substr(4));
     wants_user = true;
   }
+  const bool user_from_header = !user.empty();
   if (user.empty()) user = handle;
   if (wants_user) {
+    if (carriesClientToken(user)) {
+      // The token rule reaches logs and messages too: such a "user" is neither echoed nor logged.
+      p->ctx->record().user = "(withheld: it holds a client token)";
+      deps_.metrics->rejected_requests.fetch_add(1, std::memory_order_relaxed);
+      respondPendingError(p, Error::make(ErrorCode::kBadRequest,
+                                         "the BOSA user named by X-Keyway-User or Authorization: Bearer kwu_ holds a "
+                                         "keyway client token; name the user by its identifier"));
+      return;
+    }
+    // Named on the access line from here on, refused or not.
+    p->ctx->record().user = user;
+    if (p->trace.on()) {
+      p->trace("bosa user asked for", {{"user", user},
+                                       {"from", user_from_header ? "X-Keyway-User" : "Authorization: Bearer kwu_"}});
+    }
     // The handle is keyway's, never the upstream's: every Authorization field goes.
     removeHeader(out.headers, "Authorization");
     if (!bosaRouteTakesUserToken(route, out.method)) {
@@ -71,10 +94,6 @@ void Gateway::forwardBosa(std::shared_ptr<Pending> p, const Identity& id) {
                                          "so; this request asks for user '" + user + "' on another path"));
       return;
     }
-    const Error refused = Error::make(ErrorCode::kForbidden, "BOSA user '" + user + "' is unknown or not granted to team '" +
-                                                                 id.team.name +
-                                                                 "'; an operator can run: keywayctl bosa-user grant " +
-                                                                 user + " --team " + id.team.name);
     auto found = user.empty() ? Result<std::optional<BosaUserRecord>>(std::optional<BosaUserRecord>())
                               : deps_.store->findBosaUser(user);
     if (!found.ok()) {
@@ -84,7 +103,21 @@ void Gateway::forwardBosa(std::shared_ptr<Pending> p, const Identity& id) {
     }
     const auto& teams = found->has_value() ? (*found)->teams : std::vector<std::string>();
     if (!found->has_value() || std::find(teams.begin(), teams.end(), id.team.name) == teams.end()) {
-      respondPendingError(p, refused);
+      // docs/auth.md: an unknown user and an ungranted one are answered alike, so the client's
+      // message names both commands; the access line says which one applies.
+      const std::string team = " --team " + id.team.name;
+      const Error refused =
+          Error::make(ErrorCode::kForbidden, "BOSA user '" + user + "' is unknown or not granted to team '" +
+                                                 id.team.name + "'; an operator can run: keywayctl bosa-user add " +
+                                                 user + team + " (a user keyway does not know yet) or keywayctl "
+                                                 "bosa-user grant " + user + team + " (a known user)");
+      const std::string cause =
+          found->has_value()
+              ? "BOSA user '" + user + "' is not granted to team '" + id.team.name +
+                    "'; an operator can run: keywayctl bosa-user grant " + user + team
+              : "BOSA user '" + user + "' is unknown to keyway; an operator can run: keywayctl bosa-user add " +
+                    user + team;
+      p->ctx->respondError(refused, cause);
       return;
     }
     if (!p->api_key) {
@@ -159,7 +192,9 @@ void Gateway::bosaValidate(std::shared_ptr<Pending> p) {
       rapidjson::Document doc;
       const std::string_view body = p->out.body.empty() ? std::string_view("{}") : std::string_view(p->out.body);
       UpstreamMetrics* um = p->ctx->upstreamMetrics();
+      const auto started = p->trace.on() ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
       if (auto st = parseJsonText(body, &doc); !st.ok()) {
+        if (p->trace.on()) p->trace("bosa validation", {{"action", action->name}, {"result", "body is not JSON"}});
         if (um != nullptr) um->validation_failures.fetch_add(1, std::memory_order_relaxed);
         respondPendingError(p, Error::make(ErrorCode::kBadRequest, "the body of BOSA action '" + connector + "/" +
                                                                        action->name + "' is " + st.error().message +
@@ -167,6 +202,15 @@ void Gateway::bosaValidate(std::shared_ptr<Pending> p) {
         return;
       }
       std::vector<ErrorDetail> violations = validate(*action->schema, doc);
+      if (p->trace.on()) {
+        p->trace("bosa validation",
+                 {{"action", action->name},
+                  {"result", violations.empty() ? "valid" : "invalid"},
+                  {"violations", violations.size()},
+                  EventField::millis("validation_ms", std::chrono::duration<double, std::milli>(
+                                                          std::chrono::steady_clock::now() - started)
+                                                          .count())});
+      }
       if (!violations.empty()) {
         if (um != nullptr) um->validation_failures.fetch_add(1, std::memory_order_relaxed);
         Error error = Error::make(ErrorCode::kInvalidParameters,
@@ -176,6 +220,8 @@ void Gateway::bosaValidate(std::shared_ptr<Pending> p) {
         respondPendingError(p, error);
         return;
       }
+    } else if (p->trace.on()) {
+      p->trace("bosa validation", {{"action", action->name}, {"result", "not validated: a form body"}});
     }
     bosaUserToken(std::move(p));
   });
@@ -187,13 +233,15 @@ void Gateway::bosaUserToken(std::shared_ptr<Pending> p) {
     return;
   }
   const UpstreamConfig& upstream = *p->upstream;
-  bosa_tokens_->acquire(upstream, p->bosa_user, *p->api_key, {}, [this, p](Result<SecretString> token) mutable {
+  bosa_tokens_->acquire(upstream, p->bosa_user, *p->api_key, {}, [this, p](Result<AcquiredToken> token) mutable {
     if (!token.ok()) {
-            respondPendingError(p, token.error());
+      respondPendingError(p, token.error());
       return;
     }
+    p->ctx->record().user_token = token->minted ? "minted" : "kept";
+    if (p->trace.on()) p->trace("bosa user token", {{"user", p->bosa_user}, {"token", p->ctx->record().user_token}});
     p->user_token_header = "Bearer ";
-    p->user_token_header.append(token->view());
+    p->user_token_header.append(token->token.view());
     p->out.headers.push_back({"Authorization", p->user_token_header});
     dispatch(std::move(p));
   });
@@ -210,22 +258,24 @@ std::shared_ptr<UpstreamCall> Gateway::startUpstream(const std::shared_ptr<Pendi
   if (p->action.empty()) policy.max_attempts = 1;
   RetryHooks hooks;
   UpstreamMetrics* um = deps_.metrics->upstreamByName(upstream.name);
-  hooks.on_retry = [um] {
+  hooks.on_retry = [um, trace = p->trace] {
     if (um != nullptr) um->retries.fetch_add(1, std::memory_order_relaxed);
+    if (trace.on()) trace("bosa action retried");
   };
   if (!p->bosa_user.empty()) {
     // docs/auth.md: a 401 to a minted token gets one fresh token and one more try.
     hooks.on_unauthorized = [this, p](UpstreamRequest& request, std::function<void(bool)> done) {
       const std::string rejected = p->user_token_header.substr(7);
       UpstreamRequest* target = &request;
+      if (p->trace.on()) p->trace("bosa user token rejected with 401; asking for a new one", {{"user", p->bosa_user}});
       bosa_tokens_->acquire(*p->upstream, p->bosa_user, *p->api_key, rejected,
-                            [p, target, done = std::move(done)](Result<SecretString> token) {
+                            [p, target, done = std::move(done)](Result<AcquiredToken> token) {
                               if (!token.ok()) {
                                 done(false);
                                 return;
                               }
                               p->user_token_header = "Bearer ";
-                              p->user_token_header.append(token->view());
+                              p->user_token_header.append(token->token.view());
                               removeHeader(target->headers, "Authorization");
                               target->headers.push_back({"Authorization", p->user_token_header});
                               done(true);

@@ -15,6 +15,30 @@ int64_t unixMs(const Clock& clock) {
   return std::chrono::duration_cast<std::chrono::milliseconds>(clock.systemNow().time_since_epoch()).count();
 }
 
+// What a cache key is made of, for a debug line: names and which views and credentials count,
+// never their values (a query, a body, a connection id or a fingerprint stays out).
+std::string describeKey(const AccessRecord& record, const CacheIdentity& id) {
+  std::string out;
+  if (!record.credential.empty()) out.append("credential ").append(record.credential).append("@").append(record.credential_scope);
+  const auto add = [&out](std::string_view part) { out.append(out.empty() ? "" : ", ").append(part); };
+  if (!id.bosa_user.empty()) add("user " + id.bosa_user);
+  if (!id.connection_id.empty()) add("BU-Connection-Id");
+  if (!id.bosa_integration.empty()) add("X-Bosa-Integration");
+  if (!id.include_raw.empty()) add("BU-Include-Raw");
+  if (!id.passthrough.empty()) add("a passed-through credential (keyed hash)");
+  return out.empty() ? "no identity" : out;
+}
+
+const char* freshnessName(CacheFreshness f) {
+  switch (f) {
+    case CacheFreshness::kFresh: return "fresh";
+    case CacheFreshness::kStale: return "stale";
+    case CacheFreshness::kStaleIfError: return "stale-if-error only";
+    case CacheFreshness::kExpired: break;
+  }
+  return "expired";
+}
+
 // Fetches one cacheable response for every request waiting on its key: buffers it, stores it when
 // the policy allows, and answers all waiters (MISS), or serves the stale entry when the upstream
 // fails and stale-if-error allows it.
@@ -24,11 +48,12 @@ class CacheFillObserver final : public UpstreamObserver {
                     std::shared_ptr<EventSink> events,
                     std::shared_ptr<Clock> clock, std::shared_ptr<CacheStore> cache,
                     std::shared_ptr<const UpstreamConfig> upstream, CacheRule rule, std::string key, CacheEntryMeta meta,
-                    std::optional<CachedResponse> stale, size_t max_entry_bytes, bool holds_refresh_slot)
+                    std::optional<CachedResponse> stale, size_t max_entry_bytes, bool holds_refresh_slot,
+                    RequestTrace trace)
       : gateway_(gateway), metrics_(std::move(metrics)), um_(um), events_(std::move(events)), clock_(std::move(clock)), cache_(std::move(cache)),
         upstream_(std::move(upstream)), rule_(std::move(rule)), key_(std::move(key)), meta_(std::move(meta)),
         stale_(std::move(stale)), max_entry_bytes_(max_entry_bytes),
-        holds_refresh_slot_(holds_refresh_slot && um != nullptr) {}
+        holds_refresh_slot_(holds_refresh_slot && um != nullptr), trace_(std::move(trace)) {}
   CacheFillObserver(const CacheFillObserver&) = delete;
   CacheFillObserver& operator=(const CacheFillObserver&) = delete;
   // The upstream client drops the observer once the exchange is over, whatever its outcome: that
@@ -49,22 +74,27 @@ class CacheFillObserver final : public UpstreamObserver {
 
   void onComplete(const UpstreamOutcome& outcome) override {
     recordUpstreamOutcome(um_, *events_, *upstream_, outcome);
+    if (trace_.on()) traceUpstreamOutcome(trace_, *upstream_, status_, outcome);
     const bool upstream_failed = outcome.failure != UpstreamFailure::kNone;
     const bool upstream_error_status = !upstream_failed && (status_ >= 500 || status_ == 429);
-    if (!upstream_failed) store();
+    const char* stored = upstream_failed ? "no: the exchange failed" : store();
     // Land the flight before answering: later requests see the stored entry or start a new fill.
     std::vector<std::unique_ptr<RequestContext>> waiters = gateway_->landFlight(key_);
+    if (trace_.on()) trace_("cache fill", {{"stored", stored}, {"waiters", waiters.size()}});
     if ((upstream_failed || upstream_error_status) && stale_) {
       // stale-if-error: timeouts, refusals, 5xx and 429 are answered from the stale entry.
+      if (trace_.on()) trace_("cache", {{"result", "STALE"}, {"why", "stale-if-error: the upstream failed"}});
       for (auto& w : waiters) gateway_->serveCached(*stale_, "STALE", std::move(w));
       return;
     }
     HttpResponse response;
     std::string error_code;
+    std::string cause;
     if (upstream_failed) {
-      const Error error = errorForFailure(*upstream_, outcome);
+      Error error = errorForFailure(*upstream_, outcome);
       response = errorResponse(error);
       error_code = errorCodeName(error.code);
+      cause = std::move(error.message);
     } else {
       response.status = status_;
       response.reason = reason_;
@@ -76,6 +106,7 @@ class CacheFillObserver final : public UpstreamObserver {
     for (size_t i = 0; i < waiters.size(); ++i) {
       RequestContext& w = *waiters[i];
       w.record().error = error_code;
+      w.record().cause = cause;
       w.record().upstream_ms = upstream_ms;
       // The last waiter may take the body; the others get a copy.
       w.respond(i + 1 == waiters.size() ? std::move(response) : response, "MISS");
@@ -83,9 +114,11 @@ class CacheFillObserver final : public UpstreamObserver {
   }
 
  private:
-  void store() {
+  // Stores the response when the policy allows; says whether it did, and why not, for the debug line.
+  const char* store() {
     const StoreDecision decision = storeDecision(rule_, status_, headers_);
-    if (!decision.store || body_.size() > max_entry_bytes_) return;
+    if (!decision.store) return status_ < 200 || status_ > 299 ? "no: not a 2xx" : "no: the upstream's Cache-Control";
+    if (body_.size() > max_entry_bytes_) return "no: larger than cache.max_entry_bytes";
     CachedResponse entry;
     entry.status = status_;
     entry.reason = reason_;
@@ -96,6 +129,7 @@ class CacheFillObserver final : public UpstreamObserver {
     entry.fresh_until_unix_ms = w.fresh_until_unix_ms;
     entry.stale_until_unix_ms = w.stale_until_unix_ms;
     cache_->put(key_, meta_, std::move(entry));
+    return "yes";
   }
 
   Gateway* gateway_;
@@ -114,6 +148,7 @@ class CacheFillObserver final : public UpstreamObserver {
   std::optional<CachedResponse> stale_;
   size_t max_entry_bytes_;
   bool holds_refresh_slot_;
+  RequestTrace trace_;  // of the request that started the fill
   int status_ = 502;
   std::string reason_;
   Headers headers_;
@@ -132,14 +167,24 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
   const std::string_view query = targetQuery(p->rest);
   const CacheIdentity cache_id = cacheIdentityOf(*p);
   std::string key = cacheKey(upstream.name, p->out.method, path, query, canonical_body, cache_id);
+  if (p->trace.on()) {
+    p->trace("cache key", {{"rule", rule.action.empty() ? rule.path : rule.action},
+                           {"ttl_s", rule.ttl.count()},
+                           {"identity", describeKey(p->ctx->record(), cache_id)}});
+  }
   std::unique_ptr<RequestContext> waiter = std::move(p->ctx);
   std::optional<CachedResponse> stale;
   bool refresh_in_background = false;
-  if (directive == ClientCacheDirective::kNormal) {
-    if (auto entry = cache->get(key)) {
+  if (directive != ClientCacheDirective::kNormal) {
+    if (p->trace.on()) p->trace("cache lookup", {{"result", "skipped: the client sent Cache-Control: no-cache"}});
+  } else {
+    auto entry = cache->get(key);
+    if (!entry && p->trace.on()) p->trace("cache lookup", {{"result", "miss"}});
+    if (entry) {
       const auto freshness = cacheFreshness(unixMs(*deps_.clock), entry->fresh_until_unix_ms,
                                             entry->stale_until_unix_ms, rule.stale_while_revalidate,
                                             rule.stale_if_error);
+      if (p->trace.on()) p->trace("cache lookup", {{"result", freshnessName(freshness)}});
       if (freshness == CacheFreshness::kFresh) {
         serveCached(std::move(*entry), "HIT", std::move(waiter));
         return;
@@ -151,6 +196,7 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
       if (freshness != CacheFreshness::kExpired) stale = std::move(entry);
     }
   }
+  const char* no_fill = nullptr;  // why this request starts no fill (for the debug line, written unlocked)
   {
     std::lock_guard<std::mutex> lock(flights_mu_);
     auto it = flights_.find(key);
@@ -161,21 +207,24 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
         it->second->waiters.push_back(std::move(waiter));
         if (um != nullptr) um->coalesced_waits.fetch_add(1, std::memory_order_relaxed);
       }
-      return;
-    }
-    if (refresh_in_background && um != nullptr) {
+      no_fill = refresh_in_background ? "a refresh of this key already runs" : "waits for the fill in flight";
+    } else if (refresh_in_background && um != nullptr &&
+               um->background_refreshes.fetch_add(1, std::memory_order_relaxed) >=
+                   static_cast<int64_t>(config.cache.max_background_refreshes)) {
       // Bounded per upstream: a refresh beyond the bound is not started (the entry stays stale and
       // the next stale hit tries again), so an expiry wave cannot burst at the upstream.
-      const auto bound = static_cast<int64_t>(config.cache.max_background_refreshes);
-      if (um->background_refreshes.fetch_add(1, std::memory_order_relaxed) >= bound) {
-        um->background_refreshes.fetch_sub(1, std::memory_order_relaxed);
-        um->background_refreshes_deferred.fetch_add(1, std::memory_order_relaxed);
-        return;
-      }
+      um->background_refreshes.fetch_sub(1, std::memory_order_relaxed);
+      um->background_refreshes_deferred.fetch_add(1, std::memory_order_relaxed);
+      no_fill = "refresh deferred: cache.max_background_refreshes reached";
+    } else {
+      auto flight = std::make_shared<Flight>();
+      if (!refresh_in_background) flight->waiters.push_back(std::move(waiter));
+      flights_.emplace(key, std::move(flight));
     }
-    auto flight = std::make_shared<Flight>();
-    if (!refresh_in_background) flight->waiters.push_back(std::move(waiter));
-    flights_.emplace(key, std::move(flight));
+  }
+  if (no_fill != nullptr) {
+    if (p->trace.on()) p->trace("cache fill", {{"none", no_fill}});
+    return;
   }
   // Cached bodies are stored identity-encoded: ask the upstream for exactly that.
   removeHeader(p->out.headers, "Accept-Encoding");
@@ -184,7 +233,10 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
   auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
                                                       std::move(upstream_ref), rule, key, std::move(meta),
                                                       std::move(stale), config.cache.max_entry_bytes,
-                                                      refresh_in_background);
+                                                      refresh_in_background, p->trace);
+  if (p->trace.on()) {
+    p->trace("cache fill", {{"started", refresh_in_background ? "a background refresh" : "for this request"}});
+  }
   startUpstream(p, std::move(p->out), observer);
 }
 

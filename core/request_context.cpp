@@ -1,7 +1,21 @@
 // One request's answer and its bookkeeping, in one place.
 #include "core/request_context.hpp"
 
+#include <atomic>
+
 namespace keyway::core {
+
+namespace {
+// Request numbers for debug lines; only requests started with debug on take one, so the shared
+// counter costs nothing at info.
+std::atomic<uint64_t> next_request_id{1};
+}  // namespace
+
+void RequestTrace::operator()(std::string_view message, std::initializer_list<EventField> fields) const {
+  if (!services_) return;
+  const double at_ms = std::chrono::duration<double, std::milli>(services_->clock->monotonicNow() - start_).count();
+  services_->events->debug(id_, at_ms, message, fields);
+}
 
 RequestContext::RequestContext(std::shared_ptr<const RequestServices> services, std::shared_ptr<Responder> responder,
                                std::chrono::steady_clock::time_point start, bool head)
@@ -10,6 +24,12 @@ RequestContext::RequestContext(std::shared_ptr<const RequestServices> services, 
   record_.team = "-";
   record_.upstream = "-";
   services_->metrics->in_flight.fetch_add(1, std::memory_order_relaxed);
+  if (services_->events->debugEnabled()) {
+    trace_.services_ = services_;
+    trace_.id_ = next_request_id.fetch_add(1, std::memory_order_relaxed);
+    trace_.start_ = start_;
+    record_.request_id = trace_.id_;
+  }
 }
 
 RequestContext::~RequestContext() {
@@ -41,9 +61,14 @@ void RequestContext::respond(HttpResponse response, std::string_view cache) {
   services_->events->access(record_);
 }
 
-void RequestContext::respondError(const Error& error) {
+void RequestContext::respondError(const Error& error, std::string_view cause, int status) {
   record_.error = errorCodeName(error.code);
+  record_.cause.assign(cause.empty() ? std::string_view(error.message) : cause);
   HttpResponse response = errorResponse(error);
+  if (status != 0) {
+    response.status = status;
+    response.reason = std::string(reasonPhrase(status));
+  }
   // Every response on an upstream route says how the cache treated it (docs/cache.md).
   if (record_.upstream != "-") response.headers.push_back({"X-Keyway-Cache", "BYPASS"});
   if (response.status == 401 || response.status == 403) {

@@ -5,10 +5,13 @@
 
 #include <chrono>
 #include <cstddef>
+#include <cstdint>
 #include <functional>
+#include <initializer_list>
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "core/clock.hpp"
 #include "core/errors.hpp"
@@ -42,7 +45,8 @@ struct ListenerContext {
   std::string peer;           // client address, for logs
 };
 
-// One line of the access log (docs/operations.md). Never carries a secret or token.
+// One line of the access log (docs/operations.md). Never carries a secret or token: only names,
+// codes and the message keyway itself answered with.
 struct AccessRecord {
   std::string client;     // client name, "-" if unauthenticated
   std::string team;       // "-" if unknown
@@ -53,20 +57,62 @@ struct AccessRecord {
   std::string cache = "BYPASS";
   std::string credential;  // secret name injected ("" if none) and its scope, for the audit trail
   std::string credential_scope;
+  std::string user;        // the BOSA user the request acts as (or asked to act as), "" for none
+  // How the BOSA user token was had: "kept" (a token still valid) or "minted" (minted for this
+  // request, or by a concurrent one it waited for); empty without a user token. Static strings.
+  std::string_view user_token;
   double upstream_ms = -1;  // -1 if no upstream exchange
   double total_ms = 0;
   size_t bytes_in = 0;
   size_t bytes_out = 0;
   std::string error;      // keyway error code, if any
+  // Why, for an error: the message the client was told (docs/errors.md: no secret, token or
+  // request target in it), or a more precise one for the operator where the client's message is
+  // deliberately vague (an unknown BOSA user and an ungranted one are answered alike).
+  std::string cause;
   std::string listener;   // "main" or "compat"
   std::string peer;
+  uint64_t request_id = 0;  // set when the request writes debug lines (RequestTrace), else 0
+};
+
+// One fact of a log line: a key and a text, integer, millisecond or boolean value. Texts are
+// names, codes and messages: never a secret, a token or a request target's query. Views only:
+// the line is written before the call that got the field returns.
+struct EventField {
+  enum class Kind { kText, kInteger, kMillis, kBool };
+  EventField(std::string_view k, std::string_view v) : key(k), text(v) {}
+  EventField(std::string_view k, const char* v) : key(k), text(v) {}
+  EventField(std::string_view k, const std::string& v) : key(k), text(v) {}
+  template <typename T, std::enable_if_t<std::is_integral_v<T> && !std::is_same_v<T, bool>, int> = 0>
+  EventField(std::string_view k, T v) : key(k), kind(Kind::kInteger), integer(static_cast<int64_t>(v)) {}
+  EventField(std::string_view k, bool v) : key(k), kind(Kind::kBool), integer(v ? 1 : 0) {}
+  static EventField millis(std::string_view k, double ms) {
+    EventField f(k, std::string_view());
+    f.kind = Kind::kMillis;
+    f.number = ms;
+    return f;
+  }
+
+  std::string_view key;
+  Kind kind = Kind::kText;
+  std::string_view text;
+  int64_t integer = 0;
+  double number = 0;
 };
 
 class EventSink {
  public:
   virtual ~EventSink() = default;
   virtual void access(const AccessRecord& record) = 0;
-  virtual void warn(std::string_view message) = 0;
+  // A warn line; repeats of the same message about the same subject (its fields, except a
+  // free-text `cause` or `error`) may be counted instead of written.
+  virtual void warn(std::string_view message, std::initializer_list<EventField> fields = {}) = 0;
+  // Whether debug() writes anything (log.level: debug). Cheap: checked once per request.
+  virtual bool debugEnabled() const { return false; }
+  // One debug line about request `request` (its number, also on its access line), `at_ms` after
+  // it started (< 0: not given).
+  virtual void debug(uint64_t /*request*/, double /*at_ms*/, std::string_view /*message*/,
+                     std::initializer_list<EventField> /*fields*/) {}
 };
 
 // What every request's bookkeeping uses; owned by the gateway, shared by its requests.
@@ -74,6 +120,24 @@ struct RequestServices {
   std::shared_ptr<Metrics> metrics;
   std::shared_ptr<EventSink> events;
   std::shared_ptr<Clock> clock;
+};
+
+// A request's debug lines (log.level: debug, docs/operations.md). Off (and free: no request
+// number, no formatting) unless debug was on when the request started; callers check on()
+// before they build fields. Cheap to copy, so a stage that no longer holds the RequestContext (a
+// cache fill, a retry hook) still writes lines under the request's number. Thread-safe.
+class RequestTrace {
+ public:
+  RequestTrace() = default;
+  bool on() const { return services_ != nullptr; }
+  uint64_t id() const { return id_; }
+  void operator()(std::string_view message, std::initializer_list<EventField> fields = {}) const;
+
+ private:
+  friend class RequestContext;
+  std::shared_ptr<const RequestServices> services_;  // null when off
+  uint64_t id_ = 0;
+  std::chrono::steady_clock::time_point start_;
 };
 
 // Owns one request's answer. Exactly one of the answering calls below is made (each ends with
@@ -99,12 +163,15 @@ class RequestContext {
   bool head() const { return head_; }
   bool answered() const { return answered_; }
   Responder& responder() { return *responder_; }
+  const RequestTrace& trace() const { return trace_; }
 
   // A buffered answer (keyway's own, the upstream's, a cached one): sent as it is. `cache` is the
   // X-Keyway-Cache result it counts as (already in the response's headers when it matters).
   void respond(HttpResponse response, std::string_view cache = "BYPASS");
   // keyway's JSON error (docs/errors.md); on an upstream route it says X-Keyway-Cache: BYPASS.
-  void respondError(const Error& error);
+  // The access line gets its code and, as its cause, `cause` when given, else its message.
+  // `status` (non-zero) replaces the code's status (408 for a request that did not arrive in time).
+  void respondError(const Error& error, std::string_view cause = {}, int status = 0);
   // A streamed answer: its head went out through responder().startStream() and its body through
   // writeChunk(); this ends it (`complete`) or cuts it (the connection is closed) and finishes.
   void endStream(int status, bool complete, size_t bytes_out);
@@ -119,6 +186,7 @@ class RequestContext {
   bool answered_ = false;
   UpstreamMetrics* upstream_metrics_ = nullptr;
   AccessRecord record_;
+  RequestTrace trace_;
 };
 
 }  // namespace keyway::core

@@ -92,6 +92,20 @@ void recordUpstreamOutcome(UpstreamMetrics* um, EventSink& events, const Upstrea
   warnTlsFailure(events, upstream, outcome);
 }
 
+void traceUpstreamOutcome(const RequestTrace& trace, const UpstreamConfig& upstream, int status,
+                          const UpstreamOutcome& outcome) {
+  const bool failed = outcome.failure != UpstreamFailure::kNone;
+  trace("upstream exchange",
+        {{"upstream", upstream.name},
+         {"status", outcome.headers_received || !failed ? status : 0},
+         {"connection", !outcome.headers_received ? "-" : outcome.connection_reused ? "reused" : "new"},
+         EventField::millis("upstream_ms", std::chrono::duration<double, std::milli>(outcome.elapsed).count()),
+         {"failure", !failed                                          ? "none"
+                     : outcome.failure == UpstreamFailure::kCancelled ? "cancelled"
+                                                                      : upstreamErrorKindName(errorKindFor(outcome.failure))},
+         {"detail", outcome.message}});
+}
+
 Headers relayedResponseHeaders(const UpstreamConfig& upstream, Headers headers) {
   Headers out = clientResponseHeaders(std::move(headers));
   // docs/bosa.md: the BOSA SDK crashes on a response without Content-Type, so keyway always sends
@@ -144,6 +158,7 @@ bool RelayObserver::onBody(std::string_view chunk) {
 void RelayObserver::onComplete(const UpstreamOutcome& outcome) {
   ctx_->record().upstream_ms = std::chrono::duration<double, std::milli>(outcome.elapsed).count();
   recordUpstreamOutcome(ctx_->upstreamMetrics(), *events_, *upstream_, outcome);
+  if (ctx_->trace().on()) traceUpstreamOutcome(ctx_->trace(), *upstream_, status_, outcome);
   if (outcome.failure == UpstreamFailure::kNone) {
     if (on_success_ && status_ >= 200 && status_ < 300) on_success_(status_);
     if (streaming_) {
@@ -158,6 +173,7 @@ void RelayObserver::onComplete(const UpstreamOutcome& outcome) {
     }
   } else if (streaming_) {
     ctx_->record().error = "upstream_aborted";
+    ctx_->record().cause = outcome.message;  // the client only sees a body cut short
     ctx_->endStream(status_, false, bytes_);
   } else {
     ctx_->respondError(errorForFailure(*upstream_, outcome));

@@ -25,6 +25,11 @@ Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& out
 void recordUpstreamOutcome(UpstreamMetrics* um, EventSink& events, const UpstreamConfig& upstream,
                            const UpstreamOutcome& outcome);
 
+// The debug line of an ended exchange (`trace` on): upstream (its connection pool), the status
+// when one came, whether a pooled connection was reused, the time, and the failure if any.
+void traceUpstreamOutcome(const RequestTrace& trace, const UpstreamConfig& upstream, int status,
+                          const UpstreamOutcome& outcome);
+
 // Response headers as the client gets them from an upstream: hop-by-hop ones dropped, and a
 // Content-Type guaranteed on BOSA upstreams (the BOSA SDK fails on a response without one).
 Headers relayedResponseHeaders(const UpstreamConfig& upstream, Headers headers);

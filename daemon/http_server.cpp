@@ -188,8 +188,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
         const auto limit = head_done ? limits.header_timeout + limits.body_timeout : limits.header_timeout;
         if (now - request_started_ <= limit) return;
         // RFC 9110 408: the client was too slow to send its request (slowloris guard).
-        sendErrorAndCloseLocked(core::Error::make(
-            core::ErrorCode::kBadRequest, "the request was not received in time; send it promptly"), 408);
+        refuseLocked(lock, core::Error::make(core::ErrorCode::kBadRequest,
+                                             "the request was not received in time; send it promptly"),
+                     408);
       } else if (now - last_activity_ > limits.idle_timeout) {
         gracefulCloseLocked();
       }
@@ -414,18 +415,23 @@ class Connection : public std::enable_shared_from_this<Connection> {
     ::shutdown(peer_->fd(), SHUT_RDWR);
   }
 
-  void sendErrorAndCloseLocked(const core::Error& error, int status_override = 0) {
-    core::HttpResponse r = core::errorResponse(error);
-    if (status_override != 0) r.status = status_override;
-    std::string out;
-    core::appendResponseHead(out, r.status, r.reason, r.headers, r.body.size(), false, true, 1);
-    out.append(r.body);
-    shared_->metrics().local_responses_by_class[core::statusClassIndex(r.status)].fetch_add(
-        1, std::memory_order_relaxed);
-    shared_->metrics().rejected_requests.fetch_add(1, std::memory_order_relaxed);
-    queueLocked(std::move(out));
+  // Answers a request the parser refused, or one that did not arrive in time, then closes (the
+  // connection's framing is lost). The answer goes through the gateway, so that it has its access
+  // line (with the upstream and client when the head was read). Called and returns with `lock`
+  // held on mu_; releases it meanwhile (the answer takes mu_).
+  void refuseLocked(std::unique_lock<std::mutex>& lock, const core::Error& error, int status = 0) {
+    core::HttpRequest head;
+    if (parser_.headComplete()) {
+      head = std::move(parser_.request());
+      head.body.clear();
+    }
+    const int version_minor = parser_.headComplete() ? head.version_minor : 1;
+    busy_ = true;  // nothing more is parsed; the answer's finishLocked closes
     inbuf_.clear();
-    gracefulCloseLocked();
+    auto responder = makeResponder(false, version_minor, head.method == "HEAD");
+    lock.unlock();
+    shared_->gateway().refuse(std::move(head), context_, error, status, std::move(responder));
+    lock.lock();
   }
 
   // Parses and dispatches buffered requests, one at a time per connection (responses must go out
@@ -448,7 +454,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
         break;
       }
       if (state == core::RequestParser::State::kError) {
-        sendErrorAndCloseLocked(parser_.error());
+        const core::Error error = parser_.error();
+        refuseLocked(lock, error);
         break;
       }
       // Complete request.

@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <functional>
+#include <iterator>
 #include <unordered_map>
 #include <vector>
 
@@ -41,6 +42,24 @@ void appendJsonString(std::string& out, std::string_view s) {
     }
   }
   out += '"';
+}
+
+void appendEventFields(std::string& out, std::initializer_list<core::EventField> fields) {
+  char buf[32];
+  for (const auto& f : fields) {
+    out += ',';
+    appendJsonString(out, f.key);
+    out += ':';
+    switch (f.kind) {
+      case core::EventField::Kind::kText: appendJsonString(out, f.text); break;
+      case core::EventField::Kind::kInteger: out += std::to_string(f.integer); break;
+      case core::EventField::Kind::kBool: out += f.integer != 0 ? "true" : "false"; break;
+      case core::EventField::Kind::kMillis:
+        std::snprintf(buf, sizeof buf, "%.3f", f.number);
+        out += buf;
+        break;
+    }
+  }
 }
 
 LogField field(std::string_view key, std::string_view value) { return LogField{key, std::string(value), false}; }
@@ -137,24 +156,42 @@ void Logger::log(LogLevel level, std::string_view msg, std::initializer_list<Log
 
 void Logger::warnRateLimited(std::string_view key, std::string_view msg, std::chrono::seconds every,
                              std::initializer_list<LogField> fields) {
+  std::string rendered;
+  appendFields(rendered, fields);
+  warnRateLimitedRendered(key, msg, every, rendered);
+}
+
+void Logger::warnRateLimitedRendered(std::string_view key, std::string_view msg, std::chrono::seconds every,
+                                     std::string_view rendered_fields) {
   uint64_t suppressed = 0;
   {
     std::lock_guard<std::mutex> lock(rl_mu_);
-    auto& st = rate_[std::string(key)];
     const auto now = std::chrono::steady_clock::now();
-    if (st.last.time_since_epoch().count() != 0 && now - st.last < every) {
-      ++st.suppressed;
+    auto it = rate_.find(std::string(key));
+    if (it == rate_.end()) {
+      // Bounded: keys carry names (users, messages with details), so the table could grow for
+      // as long as the daemon runs. Lines whose period is over and nothing suppressed need no
+      // state; when the table is still full the line is written without being limited.
+      if (rate_.size() >= kMaxRateKeys) {
+        for (auto e = rate_.begin(); e != rate_.end();) {
+          e = e->second.suppressed == 0 && now - e->second.last >= every ? rate_.erase(e) : std::next(e);
+        }
+      }
+      if (rate_.size() < kMaxRateKeys) rate_.emplace(std::string(key), RateState{now, 0});
+    } else if (now - it->second.last < every) {
+      ++it->second.suppressed;
       return;
+    } else {
+      it->second.last = now;
+      suppressed = it->second.suppressed;
+      it->second.suppressed = 0;
     }
-    st.last = now;
-    suppressed = st.suppressed;
-    st.suppressed = 0;
   }
   if (!enabled(LogLevel::kWarn)) return;
   std::string line;
   line += "{\"time\":\"" + isoTimeNow() + "\",\"level\":\"warn\",\"msg\":";
   appendJsonString(line, msg);
-  appendFields(line, fields);
+  line += rendered_fields;
   if (suppressed > 0) line += ",\"suppressed_repeats\":" + std::to_string(suppressed);
   line += "}\n";
   writeLine(line);
@@ -244,6 +281,16 @@ void LogEventSink::flushAudit() {
   }
 }
 
+namespace {
+// `key` (",\"name\":") and the value as a JSON string, only when there is a value: an access
+// line has no field for what does not apply.
+void appendIfSet(std::string& out, std::string_view key, std::string_view value) {
+  if (value.empty()) return;
+  out += key;
+  appendJsonString(out, value);
+}
+}  // namespace
+
 void LogEventSink::access(const core::AccessRecord& r) {
   // Audit trail: who used which stored credential. Names and scopes only.
   if (!r.credential.empty() && logger_->enabled(LogLevel::kInfo)) {
@@ -316,6 +363,8 @@ void LogEventSink::access(const core::AccessRecord& r) {
     line += ",\"scope\":";
     appendJsonString(line, r.credential_scope);
   }
+  appendIfSet(line, ",\"user\":", r.user);
+  appendIfSet(line, ",\"user_token\":", r.user_token);
   char buf[96];
   if (r.upstream_ms >= 0) {
     std::snprintf(buf, sizeof buf, ",\"upstream_ms\":%.3f", r.upstream_ms);
@@ -327,14 +376,49 @@ void LogEventSink::access(const core::AccessRecord& r) {
   line += buf;
   line += ",\"bytes_in\":" + std::to_string(r.bytes_in);
   line += ",\"bytes_out\":" + std::to_string(r.bytes_out);
-  if (!r.error.empty()) {
-    line += ",\"error\":";
-    appendJsonString(line, r.error);
-  }
+  appendIfSet(line, ",\"error\":", r.error);
+  appendIfSet(line, ",\"cause\":", r.cause);
+  if (r.request_id != 0) line += ",\"req\":" + std::to_string(r.request_id);
   line += "}\n";
   logger_->writeLine(line);
 }
 
-void LogEventSink::warn(std::string_view message) { logger_->warnRateLimited(message, message, std::chrono::seconds(10)); }
+void LogEventSink::warn(std::string_view message, std::initializer_list<core::EventField> fields) {
+  if (fields.size() == 0) {
+    logger_->warnRateLimited(message, message, std::chrono::seconds(10));
+    return;
+  }
+  // What repeats is the same message about the same subject (user, upstream...). The free text
+  // of `cause` and `error` is left out of the key: it varies between repeats of one failure
+  // (libcurl's connect errors say how many ms they took), which would defeat the limit.
+  std::string rendered;
+  appendEventFields(rendered, fields);
+  std::string key(message);
+  for (const auto& f : fields) {
+    if (f.key == "cause" || f.key == "error") continue;
+    appendEventFields(key, {f});
+  }
+  logger_->warnRateLimitedRendered(key, message, std::chrono::seconds(10), rendered);
+}
+
+void LogEventSink::debug(uint64_t request, double at_ms, std::string_view message,
+                         std::initializer_list<core::EventField> fields) {
+  if (!logger_->enabled(LogLevel::kDebug)) return;
+  std::string line;
+  line.reserve(192);
+  line += "{\"time\":\"";
+  line += isoTimeNow();
+  line += "\",\"level\":\"debug\",\"msg\":";
+  appendJsonString(line, message);
+  line += ",\"req\":" + std::to_string(request);
+  if (at_ms >= 0) {
+    char buf[48];
+    std::snprintf(buf, sizeof buf, ",\"at_ms\":%.3f", at_ms);
+    line += buf;
+  }
+  appendEventFields(line, fields);
+  line += "}\n";
+  logger_->writeLine(line);
+}
 
 }  // namespace keyway::daemon

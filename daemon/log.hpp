@@ -43,9 +43,13 @@ class Logger {
   void warn(std::string_view msg, std::initializer_list<LogField> fields = {}) { log(LogLevel::kWarn, msg, fields); }
   void error(std::string_view msg, std::initializer_list<LogField> fields = {}) { log(LogLevel::kError, msg, fields); }
   // Like warn(), but at most once per `every` for the same key; suppressed repeats are counted
-  // and reported with the next line that gets through.
+  // and reported with the next line that gets through. At most kMaxRateKeys keys are tracked
+  // (beyond them, a new key's lines are written unlimited).
   void warnRateLimited(std::string_view key, std::string_view msg, std::chrono::seconds every,
                        std::initializer_list<LogField> fields = {});
+  // The same with the fields already rendered (",\"key\":value..." as appendEventFields writes them).
+  void warnRateLimitedRendered(std::string_view key, std::string_view msg, std::chrono::seconds every,
+                               std::string_view rendered_fields);
 
   void writeLine(const std::string& line);
 
@@ -54,6 +58,7 @@ class Logger {
   std::atomic<LogLevel> level_{LogLevel::kInfo};
   std::atomic<bool> access_{true};
   std::mutex rl_mu_;
+  static constexpr size_t kMaxRateKeys = 1024;
   struct RateState {
     std::chrono::steady_clock::time_point last{};
     uint64_t suppressed = 0;
@@ -61,7 +66,8 @@ class Logger {
   std::unordered_map<std::string, RateState> rate_;
 };
 
-// The gateway's events as log lines: access (docs/operations.md, with the credential's name and scope) and
+// The gateway's events as log lines: access (docs/operations.md: who, where, what answer and why,
+// with the credential's name and scope), warn and per-request debug lines, and
 // `credential_use` audit lines (client, team, upstream, credential name and scope: never the
 // value), per use or summarised (LogConfig::audit).
 //
@@ -80,7 +86,13 @@ class LogEventSink final : public core::EventSink {
                         std::chrono::milliseconds audit_period = std::chrono::seconds(60));
   ~LogEventSink() override;
   void access(const core::AccessRecord& r) override;
-  void warn(std::string_view message) override;
+  // Rate-limited like Logger::warnRateLimited, per message and the values of its fields except
+  // the free-text `cause` and `error` (the line that gets through says the latest).
+  void warn(std::string_view message, std::initializer_list<core::EventField> fields = {}) override;
+  bool debugEnabled() const override { return logger_->enabled(LogLevel::kDebug); }
+  // {"time","level":"debug","msg","req":N,"at_ms":T, fields...}
+  void debug(uint64_t request, double at_ms, std::string_view message,
+             std::initializer_list<core::EventField> fields) override;
   void setAuditEveryUse(bool every) { audit_every_.store(every, std::memory_order_relaxed); }
   // Writes a line for every tuple with uses not yet reported.
   void flushAudit();
@@ -96,6 +108,8 @@ class LogEventSink final : public core::EventSink {
 };
 
 void appendJsonString(std::string& out, std::string_view s);
+// ,"key":value for each field (texts as JSON strings, numbers as they are).
+void appendEventFields(std::string& out, std::initializer_list<core::EventField> fields);
 std::string isoTimeNow();
 
 }  // namespace keyway::daemon

@@ -112,6 +112,16 @@ class CredentialInjectionTest(KeywayTestCase):
         self.assertKeywayError(resp, 401, "unauthorized", "Unauthorized")
         self.assertNotForwarded()
 
+    def test_token_as_bearer_where_the_upstream_takes_another_header_says_where(self):
+        # BundleIQ takes the client token in X-Api-Key (or X-Keyway-Token), not as a bearer.
+        token = self.token("app-iq")
+        resp = request(self.port, "GET", "/bundleiq/v1/notes/" + _uid(), [("Authorization", "Bearer " + token)])
+        message = self.assertKeywayError(resp, 401, "unauthorized", "Unauthorized")["error"]["message"]
+        self.assertIn("upstream 'bundleiq' takes the keyway client token as X-Api-Key: kw_... or "
+                      "X-Keyway-Token: kw_...", message)
+        self.assertNotIn(token, resp.text)
+        self.assertNotForwarded()
+
     def test_team_without_upstream_403(self):
         resp = self.call("GET", "/bundleup-proxy/x", client="app-iq")
         self.assertKeywayError(resp, 403, "forbidden", "Forbidden")

@@ -487,7 +487,18 @@ class BosaGatewayTest(BosaTestBase):
                        [("X-API-Key", "bosa"), ("Content-Type", "application/json")], json.dumps(body))
         self.assertKeywayError(resp, 401, "unauthorized")
         self.assertKeywayError(self.post("github", "create_issue", body, client="app-iq"), 403, "forbidden")
+        # The client token as a bearer (the BundleUp spelling): 401 saying where it goes on BOSA,
+        # and never forwarded anywhere.
+        token = self.tokens["app-alpha"]
+        resp = request(self.kw.main_port, "POST", "/bosa/connectors/github/create_issue",
+                       [("Authorization", "Bearer " + token), ("Content-Type", "application/json")], json.dumps(body))
+        message = self.assertKeywayError(resp, 401, "unauthorized")["error"]["message"]
+        self.assertIn("X-API-Key: kw_", message)
+        self.assertIn("X-Keyway-Token: kw_", message)
+        self.assertIn("not as Authorization: Bearer", message)
+        self.assertNotIn(token, resp.text)
         self.assertNothingSent()
+        self.assertNoKeywayCredentials(self.fake.requests)
 
     # ---- users and tokens -----------------------------------------------------------------------
     def test_user_token_minted_once_for_100_calls(self):
@@ -578,15 +589,71 @@ class BosaGatewayTest(BosaTestBase):
         self.assertKeywayError(unknown_hdr, 403, "forbidden", "Forbidden")
         self.assertEqual(json.dumps(a).replace("bob", "USER"), json.dumps(b).replace(nobody, "USER"),
                          "an unknown user and an ungranted team must not be told apart")
+        # The client's message names both commands (it cannot say which applies)...
+        message = b["error"]["message"]
+        self.assertIn("keywayctl bosa-user add %s --team beta" % nobody, message)
+        self.assertIn("keywayctl bosa-user grant %s --team beta" % nobody, message)
         self.assertNothingSent()
+        # ...the operator's access line says which: add an unknown user, grant a known one.
+        for user, client, team, command in ((nobody, "app-beta", "beta", "bosa-user add"),
+                                            ("bob", "app-beta", "beta", "bosa-user grant"),
+                                            (nobody, "app-alpha", "alpha", "bosa-user add")):
+            with self.subTest(user=user, client=client):
+                rec = self.kw.wait_for_record(lambda r: r.get("msg") == "access" and r.get("user") == user
+                                              and r.get("client") == client and r.get("status") == 403)
+                self.assertIsNotNone(rec, "no access line naming BOSA user %s for %s" % (user, client))
+                self.assertEqual((rec["team"], rec.get("error")), (team, "forbidden"), rec)
+                self.assertIn("keywayctl %s %s --team %s" % (command, user, team), rec.get("cause", ""))
+                other = "bosa-user grant" if command == "bosa-user add" else "bosa-user add"
+                self.assertNotIn(other, rec.get("cause", ""))
 
     def test_mint_refused_by_upstream_is_403(self):
+        failures = self.metric("token_mint_failures", upstream=None)
         resp = self.post("github", "create_issue", {"owner": "acme", "repo": "r", "title": "t"}, user="stale")
         doc = self.assertKeywayError(resp, 403, "forbidden", "Forbidden")
         self.assertIn("stale", doc["error"]["message"])
-        self.assertEqual(len(self.fake.mint_requests("stale")), 1)
+        mints = self.fake.mint_requests("stale")
+        self.assertEqual(len(mints), 1)
         self.assertEqual(self.fake.action_requests(), [])
         self.assertNotIn(self.env.user_secrets["stale"], resp.text)
+        # The operator hears of it: a warn line (user, upstream, cause) and the failure counter.
+        line = self.kw.wait_for_record(lambda r: r.get("level") == "warn" and r.get("user") == "stale"
+                                       and r.get("msg") == "BOSA user token mint failed")
+        self.assertIsNotNone(line, "no warn line for the failed mint")
+        self.assertEqual(line.get("upstream"), "bosa", line)
+        self.assertIn("BOSA refused the stored secret of user 'stale' (status 401)", line.get("cause", ""))
+        self.assertEqual(self.metric("token_mint_failures", upstream=None) - failures, 1)
+        rec = self.kw.wait_for_record(lambda r: r.get("msg") == "access" and r.get("user") == "stale")
+        self.assertEqual((rec.get("status"), rec.get("error")), (403, "forbidden"), rec)
+        self.assertEqual(rec.get("cause"), doc["error"]["message"])
+        # Positive control: keyway's stored secret went to BOSA in the mint, and is in no log line.
+        self.assertEqual(json.loads(mints[0].body)["secret"], self.env.user_secrets["stale"])
+        self.assertNotIn(self.env.user_secrets["stale"], self.kw.stderr_text())
+
+    def test_access_line_names_the_user_and_how_its_token_was_had(self):
+        user, secret = "logged" + _uid(), "sk-user-" + _secrets.token_urlsafe(24)
+        self.fake.add_user(user, secret)
+        self.kw.ctl("bosa-user", "add", user, "--team", "alpha", input=secret + "\n")
+        call = {"owner": "acme", "repo": "r", "title": "t"}
+        for _ in range(2):
+            self.assertEqual(self.post("github", "create_issue", call, user=user).status, 200)
+        deadline = time.monotonic() + 5
+        while len([r for r in self.kw.access_records() if r.get("user") == user]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        recs = [r for r in self.kw.access_records() if r.get("user") == user]
+        self.assertEqual([(r["client"], r["team"], r["status"], r.get("credential"), r.get("user_token"))
+                          for r in recs],
+                         [("app-alpha", "alpha", 200, "bosa.api_key", "minted"),
+                          ("app-alpha", "alpha", 200, "bosa.api_key", "kept")], recs)
+        # Positive control: the secret (in the mint) and the minted token (with the actions) went
+        # to BOSA; neither, nor the client key, is in keywayd's log.
+        self.assertEqual(json.loads(self.fake.mint_requests(user)[0].body)["secret"], secret)
+        token = self.fake.tokens_of(user)[0]
+        self.assertEqual([r.header("Authorization") for r in self.fake.action_requests("create_issue")],
+                         ["Bearer " + token] * 2)
+        log = self.kw.stderr_text()
+        for value in (secret, token, self.env.client_key):
+            self.assertNotIn(value, log)
 
     def test_x_keyway_user_selects_the_user_and_wins_over_a_handle(self):
         call = {"owner": "acme", "repo": "r", "title": "t"}

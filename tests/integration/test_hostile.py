@@ -441,6 +441,12 @@ class HostileWireTest(KeywayTestCase):
             resp = c.read_response(timeout=6)
             self.assertHostileAnswer(resp, "missing-body")
             self.assertEqual(resp.status, 408)
+        # A request that did not arrive in time has its access line, naming whom and why.
+        rec = self.kw.wait_for_record(lambda r: r.get("msg") == "access" and r.get("path") == "/nobody", 5)
+        self.assertIsNotNone(rec, "no access line for the 408")
+        self.assertEqual((rec["status"], rec["client"], rec["upstream"], rec["method"], rec.get("error")),
+                         (408, "app-alpha", "bundleup-proxy", "POST", "bad_request"), rec)
+        self.assertEqual(rec.get("cause"), resp.json()["error"]["message"], rec)
 
     # -- afterwards -----------------------------------------------------------------------------
     def test_99_afterwards_alive_bounded_and_nothing_forwarded(self):

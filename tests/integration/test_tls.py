@@ -194,6 +194,7 @@ class TlsVerificationTest(KeywayTestCase):
         access = self.kw.wait_for_record(lambda r: r.get("msg") == "access" and r.get("path") == path)
         self.assertIsNotNone(access, "no access line")
         self.assertEqual((access.get("status"), access.get("error")), (502, "upstream_unreachable"), access)
+        self.assertEqual(access.get("cause"), message, "the access line does not say why")
         return message
 
     def warn_lines(self, upstream):

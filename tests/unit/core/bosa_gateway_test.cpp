@@ -282,9 +282,99 @@ TEST_CASE("BOSA tokens near expiry are re-minted; refused users and secrets are 
   CHECK(unknown->response.status == 403);
   CHECK(f.upstream->requests.size() == 3);
 
-  // BOSA refusing the stored secret is a 403 too, never the upstream's body.
+  // The refusals name the user; the client's message names both commands, the record the one
+  // that applies (alice is known, not granted to "other"; mallory is unknown).
+  CHECK(other_team->response.body.find("keywayctl bosa-user add alice --team other") != std::string::npos);
+  CHECK(other_team->response.body.find("keywayctl bosa-user grant alice --team other") != std::string::npos);
+  REQUIRE(f.events->records.size() == 2);
+  CHECK(f.events->records[0].user == "alice");
+  CHECK(f.events->records[0].team == "other");
+  CHECK(f.events->records[0].cause == "BOSA user 'alice' is not granted to team 'other'; an operator can run: "
+                                     "keywayctl bosa-user grant alice --team other");
+  CHECK(f.events->records[1].user == "mallory");
+  CHECK(f.events->records[1].cause == "BOSA user 'mallory' is unknown to keyway; an operator can run: "
+                                     "keywayctl bosa-user add mallory --team core");
+
+  // BOSA refusing the stored secret is a 403 too, never the upstream's body; the operator gets a
+  // warn line naming the user and why, never the secret.
   f.upstream->respond(2, 401, R"({"error":{"message":"bad secret"}})");
   CHECK(f.metrics->token_mint_failures.load() == 1);
+  REQUIRE(f.events->warnings.size() == 1);
+  CHECK(f.events->warnings[0].find("BOSA user token mint failed upstream=bosa user=alice cause=BOSA refused the "
+                                   "stored secret of user 'alice' (status 401)") == 0);
+  CHECK(f.events->warnings[0].find("sk-user-alice-secret") == std::string::npos);
+  REQUIRE(f.events->records.size() == 3);
+  CHECK(f.events->records[2].user == "alice");
+  CHECK(f.events->records[2].error == "forbidden");
+}
+
+TEST_CASE("BOSA: the record says how the user token was had; a kw_ bearer gets where the token goes") {
+  BosaFixture f;
+  f.storeDoc();
+  const Headers as_alice{{"X-API-Key", f.token}, {"Authorization", "Bearer kwu_alice"}};
+  f.call("POST", "/bosa/connectors/github/create_issue", as_alice, R"({"title":"a"})");
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, R"({"data":{"token":"jwt-1","expires_at":"2999-01-01T00:00:00"}})");
+  REQUIRE(f.upstream->requests.size() == 2);
+  f.upstream->respond(1, 200, "{}");
+  f.call("POST", "/bosa/connectors/github/create_issue", as_alice, R"({"title":"b"})");
+  REQUIRE(f.upstream->requests.size() == 3);
+  f.upstream->respond(2, 200, "{}");
+  REQUIRE(f.events->records.size() == 2);
+  CHECK(f.events->records[0].user_token == "minted");
+  CHECK(f.events->records[1].user_token == "kept");
+  CHECK(f.events->records[1].credential == "bosa.api_key");
+
+  auto bearer = f.call("POST", "/bosa/connectors/github/create_issue",
+                       {{"Authorization", "Bearer " + f.token}}, R"({"title":"c"})");
+  CHECK(bearer->response.status == 401);
+  CHECK(bearer->response.body.find("takes the keyway client token as X-API-Key: kw_... or X-Keyway-Token: kw_...") !=
+        std::string::npos);
+  CHECK(bearer->response.body.find(f.token) == std::string::npos);
+  CHECK(f.upstream->requests.size() == 3);
+
+  // A client token where the user goes is refused, and neither echoed nor logged.
+  auto token_as_user = f.call("POST", "/bosa/connectors/github/create_issue",
+                              {{"X-API-Key", f.token}, {"X-Keyway-User", f.token}}, R"({"title":"d"})");
+  CHECK(token_as_user->response.status == 400);
+  CHECK(token_as_user->response.body.find(f.token) == std::string::npos);
+  const AccessRecord& rec = f.events->records.back();
+  CHECK(rec.status == 400);
+  CHECK(rec.user.find(f.token) == std::string::npos);
+  CHECK(rec.cause.find(f.token) == std::string::npos);
+  CHECK(f.upstream->requests.size() == 3);
+}
+
+TEST_CASE("BOSA: debug lines follow route, user, validation and token, never a secret or token") {
+  BosaFixture f;
+  f.storeDoc();
+  f.events->debug_on = true;
+  f.call("POST", "/bosa/connectors/github/create_issue", {{"X-API-Key", f.token}, {"X-Keyway-User", "alice"}},
+         R"({"title":"a"})");
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, R"({"data":{"token":"jwt-secret-1","expires_at":"2999-01-01T00:00:00"}})");
+  REQUIRE(f.upstream->requests.size() == 2);
+  f.upstream->respond(1, 200, "{}");
+  REQUIRE(f.events->records.size() == 1);
+  const std::string prefix = "#" + std::to_string(f.events->records[0].request_id) + " ";
+  std::string all;
+  for (const auto& line : f.events->debug_lines) all += line + "\n";
+  INFO(all);
+  CHECK(all.find(prefix + "bosa route kind=action connector=github action=create_issue canonical=1") !=
+        std::string::npos);
+  CHECK(all.find(prefix + "bosa user asked for user=alice from=X-Keyway-User") != std::string::npos);
+  CHECK(all.find(prefix + "bosa validation action=create_issue result=valid") != std::string::npos);
+  CHECK(all.find(prefix + "bosa user token user=alice token=minted") != std::string::npos);
+  CHECK(all.find(prefix + "upstream exchange upstream=bosa status=200") != std::string::npos);
+  // Positive control: the secrets and the minted token went upstream, and into no debug line.
+  CHECK(f.upstream->requests[0].body.find("sk-user-alice-secret") != std::string::npos);
+  bool token_sent = false;
+  for (const auto& h : f.upstream->requests[1].headers) token_sent |= h.value == "Bearer jwt-secret-1";
+  CHECK(token_sent);
+  for (const char* secret : {"sk-user-alice-secret", "sk-client-real", "jwt-secret-1"}) {
+    CHECK(all.find(secret) == std::string::npos);
+  }
+  CHECK(all.find(f.token) == std::string::npos);
 }
 
 TEST_CASE("BOSA: a bearer that is not a kwu_ handle passes through; a kw_ client token never does") {

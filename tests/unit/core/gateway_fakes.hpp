@@ -81,9 +81,28 @@ class FakeUpstream final : public UpstreamClient {
 class NullEvents final : public EventSink {
  public:
   void access(const AccessRecord& r) override { records.push_back(r); }
-  void warn(std::string_view m) override { warnings.emplace_back(m); }
+  void warn(std::string_view m, std::initializer_list<EventField> fields = {}) override {
+    std::string line(m);
+    for (const auto& f : fields) line.append(" ").append(f.key).append("=").append(f.text);
+    warnings.push_back(std::move(line));
+  }
+  bool debugEnabled() const override { return debug_on; }
+  void debug(uint64_t request, double, std::string_view m, std::initializer_list<EventField> fields) override {
+    std::string line = "#" + std::to_string(request) + " " + std::string(m);
+    for (const auto& f : fields) {
+      line.append(" ").append(f.key).append("=");
+      if (f.kind == EventField::Kind::kText) {
+        line.append(f.text);
+      } else {
+        line.append(std::to_string(f.kind == EventField::Kind::kMillis ? static_cast<int64_t>(f.number) : f.integer));
+      }
+    }
+    debug_lines.push_back(std::move(line));
+  }
+  bool debug_on = false;
   std::vector<AccessRecord> records;
   std::vector<std::string> warnings;
+  std::vector<std::string> debug_lines;
 };
 
 inline UpstreamConfig upstreamCfg(const std::string& name, Protocol p) {

@@ -411,4 +411,91 @@ TEST_CASE("cache: stale-while-revalidate refreshes once; stale-if-error serves s
   CHECK(xcache(t->response) == "STALE");
 }
 
+TEST_CASE("gateway: the access record names whom it refused and why") {
+  Fixture f;
+  f.call(Fixture::get("/bundleup-api/v1/x", {{"X-Keyway-Token", f.token_iq}}));
+  REQUIRE(f.events->records.size() == 1);
+  CHECK(f.events->records[0].status == 403);
+  CHECK(f.events->records[0].client == "app2");
+  CHECK(f.events->records[0].team == "iq-only");
+  CHECK(f.events->records[0].error == "forbidden");
+  CHECK(f.events->records[0].cause == "team 'iq-only' has no access to upstream 'bundleup-api'");
+
+  auto r = f.call(Fixture::get("/bundleup-api/v1/y", {{"X-Keyway-Token", f.token}}));
+  f.upstream->fail(0, UpstreamFailure::kConnectFailed);
+  REQUIRE(f.events->records.size() == 2);
+  CHECK(f.events->records[1].status == 502);
+  CHECK(f.events->records[1].cause.find("could not be reached (simulated)") != std::string::npos);
+  CHECK(r->response.body.find(f.events->records[1].cause) != std::string::npos);
+
+  // A path holding a client token is refused and not logged either.
+  f.call(Fixture::get("/bundleup-api/v1/" + f.token + "/z", {{"X-Keyway-Token", f.token}}));
+  REQUIRE(f.events->records.size() == 3);
+  CHECK(f.events->records[2].status == 400);
+  CHECK(f.events->records[2].path.find(f.token) == std::string::npos);
+}
+
+TEST_CASE("gateway: debug lines only when debug is on, numbered like the access record, never a secret") {
+  Fixture f;
+  f.call(Fixture::get("/bundleup-api/v1/x", {{"X-Keyway-Token", f.token}}));
+  f.upstream->respond(0, 200, "{}");
+  REQUIRE(f.events->records.size() == 1);
+  CHECK(f.events->records[0].request_id == 0);
+  CHECK(f.events->debug_lines.empty());
+
+  f.events->debug_on = true;
+  f.call(Fixture::get("/bundleup-api/v1/x", {{"X-Keyway-Token", f.token}}));
+  f.upstream->respond(1, 200, "{}");
+  REQUIRE(f.events->records.size() == 2);
+  const uint64_t id = f.events->records[1].request_id;
+  CHECK(id != 0);
+  const std::string prefix = "#" + std::to_string(id) + " ";
+  std::vector<std::string> msgs;
+  for (const auto& line : f.events->debug_lines) {
+    INFO(line);
+    CHECK(line.rfind(prefix, 0) == 0);
+    CHECK(line.find("real-shared-key") == std::string::npos);
+    CHECK(line.find(f.token) == std::string::npos);
+    msgs.push_back(line.substr(prefix.size(), line.find(' ', prefix.size()) - prefix.size()));
+  }
+  REQUIRE(f.events->debug_lines.size() == 5);
+  CHECK(f.events->debug_lines[0] == prefix + "route upstream=bundleup-api via=mount path=/v1/x protocol=bundleup");
+  CHECK(f.events->debug_lines[1] ==
+        prefix + "client authenticated client=app1 team=core token_from=X-Keyway-Token lookup=cached");
+  CHECK(f.events->debug_lines[2] ==
+        prefix + "credential injected credential=bundleup.api_key scope=shared header=Authorization lookup=cached");
+  CHECK(f.events->debug_lines[3].find(prefix + "cache result=BYPASS") == 0);
+  CHECK(f.events->debug_lines[4].find(prefix + "upstream exchange upstream=bundleup-api status=200") == 0);
+}
+
+TEST_CASE("gateway: refuse() answers and logs a request the server could not take in") {
+  Fixture f;
+  HttpRequest head = Fixture::get("/bundleup-api/v1/upload", {{"X-Keyway-Token", f.token}});
+  head.method = "POST";
+  auto r = std::make_shared<RecordingResponder>();
+  f.gateway->refuse(std::move(head), ListenerContext{}, Error::make(ErrorCode::kPayloadTooLarge, "too big"), 0, r);
+  CHECK(r->response.status == 413);
+  REQUIRE(f.events->records.size() == 1);
+  const AccessRecord& rec = f.events->records[0];
+  CHECK(rec.client == "app1");
+  CHECK(rec.team == "core");
+  CHECK(rec.upstream == "bundleup-api");
+  CHECK(rec.method == "POST");
+  CHECK(rec.path == "/v1/upload");
+  CHECK(rec.error == "payload_too_large");
+  CHECK(rec.cause == "too big");
+  CHECK(f.metrics->rejected_requests.load() == 1);
+  CHECK(f.upstream->requests.empty());
+
+  // Nothing usable of the head (a timeout before it was read): "-", and the status asked for.
+  auto t = std::make_shared<RecordingResponder>();
+  f.gateway->refuse(HttpRequest{}, ListenerContext{}, Error::make(ErrorCode::kBadRequest, "too slow"), 408, t);
+  CHECK(t->response.status == 408);
+  CHECK(t->response.reason == "Request Timeout");
+  REQUIRE(f.events->records.size() == 2);
+  CHECK(f.events->records[1].method == "-");
+  CHECK(f.events->records[1].client == "-");
+  CHECK(f.events->records[1].status == 408);
+}
+
 }  // namespace keyway::core

@@ -130,6 +130,75 @@ TEST_CASE("access lines name the credential and its scope; no line for it when n
   CHECK(log.lines("credential_use").size() == 1);
 }
 
+TEST_CASE("access lines say who acted as which BOSA user and why an error happened; only set fields appear") {
+  CapturedLog log;
+  daemon::LogEventSink sink(log.logger);
+  core::AccessRecord failed = use("app", "bosa.api_key");
+  failed.status = 502;
+  failed.user = "alice";
+  failed.user_token = "minted";
+  failed.error = "upstream_unreachable";
+  failed.cause = "upstream 'bosa' could not be reached (\"refused\")";
+  failed.request_id = 42;
+  sink.access(failed);
+  sink.access(use("app", ""));
+  const auto access = log.lines("access");
+  REQUIRE(access.size() == 2);
+  CHECK(has(access[0], "\"user\":\"alice\",\"user_token\":\"minted\""));
+  CHECK(has(access[0], "\"error\":\"upstream_unreachable\",\"cause\":\"upstream 'bosa' could not be reached "
+                       "(\\\"refused\\\")\",\"req\":42}"));
+  for (const char* absent : {"\"user\"", "\"user_token\"", "\"error\"", "\"cause\"", "\"req\""}) {
+    CHECK_FALSE(has(access[1], absent));
+  }
+}
+
+TEST_CASE("debug lines: only at debug, with the request number, time and typed fields") {
+  CapturedLog log;
+  daemon::LogEventSink sink(log.logger);
+  CHECK_FALSE(sink.debugEnabled());
+  sink.debug(7, 1.5, "route", {{"upstream", "bosa"}});
+  CHECK(log.lines().empty());
+  log.logger->setLevel(daemon::LogLevel::kDebug);
+  CHECK(sink.debugEnabled());
+  sink.debug(7, 1.5, "upstream exchange",
+             {{"upstream", "bosa"}, {"status", 200}, {"canonical", true}, core::EventField::millis("upstream_ms", 2.25)});
+  const auto lines = log.lines("upstream exchange");
+  REQUIRE(lines.size() == 1);
+  CHECK(has(lines[0], "\"level\":\"debug\",\"msg\":\"upstream exchange\",\"req\":7,\"at_ms\":1.500,"
+                      "\"upstream\":\"bosa\",\"status\":200,\"canonical\":true,\"upstream_ms\":2.250}"));
+}
+
+TEST_CASE("warn lines with fields are rate-limited per message and subject, whatever the cause says") {
+  CapturedLog log;
+  daemon::LogEventSink sink(log.logger);
+  sink.warn("BOSA user token mint failed", {{"user", "alice"}, {"cause", "refused after 3 ms"}});
+  // The same failure again, its free-text cause a little different: a repeat, counted.
+  sink.warn("BOSA user token mint failed", {{"user", "alice"}, {"cause", "refused after 4 ms"}});
+  sink.warn("BOSA user token mint failed", {{"user", "bob"}, {"cause", "refused after 3 ms"}});
+  const auto lines = log.lines("BOSA user token mint failed");
+  REQUIRE(lines.size() == 2);
+  CHECK(has(lines[0], "\"level\":\"warn\""));
+  CHECK(has(lines[0], "\"user\":\"alice\",\"cause\":\"refused after 3 ms\"}"));
+  CHECK(has(lines[1], "\"user\":\"bob\""));
+}
+
+TEST_CASE("rate-limited warn lines track a bounded number of keys; beyond it lines are written") {
+  CapturedLog log;
+  const size_t keys = 1024 + 10;
+  for (size_t i = 0; i < keys; ++i) {
+    const std::string msg = "failure " + std::to_string(i);
+    log.logger->warnRateLimited(msg, msg, std::chrono::seconds(3600));
+  }
+  size_t written = 0;
+  for (const auto& l : log.lines()) written += has(l, "\"msg\":\"failure ") ? 1 : 0;
+  CHECK(written == keys);
+  // A tracked key still repeats silently; an untracked one (the table was full) is written.
+  log.logger->warnRateLimited("failure 0", "failure 0", std::chrono::seconds(3600));
+  log.logger->warnRateLimited("failure 1033", "failure 1033", std::chrono::seconds(3600));
+  CHECK(log.lines("failure 0").size() == 1);
+  CHECK(log.lines("failure 1033").size() == 2);
+}
+
 TEST_CASE("audit: every mode writes one credential_use line per use") {
   CapturedLog log;
   daemon::LogEventSink sink(log.logger);
