@@ -48,7 +48,7 @@ class CacheFillObserver final : public UpstreamObserver {
   }
 
   void onComplete(const UpstreamOutcome& outcome) override {
-    recordUpstreamOutcome(um_, *events_, *upstream_, outcome);
+    recordUpstreamOutcome(um_, *events_, *upstream_, outcome, status_);
     const bool upstream_failed = outcome.failure != UpstreamFailure::kNone;
     const bool upstream_error_status = !upstream_failed && (status_ >= 500 || status_ == 429);
     if (!upstream_failed) store();
