@@ -1,4 +1,4 @@
-// keywayctl doctor: checks what usually goes wrong (docs/operations.md, "Troubleshooting") and says
+// keywayctl doctor: checks what usually goes wrong (docs/cli.md, "keywayctl doctor") and says
 // for each what to run next: keywayd on another store, key file and state directory permissions,
 // secrets missing for a team, upstreams unreachable, refusing their key or failing TLS.
 #include "daemon/ctl/doctor.hpp"
@@ -542,8 +542,7 @@ const CommandGroup& doctorGroup() {
       "                       next}], counts ok/warn/fail/skip, exit\n"
       "  --address HOST:PORT  where keywayd listens (default: the configuration's listen)\n"
       "\n"
-      "exit status: 0 no check failed (warnings allowed), 1 a check failed (or bad usage),\n"
-      "2 keywayctl itself failed (the configuration cannot be read)\n",
+      "exit status: 0 no check failed (warnings allowed), 1 a check failed (or bad usage)\n",
       {
           {"", 0, 0, {"--address"}, {"--json"}, {}, "keywayctl doctor [--json] [--address HOST:PORT]", Store::kNone,
            Input::kNone, cmdDoctor, checkDaemonAddressOption},

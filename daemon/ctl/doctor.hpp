@@ -37,7 +37,7 @@ CheckResult judgeKeyMode(mode_t mode);
 CheckResult judgeStateDirMode(mode_t mode);
 
 // The request doctor sends to an upstream to see it answer with its key. Only requests the
-// protocol documents as reads with no side effect (docs/operations.md, "keywayctl doctor"): the
+// protocol documents as reads with no side effect (docs/cli.md, "keywayctl doctor"): the
 // BundleUp Platform API's integration list, BundleIQ's workspace list, BOSA's discovery (which
 // takes no key: BOSA has no read that checks the key alone); for a generic upstream, none: only
 // the connection (and its TLS handshake) is made.
