@@ -81,8 +81,8 @@ HttpFetchResult httpFetch(const std::string& url, const HttpFetchOptions& option
   bool built = append(headers, "Accept: application/json") && append(headers, "User-Agent: keywayctl/" KEYWAY_VERSION);
   for (const auto& h : options.headers) built = built && append(headers, h.c_str());
   if (options.credential_header != nullptr) {
-    // NUL-terminated copy for libcurl, wiped when it goes out of scope.
-    core::SecretString line(std::string(options.credential_header->view()));
+    // NUL-terminated copy for libcurl (which copies it again), wiped when it goes out of scope.
+    core::SecretString line(options.credential_header->view());
     built = built && append(headers, line.data());
   }
   if (!built) return failed(ErrorCode::kInternal, "cannot fetch " + url + ": out of memory");
