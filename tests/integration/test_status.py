@@ -6,6 +6,7 @@ client token ever appears in what they print, while the secrets demonstrably rea
 
 import json
 import os
+import socket
 import stat
 import subprocess
 import tempfile
@@ -308,6 +309,51 @@ class StatusDaemonDownTest(unittest.TestCase):
         cp = self.kw.ctl("status", check=False)
         self.assertEqual(cp.returncode, 2, cp.stderr)
         self.assertIn("no /_keyway/status", cp.stderr)
+
+
+def non_loopback_ipv4():
+    """An IPv4 address of this host that is not loopback, or None."""
+    try:
+        out = subprocess.run(["hostname", "-I"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for addr in out.split():
+        if "." in addr and not addr.startswith("127."):
+            return addr
+    return None
+
+
+class StatusLoopbackOnlyTest(unittest.TestCase):
+    """A listener bound beyond loopback: /_keyway/status answers 403 to a peer on another address, while health
+    (the control) answers it, and keywayctl on the host still gets the document over loopback."""
+
+    def test_non_loopback_peer_is_refused(self):
+        addr = non_loopback_ipv4()
+        if addr is None:
+            self.skipTest("this host has no non-loopback IPv4 address")
+        port = closed_port()
+        kw = Keyway({"bundleiq": {"base_url": "http://127.0.0.1:9"}}, extra={"listen": "0.0.0.0:%d" % port})
+        self.addCleanup(kw.cleanup)
+        kw.init()
+        kw.start()
+        with socket.create_connection((addr, port), timeout=10) as s:
+            s.sendall(b"GET /_keyway/health HTTP/1.1\r\nHost: x\r\n\r\nGET /_keyway/status HTTP/1.1\r\nHost: x\r\n"
+                      b"Connection: close\r\n\r\n")
+            data = b""
+            while True:
+                chunk = s.recv(65536)
+                if not chunk:
+                    break
+                data += chunk
+        text = data.decode("utf-8", "replace")
+        self.assertTrue(text.startswith("HTTP/1.1 200"), text[:200])
+        second = text[text.index("HTTP/1.1", 1):]
+        self.assertTrue(second.startswith("HTTP/1.1 403"), second[:200])
+        self.assertIn('"forbidden"', second)
+        self.assertNotIn(os.path.realpath(kw.state_dir), text)
+        doc, _ = ctl_json(kw, "status")
+        self.assertIs(doc["same_store"], True)
+        self.assertEqual(doc["address"], "127.0.0.1:%d" % port)
 
 
 class StatusSameFileOtherDirectoryTest(unittest.TestCase):
