@@ -46,6 +46,7 @@ struct CacheStats {
   uint64_t dropped_writes = 0;  // put()s not stored (too large, queue full, degraded, failures)
   uint64_t degraded_events = 0; // storage failures survived (corruption, full map, reader table)
   int64_t oldest_stored_unix_ms = 0;  // stored_unix_ms of the oldest entry; 0 when empty
+  uint64_t generation = 0;      // moves with every purge (by any process)
   bool healthy = true;
 };
 

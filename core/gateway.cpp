@@ -79,6 +79,33 @@ std::string_view presentedToken(const Headers& headers, const UpstreamConfig& up
   return tokenInField(headers, tokenHeaderOf(upstream), prefix);
 }
 
+bool isLoopbackPeer(std::string_view peer) {
+  if (peer == "::1" || peer == "[::1]") return true;
+  for (std::string_view prefix : {"::ffff:", "[::ffff:"}) {
+    if (startsWithNoCase(peer, prefix)) {
+      peer.remove_prefix(prefix.size());
+      if (!peer.empty() && peer.back() == ']') peer.remove_suffix(1);
+      break;
+    }
+  }
+  // Dotted IPv4 whose first octet is 127: four decimal octets, nothing else.
+  if (peer.substr(0, 4) != "127.") return false;
+  int octets = 0;
+  size_t digits = 0;
+  for (char c : peer) {
+    if (c == '.') {
+      if (digits == 0) return false;
+      ++octets;
+      digits = 0;
+    } else if (c >= '0' && c <= '9' && digits < 3) {
+      ++digits;
+    } else {
+      return false;
+    }
+  }
+  return octets == 3 && digits != 0;
+}
+
 namespace {
 // Config generations, unique in the process, so that a per-thread copy cached for one Gateway is
 // never mistaken for another's (tests build many, possibly at the same address).
@@ -208,7 +235,7 @@ void Gateway::handleInternal(HttpRequest& request, const ListenerContext& listen
   if (listener.main) {
     const std::string_view path = targetPath(request.target);
     if (path.substr(0, 9) == "/_keyway/") {
-      serveKeywayEndpoint(request, path, std::move(ctx));
+      serveKeywayEndpoint(request, path, listener, std::move(ctx));
       return;
     }
   }
@@ -278,7 +305,7 @@ void Gateway::refuse(HttpRequest head, const ListenerContext& listener, const Er
 }
 
 void Gateway::serveKeywayEndpoint(const HttpRequest& request, std::string_view path,
-                                  std::unique_ptr<RequestContext> ctx) {
+                                  const ListenerContext& listener, std::unique_ptr<RequestContext> ctx) {
   if (request.method != "GET" && request.method != "HEAD") {
     ctx->respondError(Error::make(ErrorCode::kBadRequest, "keyway's own endpoints answer GET only"));
     return;
@@ -293,9 +320,21 @@ void Gateway::serveKeywayEndpoint(const HttpRequest& request, std::string_view p
     response.status = 200;
     response.headers.push_back({"Content-Type", "text/plain; version=0.0.4; charset=utf-8"});
     response.body = deps_.metrics->render();
+  } else if (path == "/_keyway/status" && deps_.status) {
+    // It names files and hosts (never a secret): for the host's operators, not for whoever can
+    // reach a listener bound beyond loopback.
+    if (!isLoopbackPeer(listener.peer)) {
+      ctx->respondError(Error::make(ErrorCode::kForbidden,
+                                    "/_keyway/status answers only clients on this host (loopback); run "
+                                    "`keywayctl status` on the host keywayd runs on"));
+      return;
+    }
+    response = jsonResponse(200, deps_.status());
+    response.headers.push_back({"Cache-Control", "no-store"});
   } else {
     ctx->respondError(Error::make(ErrorCode::kNotFound,
-                                  "no such keyway endpoint; use /_keyway/health, /_keyway/ready or /_keyway/metrics"));
+                                  "no such keyway endpoint; use /_keyway/health, /_keyway/ready, "
+                                  "/_keyway/metrics or /_keyway/status"));
     return;
   }
   ctx->respond(std::move(response));

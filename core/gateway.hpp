@@ -50,6 +50,9 @@ struct GatewayDeps {
   std::shared_ptr<SchemaStore> schemas;
   // Timers for retry waits; null = BOSA actions are never retried.
   std::shared_ptr<Scheduler> scheduler;
+  // The body of GET /_keyway/status (docs/http.md): a JSON document without any secret. Runs on
+  // the serving thread, so it must be cheap and never wait on I/O. Null = no such endpoint (404).
+  std::function<std::string()> status;
 };
 
 class Gateway {
@@ -122,7 +125,8 @@ class Gateway {
 
   // gateway.cpp
   void handleInternal(HttpRequest& request, const ListenerContext& listener, std::unique_ptr<RequestContext>& ctx);
-  void serveKeywayEndpoint(const HttpRequest& request, std::string_view path, std::unique_ptr<RequestContext> ctx);
+  void serveKeywayEndpoint(const HttpRequest& request, std::string_view path, const ListenerContext& listener,
+                           std::unique_ptr<RequestContext> ctx);
   void forward(HttpRequest&& request, std::shared_ptr<const Config> config, const UpstreamConfig& upstream,
                std::string rest, std::unique_ptr<RequestContext> ctx);
   // The upstream a target that passed validateTarget is for, and the rest of the target after
@@ -194,5 +198,9 @@ class Gateway {
 // credential header (Authorization: Bearer kw_..., X-API-Key: kw_..., X-Api-Key: kw_...).
 // Returns "" when none is present.
 std::string_view presentedToken(const Headers& headers, const UpstreamConfig& upstream);
+
+// True when `peer` (a client address as ListenerContext::peer holds it, without port) is on this
+// host: 127.0.0.0/8, ::1, or either IPv4-mapped (::ffff:127.x.y.z). "-" (unknown) is not.
+bool isLoopbackPeer(std::string_view peer);
 
 }  // namespace keyway::core

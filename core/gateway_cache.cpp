@@ -73,7 +73,7 @@ class CacheFillObserver final : public UpstreamObserver {
   }
 
   void onComplete(const UpstreamOutcome& outcome) override {
-    recordUpstreamOutcome(um_, *events_, *upstream_, outcome);
+    recordUpstreamOutcome(um_, *events_, *upstream_, outcome, status_);
     if (trace_.on()) traceUpstreamOutcome(trace_, *upstream_, status_, outcome);
     const bool upstream_failed = outcome.failure != UpstreamFailure::kNone;
     const bool upstream_error_status = !upstream_failed && (status_ >= 500 || status_ == 429);

@@ -45,6 +45,17 @@ const char* upstreamErrorKindName(UpstreamErrorKind kind) {
   return "other";
 }
 
+UpstreamHealth::Snapshot UpstreamHealth::snapshot() const {
+  Snapshot s;
+  s.last_answer_unix_ms = last_answer_unix_ms_.load(std::memory_order_relaxed);
+  s.last_status = last_status_.load(std::memory_order_relaxed);
+  s.last_failure_unix_ms = last_failure_unix_ms_.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(mu_);
+  s.last_failure_kind = last_failure_kind_;
+  s.last_failure = last_failure_;
+  return s;
+}
+
 void Histogram::observe(std::chrono::nanoseconds d) {
   const double s = static_cast<double>(d.count()) / 1e9;
   size_t i = 0;

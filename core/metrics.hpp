@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -91,6 +92,55 @@ class Histogram {
 enum class UpstreamErrorKind : size_t { kConnect, kTimeout, kReset, kTls, kProtocol, kTooLarge, kCount };
 const char* upstreamErrorKindName(UpstreamErrorKind kind);
 
+// An upstream's recent health as GET /_keyway/status reports it: when an exchange last got an
+// HTTP answer (any status) and when one last failed, of which kind and why. Wall-clock unix ms,
+// 0 = never.
+// Each time is written at most once a second (a compare-exchange picks one writer), so threads
+// forwarding thousands of requests a second do not all write one cache line; the times are
+// therefore up to a second old. The cause is what the client was told (docs/errors.md): safe to
+// show, never a credential or certificate content. Thread-safe.
+class UpstreamHealth {
+ public:
+  struct Snapshot {
+    int64_t last_answer_unix_ms = 0;
+    int last_status = 0;
+    int64_t last_failure_unix_ms = 0;
+    UpstreamErrorKind last_failure_kind = UpstreamErrorKind::kCount;  // kCount: none yet
+    std::string last_failure;
+  };
+
+  void noteAnswer(int status, int64_t now_unix_ms) {
+    if (!claim(last_answer_unix_ms_, now_unix_ms)) return;
+    last_status_.store(status, std::memory_order_relaxed);
+  }
+  // `cause()` is called only when this failure is the one recorded.
+  template <typename Cause>
+  void noteFailure(UpstreamErrorKind kind, int64_t now_unix_ms, Cause&& cause) {
+    if (!claim(last_failure_unix_ms_, now_unix_ms)) return;
+    std::string text = cause();
+    std::lock_guard<std::mutex> lock(mu_);
+    last_failure_kind_ = kind;
+    last_failure_ = std::move(text);
+  }
+  Snapshot snapshot() const;
+
+ private:
+  static constexpr int64_t kWriteEveryMs = 1000;
+  // True for the one caller that moves `slot` to `now` (at least kWriteEveryMs after it).
+  static bool claim(std::atomic<int64_t>& slot, int64_t now) {
+    int64_t seen = slot.load(std::memory_order_relaxed);
+    if (seen != 0 && now - seen < kWriteEveryMs && now >= seen) return false;
+    return slot.compare_exchange_strong(seen, now, std::memory_order_relaxed);
+  }
+
+  alignas(64) std::atomic<int64_t> last_answer_unix_ms_{0};
+  std::atomic<int> last_status_{0};
+  alignas(64) std::atomic<int64_t> last_failure_unix_ms_{0};
+  mutable std::mutex mu_;
+  UpstreamErrorKind last_failure_kind_ = UpstreamErrorKind::kCount;
+  std::string last_failure_;
+};
+
 // Per-upstream series. Index = position in Config::upstreams (fixed for the process lifetime;
 // a reload that adds upstreams gets new slots via Metrics::ensureUpstreams).
 struct UpstreamMetrics {
@@ -109,6 +159,7 @@ struct UpstreamMetrics {
   StripedCounter connections_reused, connections_new;
   Histogram total_latency;
   Histogram upstream_latency;
+  UpstreamHealth health;
 };
 
 class Metrics {

@@ -1,6 +1,8 @@
 // Upstream outcomes for clients and metrics, and the relay of an uncached exchange to its client.
 #include "core/upstream_relay.hpp"
 
+#include <chrono>
+
 #include "core/header_rules.hpp"
 #include "core/text.hpp"
 
@@ -79,14 +81,21 @@ Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& out
 }
 
 void recordUpstreamOutcome(UpstreamMetrics* um, EventSink& events, const UpstreamConfig& upstream,
-                           const UpstreamOutcome& outcome) {
+                           const UpstreamOutcome& outcome, int status) {
   if (um != nullptr) {
     um->upstream_latency.observe(outcome.elapsed);
     if (outcome.headers_received) {
       (outcome.connection_reused ? um->connections_reused : um->connections_new).fetch_add(1, std::memory_order_relaxed);
     }
+    // Wall-clock time only for people reading /_keyway/status; nothing decides on it.
+    const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                               std::chrono::system_clock::now().time_since_epoch()).count();
     if (outcome.failure != UpstreamFailure::kNone && outcome.failure != UpstreamFailure::kCancelled) {
-      um->errors[static_cast<size_t>(errorKindFor(outcome.failure))].fetch_add(1, std::memory_order_relaxed);
+      const UpstreamErrorKind kind = errorKindFor(outcome.failure);
+      um->errors[static_cast<size_t>(kind)].fetch_add(1, std::memory_order_relaxed);
+      um->health.noteFailure(kind, now_ms, [&] { return errorForFailure(upstream, outcome).message; });
+    } else if (outcome.failure == UpstreamFailure::kNone) {
+      um->health.noteAnswer(status, now_ms);
     }
   }
   warnTlsFailure(events, upstream, outcome);
@@ -157,7 +166,7 @@ bool RelayObserver::onBody(std::string_view chunk) {
 
 void RelayObserver::onComplete(const UpstreamOutcome& outcome) {
   ctx_->record().upstream_ms = std::chrono::duration<double, std::milli>(outcome.elapsed).count();
-  recordUpstreamOutcome(ctx_->upstreamMetrics(), *events_, *upstream_, outcome);
+  recordUpstreamOutcome(ctx_->upstreamMetrics(), *events_, *upstream_, outcome, status_);
   if (ctx_->trace().on()) traceUpstreamOutcome(ctx_->trace(), *upstream_, status_, outcome);
   if (outcome.failure == UpstreamFailure::kNone) {
     if (on_success_ && status_ >= 200 && status_ < 300) on_success_(status_);

@@ -21,9 +21,10 @@ namespace keyway::core {
 Error errorForFailure(const UpstreamConfig& upstream, const UpstreamOutcome& outcome);
 
 // Counts an ended exchange in the upstream's metrics (latency, connection reused or new, the kind
-// of failure) and writes the warn line a TLS failure deserves. `um` may be null.
+// of failure, its health: `status` is the HTTP status it answered, when it did) and writes the
+// warn line a TLS failure deserves. `um` may be null.
 void recordUpstreamOutcome(UpstreamMetrics* um, EventSink& events, const UpstreamConfig& upstream,
-                           const UpstreamOutcome& outcome);
+                           const UpstreamOutcome& outcome, int status);
 
 // The debug line of an ended exchange (`trace` on): upstream (its connection pool), the status
 // when one came, whether a pooled connection was reused, the time, and the failure if any.

@@ -2,10 +2,12 @@
 #include "daemon/daemon.hpp"
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <systemd/sd-daemon.h>
 
 #include "core/clock.hpp"
 #include "daemon/daemon_metrics.hpp"
+#include "daemon/status_report.hpp"
 #include "daemon/timer_scheduler.hpp"
 #include "daemon/yaml_config_loader.hpp"
 #include "storage/lmdb_cache_store.hpp"
@@ -133,7 +135,20 @@ int Daemon::run() {
     registerCacheMetrics(*metrics_, cache);
   }
 
+  StatusPaths paths;
+  if (config_file_) paths.config_file = absolutePath(*config_file_);
+  paths.state_dir = absolutePath(config.state_dir);
+  paths.master_key_file = absolutePath(config.master_key_file);
+  paths.credential_store = storage::credentialEnvPath(paths.state_dir);
+  if (struct stat st {}; ::stat(paths.credential_store.c_str(), &st) == 0) {
+    paths.device = st.st_dev;
+    paths.inode = st.st_ino;
+  }
+  if (cache) paths.cache_dir = absolutePath(config.cache.dir.empty() ? config.state_dir + "/cache" : config.cache.dir);
+  auto status = std::make_shared<StatusReport>(std::move(paths));
+
   core::GatewayDeps deps;
+  deps.status = [status] { return status->render(); };
   deps.cache = cache;
   deps.store = credential_store;
   deps.upstream = upstream;
@@ -160,6 +175,7 @@ int Daemon::run() {
   armAuditFlush(deps.scheduler, events_);
   gateway_ = std::make_shared<core::Gateway>(config_, deps);
   registerBosaMetrics(*metrics_, gateway_);
+  status->setSources({gateway_, credential_store, cache, metrics_, upstream, deps.ready});
 
   // Main listener, then one compat listener per upstream that asks for one.
   std::vector<ServerOptions> listeners;
@@ -201,6 +217,14 @@ int Daemon::run() {
                                   field("address", server->boundAddress())});
     }
     servers_.push_back(std::move(server));
+  }
+  {
+    std::vector<StatusListener> bound;
+    for (size_t i = 0; i < servers_.size(); ++i) {
+      bound.push_back({listeners[i].context.main ? "main" : "compat", listeners[i].context.compat_upstream,
+                       servers_[i]->boundAddress()});
+    }
+    status->setListeners(std::move(bound));
   }
   ready_.store(true);
   logger_->info("ready", {field("version", KEYWAY_VERSION), field("state_dir", config.state_dir),

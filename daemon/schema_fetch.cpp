@@ -1,15 +1,9 @@
-// Synchronous discovery-document GET on a libcurl easy handle (keywayctl schemas refresh).
+// keywayctl schemas refresh: the discovery-document GET and the merge of one refreshed connector.
 #include "daemon/schema_fetch.hpp"
 
-#include <curl/curl.h>
 #include <rapidjson/error/en.h>
 #include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
-
-#include <memory>
-#include <mutex>
-
-#include "daemon/curl_tls.hpp"
 
 namespace keyway::daemon {
 
@@ -18,39 +12,6 @@ using core::ErrorCode;
 using core::Result;
 
 namespace {
-
-struct EasyDeleter {
-  void operator()(CURL* easy) const { curl_easy_cleanup(easy); }
-};
-struct SlistDeleter {
-  void operator()(curl_slist* list) const { curl_slist_free_all(list); }
-};
-using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
-using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
-
-bool globalInit() {
-  static std::once_flag once;
-  static bool ok = false;
-  std::call_once(once, [] { ok = curl_global_init(CURL_GLOBAL_DEFAULT) == CURLE_OK; });
-  return ok;
-}
-
-struct Sink {
-  std::string body;
-  size_t limit = 0;
-  bool overflow = false;
-};
-
-size_t onData(char* data, size_t size, size_t count, void* user) {
-  auto* sink = static_cast<Sink*>(user);
-  const size_t n = size * count;
-  if (sink->body.size() + n > sink->limit) {
-    sink->overflow = true;
-    return 0;  // CURLE_WRITE_ERROR: stop reading a document we would refuse anyway
-  }
-  sink->body.append(data, n);
-  return n;
-}
 
 // Records the byte ranges of the root object's members while RapidJSON's Reader walks the text.
 // Positions come from the stream: each callback runs just after its token was consumed.
@@ -210,82 +171,14 @@ Result<std::string> mergeConnector(const std::string* stored, std::string_view m
 
 Result<SchemaFetchResponse> fetchSchemaDocument(const std::string& url,
                                                 const SchemaFetchOptions& options) {
-  if (url.compare(0, 7, "http://") != 0 && url.compare(0, 8, "https://") != 0) {
-    return Error::make(ErrorCode::kBadRequest, "cannot fetch " + url + ": not an http(s) URL");
-  }
-  if (!globalInit()) {
-    return Error::make(ErrorCode::kInternal, "cannot fetch " + url + ": libcurl failed to start");
-  }
-  EasyPtr easy(curl_easy_init());
-  if (!easy) {
-    return Error::make(ErrorCode::kInternal, "cannot fetch " + url + ": out of memory");
-  }
-  SlistPtr headers;
-  for (const char* h : {"Accept: application/json", "User-Agent: keywayctl/" KEYWAY_VERSION}) {
-    curl_slist* next = curl_slist_append(headers.get(), h);
-    if (next == nullptr) {
-      return Error::make(ErrorCode::kInternal, "cannot fetch " + url + ": out of memory");
-    }
-    (void)headers.release();  // now owned through `next`
-    headers.reset(next);
-  }
-  Sink sink;
-  sink.limit = options.max_body_bytes;
-  char errbuf[CURL_ERROR_SIZE] = {0};
-  CURL* h = easy.get();
-  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(h, CURLOPT_HTTPGET, 1L);
-  curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
-  // The environment's proxy settings are for people, not for a gateway talking to its upstream.
-  curl_easy_setopt(h, CURLOPT_NOPROXY, "*");
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(options.connect_timeout.count()));
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, static_cast<long>(options.total_timeout.count()));
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers.get());
-  curl_easy_setopt(h, CURLOPT_MAXFILESIZE_LARGE, static_cast<curl_off_t>(options.max_body_bytes));
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, onData);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &sink);
-  curl_easy_setopt(h, CURLOPT_ERRORBUFFER, errbuf);
-  if (const CURLcode tls_rc = setUpstreamTls(h, options.tls.get()); tls_rc != CURLE_OK) {
-    return Error::make(ErrorCode::kInternal,
-                       "cannot fetch " + url + ": cannot set up TLS (" + curl_easy_strerror(tls_rc) + ")");
-  }
-
-  const CURLcode rc = curl_easy_perform(h);
-  if (rc != CURLE_OK) {
-    std::string detail = errbuf[0] != '\0' ? std::string(errbuf) : curl_easy_strerror(rc);
-    if (!detail.empty() && detail.back() == '\n') detail.pop_back();
-    ErrorCode code = ErrorCode::kUpstreamUnreachable;
-    std::string what;
-    if (sink.overflow || rc == CURLE_FILESIZE_EXCEEDED) {
-      code = ErrorCode::kPayloadTooLarge;
-      what = "the document is larger than " + std::to_string(options.max_body_bytes) + " bytes";
-    } else if (rc == CURLE_OPERATION_TIMEDOUT) {
-      code = ErrorCode::kUpstreamTimeout;
-      what = "timed out (" + detail + ")";
-    } else if (auto problem = tlsProblemOf(h, rc, detail); problem && core::isCertificateVerification(*problem)) {
-      // libcurl's text may quote the certificate: say why in keyway's words only.
-      what = "TLS certificate verification failed: " + std::string(core::tlsProblemText(*problem));
-    } else if (problem) {
-      what = "TLS handshake failed: " + std::string(core::tlsProblemText(*problem)) + " (" + detail + ")";
-    } else if (rc == CURLE_URL_MALFORMAT || rc == CURLE_UNSUPPORTED_PROTOCOL) {
-      code = ErrorCode::kBadRequest;
-      what = "invalid URL (" + detail + ")";
-    } else {
-      what = "unreachable (" + detail + ")";
-    }
-    return Error::make(code, "GET " + url + ": " + what);
-  }
-  SchemaFetchResponse out;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &out.status);
-  char* content_type = nullptr;
-  if (curl_easy_getinfo(h, CURLINFO_CONTENT_TYPE, &content_type) == CURLE_OK &&
-      content_type != nullptr) {
-    out.content_type = content_type;
-  }
-  out.body = std::move(sink.body);
-  return out;
+  HttpFetchOptions fetch;
+  fetch.connect_timeout = options.connect_timeout;
+  fetch.total_timeout = options.total_timeout;
+  fetch.max_body_bytes = options.max_body_bytes;
+  fetch.tls = options.tls;
+  HttpFetchResult got = httpFetch(url, fetch);
+  if (got.error) return std::move(*got.error);
+  return std::move(got.response);
 }
 
 }  // namespace keyway::daemon

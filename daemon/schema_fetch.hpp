@@ -1,5 +1,5 @@
-// keywayctl's side of BOSA discovery: a small synchronous libcurl GET of a discovery document
-// (keywayd fetches through its CurlUpstreamClient) and the merge of one refreshed connector.
+// keywayctl's side of BOSA discovery: the GET of a discovery document (daemon/http_fetch.hpp;
+// keywayd fetches through its CurlUpstreamClient) and the merge of one refreshed connector.
 #pragma once
 
 #include <chrono>
@@ -11,6 +11,7 @@
 
 #include "core/result.hpp"
 #include "core/upstream_tls.hpp"
+#include "daemon/http_fetch.hpp"
 #include "storage/lmdb_schema_store.hpp"
 
 namespace keyway::daemon {
@@ -22,11 +23,7 @@ struct SchemaFetchOptions {
   std::shared_ptr<const core::UpstreamTls> tls;     // the upstream's `tls:` (null: system CAs)
 };
 
-struct SchemaFetchResponse {
-  long status = 0;
-  std::string content_type;  // empty when the upstream sent none
-  std::string body;
-};
+using SchemaFetchResponse = HttpFetchResponse;
 
 // GET `url` and returns whatever status the upstream answered (judging it is the caller's job).
 // Sends exactly `Accept: application/json` and a User-Agent: never a credential. No redirects,

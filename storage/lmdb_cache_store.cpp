@@ -416,6 +416,7 @@ CacheStats LmdbCacheStore::Impl::stats() {
         s.bytes = meta("bytes");
         s.evictions = meta("evictions");
         s.expired = meta("expired");
+        s.generation = meta("gen");
         for (int c = 0; c < kNumCounters; ++c) persisted[c] = meta(kCounterNames[c]);
         std::string first;
         if (note(firstKey(txn.get(), dbis_.stored, &first)) == MDB_SUCCESS && first.size() >= 8) {

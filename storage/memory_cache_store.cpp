@@ -114,6 +114,7 @@ size_t MemoryCacheStore::invalidatePrefix(std::string_view upstream,
 
 size_t MemoryCacheStore::purge(std::string_view upstream, std::string_view path_prefix) {
   std::lock_guard<std::mutex> lock(mu_);
+  ++counters_.generation;
   return eraseIfLocked([&](const Entry& e) {
     return (upstream.empty() || e.meta.upstream == upstream) &&
            std::string_view(e.meta.path).substr(0, path_prefix.size()) == path_prefix;

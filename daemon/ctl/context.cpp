@@ -38,6 +38,7 @@ int runCommand(const Command& command, const Args& args, std::istream& in, std::
     return exitFor(config.error());
   }
   ctx.config = &*config;
+  ctx.config_file = args.config;
   std::unique_ptr<core::CredentialStore> store;
   if (command.store == Store::kCredentials) {
     auto opened = storage::openLmdbCredentialStore(config->state_dir, config->master_key_file);

@@ -38,6 +38,7 @@ struct Context {
   std::ostream& out;
   std::ostream& err;
   const core::Config* config = nullptr;
+  std::optional<std::string> config_file;  // the file `config` came from; none = embedded default
   core::CredentialStore* store = nullptr;  // set for commands declared with Store::kCredentials
 
   // 0 is the group, 1 the action, 2 the first argument (dispatch has checked how many there are).

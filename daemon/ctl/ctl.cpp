@@ -39,17 +39,22 @@ constexpr const char* kGlobalUsage =
     "  cache stats | cache purge [--upstream U] [--prefix PATH] [--all]\n"
     "  schemas list                                BOSA schemas: fetch time, connectors, gaps\n"
     "  schemas refresh [CONNECTOR]                 fetch BOSA schemas (all, or one connector)\n"
+    "  status [--json]                             the running keywayd: version, store, upstreams;\n"
+    "                                              does it read the store this keywayctl edits?\n"
+    "  doctor [--json]                             check what usually goes wrong, say what to run\n"
     "\n"
     "options:\n"
     "  --config FILE   configuration file (default: the embedded default, as keywayd)\n"
     "  --help, -h      help for keywayctl or for one command\n"
     "\n"
-    "exit status: 0 ok, 1 bad usage or input, 2 runtime failure\n";
+    "exit status: 0 ok, 1 bad usage or input, 2 runtime failure (status and doctor: see their\n"
+    "--help)\n";
 
 const std::vector<const CommandGroup*>& groups() {
   static const std::vector<const CommandGroup*> all = {
       &ctl::initGroup(),     &ctl::teamGroup(),  &ctl::clientGroup(),   &ctl::secretGroup(),
       &ctl::bosaUserGroup(), &ctl::cacheGroup(), &ctl::schemasGroup(),
+      &ctl::statusGroup(),   &ctl::doctorGroup(),
   };
   return all;
 }

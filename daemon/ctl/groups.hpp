@@ -12,5 +12,7 @@ const CommandGroup& secretGroup();    // secret.cpp
 const CommandGroup& bosaUserGroup();  // bosa_user.cpp
 const CommandGroup& cacheGroup();     // cache.cpp
 const CommandGroup& schemasGroup();   // schemas.cpp
+const CommandGroup& statusGroup();    // status.cpp
+const CommandGroup& doctorGroup();    // doctor.cpp
 
 }  // namespace keyway::daemon::ctl

@@ -63,7 +63,7 @@ struct BosaFixture {
     metrics = std::make_shared<Metrics>(std::vector<std::string>{"bosa"});
     clock = std::make_shared<ManualClock>();
     schemas = std::make_shared<RecordingSchemaStore>();
-    GatewayDeps deps{store, upstream, metrics, events, clock, nullptr, nullptr, schemas, nullptr};
+    GatewayDeps deps{store, upstream, metrics, events, clock, nullptr, nullptr, schemas, nullptr, nullptr};
     gateway = std::make_unique<Gateway>(config, deps);
   }
 

@@ -45,7 +45,7 @@ struct Fixture {
       co.clock = clock;
       cache = std::make_shared<storage::MemoryCacheStore>(co);
     }
-    GatewayDeps deps{store, upstream, metrics, events, clock, cache, nullptr, nullptr, nullptr};
+    GatewayDeps deps{store, upstream, metrics, events, clock, cache, nullptr, nullptr, nullptr, nullptr};
     gateway = std::make_unique<Gateway>(config, deps);
   }
 
@@ -496,6 +496,102 @@ TEST_CASE("gateway: refuse() answers and logs a request the server could not tak
   CHECK(f.events->records[1].method == "-");
   CHECK(f.events->records[1].client == "-");
   CHECK(f.events->records[1].status == 408);
+}
+
+TEST_CASE("gateway: /_keyway/status answers loopback clients only, and 404 without a status source") {
+  Fixture f;
+  // Without a status source (the default) the endpoint does not exist.
+  auto r = f.call(Fixture::get("/_keyway/status"), ListenerContext{true, "", "127.0.0.1"});
+  CHECK(r->response.status == 404);
+
+  auto cfg = f.config;
+  GatewayDeps deps{f.store, f.upstream, f.metrics, f.events, f.clock, nullptr, nullptr, nullptr, nullptr, nullptr};
+  int renders = 0;
+  deps.status = [&renders] {
+    ++renders;
+    return std::string("{\"version\":\"x\"}");
+  };
+  Gateway gateway(cfg, deps);
+  auto ask = [&](const std::string& peer, const std::string& method = "GET") {
+    auto responder = std::make_shared<RecordingResponder>();
+    HttpRequest req = Fixture::get("/_keyway/status");
+    req.method = method;
+    gateway.handle(std::move(req), ListenerContext{true, "", peer}, responder);
+    return responder;
+  };
+  for (const char* peer : {"127.0.0.1", "127.1.2.3", "::1", "::ffff:127.0.0.1"}) {
+    CAPTURE(peer);
+    r = ask(peer);
+    CHECK(r->response.status == 200);
+    CHECK(r->response.body == "{\"version\":\"x\"}");
+    CHECK(headerValue(r->response.headers, "Cache-Control").value_or("") == "no-store");
+  }
+  CHECK(renders == 4);
+  for (const char* peer : {"10.0.0.7", "192.168.1.127", "::ffff:10.0.0.1", "2001:db8::1", "-", ""}) {
+    CAPTURE(peer);
+    r = ask(peer);
+    CHECK(r->response.status == 403);
+    CHECK(errorCodeOf(r->response) == "forbidden");
+  }
+  CHECK(renders == 4);  // refused before anything was rendered
+  CHECK(ask("127.0.0.1", "POST")->response.status == 400);
+  CHECK(f.upstream->requests.empty());
+}
+
+TEST_CASE("gateway: loopback peers") {
+  for (const char* yes : {"127.0.0.1", "127.255.255.254", "::1", "[::1]", "::ffff:127.0.0.1", "[::ffff:127.0.0.9]",
+                          "::FFFF:127.0.0.1"}) {
+    CAPTURE(yes);
+    CHECK(isLoopbackPeer(yes));
+  }
+  for (const char* no : {"", "-", "128.0.0.1", "10.127.0.1", "127.0.0", "127.0.0.1.5", "127..0.1", "127.0.0.1:80",
+                         "127.0.0.1 ", "::2", "::ffff:10.0.0.1", "127.0.0.1234", "localhost"}) {
+    CAPTURE(no);
+    CHECK_FALSE(isLoopbackPeer(no));
+  }
+}
+
+TEST_CASE("gateway: an upstream's health records its last answer and its last failure, with the cause") {
+  Fixture f;
+  UpstreamMetrics* um = f.metrics->upstreamByName("bundleup-api");
+  REQUIRE(um != nullptr);
+  CHECK(um->health.snapshot().last_answer_unix_ms == 0);
+  CHECK(um->health.snapshot().last_failure_unix_ms == 0);
+  const auto before = std::chrono::duration_cast<std::chrono::milliseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+  f.call(Fixture::get("/bundleup-api/v1/a", {{"X-Keyway-Token", f.token}}));
+  f.upstream->respond(0, 401, "{}");
+  auto h = um->health.snapshot();
+  CHECK(h.last_answer_unix_ms >= before);
+  CHECK(h.last_status == 401);
+  CHECK(h.last_failure_unix_ms == 0);
+
+  f.call(Fixture::get("/bundleup-api/v1/b", {{"X-Keyway-Token", f.token}}));
+  f.upstream->fail(1, UpstreamFailure::kConnectFailed);
+  h = um->health.snapshot();
+  CHECK(h.last_failure_unix_ms >= before);
+  CHECK(h.last_failure.find("upstream 'bundleup-api' could not be reached") != std::string::npos);
+  CHECK(h.last_failure.find("real-shared-key") == std::string::npos);
+  // Another upstream's health is its own.
+  CHECK(f.metrics->upstreamByName("bundleiq")->health.snapshot().last_failure_unix_ms == 0);
+}
+
+TEST_CASE("metrics: upstream health is written at most once a second") {
+  UpstreamHealth health;
+  health.noteAnswer(200, 10'000);
+  health.noteAnswer(500, 10'500);  // within the second: not recorded
+  CHECK(health.snapshot().last_answer_unix_ms == 10'000);
+  CHECK(health.snapshot().last_status == 200);
+  health.noteAnswer(503, 11'000);
+  CHECK(health.snapshot().last_answer_unix_ms == 11'000);
+  CHECK(health.snapshot().last_status == 503);
+  int causes = 0;
+  health.noteFailure(UpstreamErrorKind::kTimeout, 20'000, [&] { ++causes; return std::string("first"); });
+  health.noteFailure(UpstreamErrorKind::kTimeout, 20'999, [&] { ++causes; return std::string("second"); });
+  CHECK(causes == 1);  // the cause is only built for the failure recorded
+  CHECK(health.snapshot().last_failure == "first");
+  health.noteFailure(UpstreamErrorKind::kTimeout, 19'000, [&] { ++causes; return std::string("clock went back"); });
+  CHECK(health.snapshot().last_failure == "clock went back");
 }
 
 }  // namespace keyway::core
