@@ -235,7 +235,12 @@ Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::strin
       }
     }
     std::fill(probe.begin(), probe.end(), '\0');
-    if (hit) return hit;
+    if (hit) {
+      // A rotated-out token ends with its grace period, which no store write marks.
+      const int64_t expires = hit->client.token_expires_unix;
+      if (expires != 0 && deps_.clock->unixSeconds() >= expires) return std::shared_ptr<const Identity>();
+      return hit;
+    }
   }
   auto client = deps_.store->findClientByToken(token);
   if (!client.ok()) return client.error();
