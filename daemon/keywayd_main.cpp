@@ -17,7 +17,7 @@ namespace {
 using namespace keyway;
 
 constexpr const char* kUsage =
-    "usage: keywayd [--config FILE] [--check-config]\n"
+    "usage: keywayd [--config FILE] [--check-config] [--version]\n"
     "  --config FILE    configuration file (default: the embedded default, equal to conf/keyway.yaml)\n"
     "  --check-config   validate the configuration, print the result and any warnings, exit 0\n"
     "                   (valid) or 1 (invalid)\n"
