@@ -144,6 +144,20 @@ Status deleteTokenRefs(Txn& txn, const StoredClient& client) {
   return txn.deleteTokenOwner(client.previous_token_hash);
 }
 
+// The unit of the client commands: a valid name of an existing client, then `change(txn, client)`
+// in the same transaction.
+template <class Change>
+Status changeClient(CredentialRecords& records, std::string_view name, Change change) {
+  auto valid = validateName("client", name);
+  if (!valid) return valid;
+  return records.update([&](Txn& txn) -> Status {
+    auto client = txn.client(name);
+    if (!client) return client.takeError();
+    if (!*client) return unknownClient(name);
+    return change(txn, **client);
+  });
+}
+
 // The unit of grantBosaUser and revokeBosaUser: every name valid, the user and every team known,
 // then `change(teams, team)` edits the user's teams for one team and says whether it changed
 // anything. Writes only when something changed; returns the teams that did.
@@ -404,17 +418,11 @@ Result<core::SecretString> CredentialRules::addClient(std::string_view name,
 
 Result<core::SecretString> CredentialRules::rotateClient(std::string_view name,
                                                          int64_t grace_seconds) {
-  auto valid = validateName("client", name);
-  if (!valid) return valid.takeError();
   if (grace_seconds < 0 || grace_seconds > core::kMaxRotationGraceSeconds) return badGrace();
   core::SecretString token = generateClientToken();
   const std::string hash = records_->keyring().tokenHash(token.view());
   const int64_t now = clock_->unixSeconds();
-  auto status = records_->update([&](Txn& txn) -> Status {
-    auto client = txn.client(name);
-    if (!client) return client.takeError();
-    if (!*client) return unknownClient(name);
-    StoredClient record = std::move(**client);
+  auto status = changeClient(*records_, name, [&](Txn& txn, StoredClient& record) -> Status {
     if (record.client.revoked) return revokedClient(name);
     // One hand-over at a time: a token from before an earlier rotation stops now.
     if (!record.previous_token_hash.empty()) {
@@ -441,28 +449,18 @@ Result<core::SecretString> CredentialRules::rotateClient(std::string_view name,
 }
 
 Status CredentialRules::revokeClient(std::string_view name) {
-  auto valid = validateName("client", name);
-  if (!valid) return valid;
-  return records_->update([&](Txn& txn) -> Status {
-    auto client = txn.client(name);
-    if (!client) return client.takeError();
-    if (!*client) return unknownClient(name);
-    if ((*client)->client.revoked) return core::okStatus();
-    (*client)->client.revoked = true;
+  return changeClient(*records_, name, [](Txn& txn, StoredClient& record) -> Status {
+    if (record.client.revoked) return core::okStatus();
+    record.client.revoked = true;
     // The tokens stay known, so that they are recognised as revoked (not unknown).
-    return txn.putClient(**client);
+    return txn.putClient(record);
   });
 }
 
 Status CredentialRules::removeClient(std::string_view name, bool even_active) {
-  auto valid = validateName("client", name);
-  if (!valid) return valid;
-  return records_->update([&](Txn& txn) -> Status {
-    auto client = txn.client(name);
-    if (!client) return client.takeError();
-    if (!*client) return unknownClient(name);
-    if (!(*client)->client.revoked && !even_active) return activeClient(name);
-    auto deleted = deleteTokenRefs(txn, **client);
+  return changeClient(*records_, name, [&](Txn& txn, StoredClient& record) -> Status {
+    if (!record.client.revoked && !even_active) return activeClient(name);
+    auto deleted = deleteTokenRefs(txn, record);
     if (!deleted) return deleted;
     return txn.deleteClient(name);
   });

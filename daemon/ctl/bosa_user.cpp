@@ -95,16 +95,11 @@ int cmdUserSetSecret(Context& c) {
 int cmdUserList(Context& c) {
   auto users = c.store->listBosaUsers();
   std::string none = "no BOSA users; add one with: keywayctl bosa-user add IDENTIFIER --team TEAM";
-  if (c.option("--team")) {
-    std::vector<std::string> teams;
-    if (auto rc = teamList(c, &teams)) return *rc;
-    if (auto rc = checkTeams(c, teams)) return *rc;
-    users = filtered(std::move(users), [&](const core::BosaUserRecord& u) {
-      return std::any_of(u.teams.begin(), u.teams.end(), [&](const std::string& t) {
-        return std::find(teams.begin(), teams.end(), t) != teams.end();
-      });
-    });
-    none = "no BOSA users granted to team(s) " + joinList(teams);
+  if (auto rc = filterByTeams(c, users, none, "no BOSA users granted to team(s) ",
+                              [](const core::BosaUserRecord& u, const auto& listed) {
+                                return std::any_of(u.teams.begin(), u.teams.end(), listed);
+                              })) {
+    return *rc;
   }
   return printListing(
       c, users, none, {"IDENTIFIER", "TEAMS", "CREATED"},

@@ -70,14 +70,11 @@ int64_t graceUntil(const core::ClientRecord& client, int64_t now) {
 int cmdClientList(Context& c) {
   auto clients = c.store->listClients();
   std::string none = "no clients; add one with: keywayctl client add NAME --team TEAM";
-  if (c.option("--team")) {
-    std::vector<std::string> teams;
-    if (auto rc = teamList(c, &teams)) return *rc;
-    if (auto rc = checkTeams(c, teams)) return *rc;
-    clients = filtered(std::move(clients), [&](const core::ClientRecord& cl) {
-      return std::find(teams.begin(), teams.end(), cl.team) != teams.end();
-    });
-    none = "no clients in team(s) " + joinList(teams);
+  if (auto rc = filterByTeams(c, clients, none, "no clients in team(s) ",
+                              [](const core::ClientRecord& cl, const auto& listed) {
+                                return listed(cl.team);
+                              })) {
+    return *rc;
   }
   const auto now = static_cast<int64_t>(std::time(nullptr));
   return printListing(

@@ -1,6 +1,7 @@
 // Internal to daemon/ctl/: what a command is given (arguments, config, store), how it is declared.
 #pragma once
 
+#include <algorithm>
 #include <istream>
 #include <map>
 #include <optional>
@@ -125,15 +126,26 @@ int printListing(Context& c, const core::Result<std::vector<T>>& items, const st
   return kCtlExitOk;
 }
 
-// Keeps the items `keep` accepts (a --team filter); errors pass through.
-template <typename T, typename Keep>
-core::Result<std::vector<T>> filtered(core::Result<std::vector<T>> items, Keep keep) {
-  if (!items) return items;
-  std::vector<T> out;
+// The --team T1[,T2] filter of a list command: when given (every team known), keeps the items
+// `in_teams(item, listed)` accepts, where `listed(team)` says whether the team was named, and sets
+// `none` to `none_prefix` + the teams. Returns the exit code of the error printed, if any.
+template <typename T, typename InTeams>
+std::optional<int> filterByTeams(Context& c, core::Result<std::vector<T>>& items, std::string& none,
+                                 const std::string& none_prefix, InTeams in_teams) {
+  if (!c.option("--team") || !items) return std::nullopt;
+  std::vector<std::string> teams;
+  if (auto rc = teamList(c, &teams)) return rc;
+  if (auto rc = checkTeams(c, teams)) return rc;
+  const auto listed = [&teams](const std::string& team) {
+    return std::find(teams.begin(), teams.end(), team) != teams.end();
+  };
+  std::vector<T> kept;
   for (auto& item : *items) {
-    if (keep(item)) out.push_back(std::move(item));
+    if (in_teams(item, listed)) kept.push_back(std::move(item));
   }
-  return out;
+  items = std::move(kept);
+  none = none_prefix + joinList(teams);
+  return std::nullopt;
 }
 
 }  // namespace keyway::daemon::ctl

@@ -47,15 +47,13 @@ int cmdSecretSet(Context& c) {
 int cmdSecretList(Context& c) {
   auto secrets = c.store->listSecrets();
   std::string none = "no secrets; set one with: keywayctl secret set NAME [--team TEAM] < value";
-  if (c.option("--team")) {
-    std::vector<std::string> teams;
-    if (auto rc = teamList(c, &teams)) return *rc;
-    if (auto rc = checkTeams(c, teams)) return *rc;
-    secrets = filtered(std::move(secrets), [&](const core::SecretInfo& s) {
-      return std::find(teams.begin(), teams.end(), s.team) != teams.end();
-    });
-    none = "no secrets of team(s) " + joinList(teams) + " (shared ones apply to them)";
+  if (auto rc = filterByTeams(c, secrets, none, "no secrets of team(s) ",
+                              [](const core::SecretInfo& s, const auto& listed) {
+                                return listed(s.team);
+                              })) {
+    return *rc;
   }
+  if (c.option("--team")) none += " (shared ones apply to them)";
   return printListing(
       c, secrets, none, {"NAME", "SCOPE", "UPDATED"},
       [](const core::SecretInfo& s) {
