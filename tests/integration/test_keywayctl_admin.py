@@ -13,6 +13,8 @@ import uuid
 
 from harness import Keyway, KeywayTestCase, binary, request
 
+import test_bosa  # BosaEnv and BosaTestBase (a module attribute: its tests are not collected here)
+
 
 def _last_line(cp):
     return cp.stdout.rstrip("\n").split("\n")[-1]
@@ -344,6 +346,51 @@ class LiveAdminTest(KeywayTestCase):
         self.kw.ctl("client", "rm", "app-rm", "--force")
         self.assertEqual(self.get(token).status, 401)
         self.assertNotIn("app-rm", self.kw.ctl("client", "list").stdout)
+
+
+
+class LiveBosaUserTest(test_bosa.BosaTestBase):
+    """bosa-user grant, revoke and set-secret while keywayd runs against a fake BOSA."""
+
+    def setUp(self):
+        env = test_bosa.BosaEnv(users=("alice",))
+        self.addCleanup(env.close)
+        self.use_env(env)
+
+    def act(self, client, user="alice"):
+        return self.post("github", "create_issue", {"owner": "acme", "repo": "r", "title": "t"},
+                         client=client, user=user)
+
+    def test_grant_and_revoke_apply_to_the_next_request(self):
+        self.assertEqual(self.act("app-beta").status, 403)
+        cp = self.kw.ctl("bosa-user", "grant", "alice", "--team", "alpha,beta")
+        self.assertIn("granted BOSA user 'alice': team(s) beta", cp.stdout)
+        self.assertIn("already granted to team(s) alpha", cp.stdout)
+        self.assertEqual(self.act("app-beta").status, 200)
+        self.kw.ctl("bosa-user", "revoke", "alice", "--team", "beta")
+        self.assertEqual(self.act("app-beta").status, 403)
+        self.assertEqual(self.kw.ctl("bosa-user", "revoke", "alice", "--team", "beta").returncode, 0)
+        cp = self.kw.ctl("bosa-user", "grant", "alice", "--team", "iqonly", check=False)
+        self.assertEqual(cp.returncode, 1)
+        self.assertIn("no access to a BOSA upstream", cp.stderr)
+        self.assertEqual(self.act("app-alpha").status, 200)
+
+    def test_set_secret_makes_the_running_daemon_mint_with_the_new_secret(self):
+        self.assertEqual(self.act("app-alpha").status, 200)
+        self.assertEqual(self.fake.mints("alice"), 1)
+        new_secret = "sk-user-" + uuid.uuid4().hex
+        self.fake.add_user("alice", new_secret)  # BOSA now knows the user by the new secret
+        cp = self.kw.ctl("bosa-user", "set-secret", "alice", input=new_secret + "\n")
+        self.assertNotIn(new_secret, cp.stdout + cp.stderr)
+        resp = self.act("app-alpha")
+        self.assertEqual(resp.status, 200, resp)
+        mints = self.fake.mint_requests("alice")
+        self.assertEqual(len(mints), 2, "no new token was minted after set-secret")
+        self.assertEqual(json.loads(mints[-1].body.decode("utf-8"))["secret"], new_secret)
+        self.assertEqual(self.fake.mints("alice"), 2)
+        self.assertEqual(json.loads(self.kw.ctl("bosa-user", "list", "--json").stdout)[0]["teams"], ["alpha"])
+        for line in self.kw.lines("stderr") + self.kw.lines("stdout"):
+            self.assertNotIn(new_secret, line)
 
 
 if __name__ == "__main__":
