@@ -100,7 +100,7 @@ class TokenMintObserver final : public UpstreamObserver {
                                        "BOSA refused the stored secret of user '" + identifier_ + "' (status " +
                                            std::to_string(status_) +
                                            "); an operator must store the user's current secret "
-                                           "(keywayctl bosa-user rm, then bosa-user add)"));
+                                           "(keywayctl bosa-user set-secret)"));
       return;
     }
     if (status_ != 200 && status_ != 201) {
@@ -176,20 +176,27 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
   };
   std::unique_lock<std::mutex> lock(mu_);
   if (auto it = kept_.find(key); it != kept_.end() && usable(it->second)) {
-    AcquiredToken token{it->second.token.clone(), false};
-    lock.unlock();
-    done(std::move(token));
-    return;
+    if (mintedWithCurrentSecret(it->second, identifier)) {
+      AcquiredToken token{it->second.token.clone(), false};
+      lock.unlock();
+      done(std::move(token));
+      return;
+    }
+    kept_.erase(it);
   }
   if (auto it = mints_.find(key); it != mints_.end()) {
     it->second.waiters.push_back(std::move(done));
     return;
   }
   if (persist) {
-    // After a restart the stored token is still good until it nears expiry.
+    // After a restart the stored token is still good until it nears expiry (a new secret drops
+    // it from the store).
+    const uint64_t generation = store_->generation();
     auto stored = store_->findUserToken(identifier);
-    if (stored.ok() && stored->has_value()) {
-      Kept k{std::move((*stored)->token), (*stored)->expires_unix};
+    auto current = store_->bosaUserSecret(identifier);
+    if (stored.ok() && stored->has_value() && current.ok() && current->has_value()) {
+      Kept k{std::move((*stored)->token), (*stored)->expires_unix, store_->fingerprint((*current)->view()),
+             generation};
       if (usable(k)) {
         AcquiredToken token{k.token.clone(), false};
         kept_[key] = std::move(k);
@@ -210,7 +217,9 @@ void BosaTokenService::acquire(const UpstreamConfig& upstream, const std::string
     done(Error::make(ErrorCode::kForbidden, "BOSA user '" + identifier + "' is unknown or not granted to this team"));
     return;
   }
-  mints_[key].waiters.push_back(std::move(done));
+  Mint& mint = mints_[key];
+  mint.waiters.push_back(std::move(done));
+  mint.secret_fingerprint = store_->fingerprint((*secret)->view());
   lock.unlock();
 
   UpstreamRequest r;
@@ -266,13 +275,16 @@ void BosaTokenService::finishMint(const std::string& key, const std::string& ide
   std::optional<Kept> kept;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    std::string fingerprint;
     auto it = mints_.find(key);
     if (it != mints_.end()) {
       waiters = std::move(it->second.waiters);
+      fingerprint = std::move(it->second.secret_fingerprint);
       mints_.erase(it);
     }
     if (result.ok()) {
-      kept_[key] = Kept{result->token.clone(), result->expires_unix};
+      // Checked against the store at its next use (generation 0 is never current).
+      kept_[key] = Kept{result->token.clone(), result->expires_unix, std::move(fingerprint), 0};
     }
   }
   for (auto& w : waiters) {
@@ -282,6 +294,19 @@ void BosaTokenService::finishMint(const std::string& key, const std::string& ide
       w(result.error());
     }
   }
+}
+
+bool BosaTokenService::mintedWithCurrentSecret(Kept& kept, const std::string& identifier) {
+  const uint64_t generation = store_->generation();
+  if (generation == kept.checked_generation) return true;
+  auto secret = store_->bosaUserSecret(identifier);
+  // A store that cannot be read now is not a reason to drop a working token; check again later.
+  if (!secret.ok()) return true;
+  if (!secret->has_value() || !constantTimeEquals(store_->fingerprint((*secret)->view()), kept.secret_fingerprint)) {
+    return false;
+  }
+  kept.checked_generation = generation;
+  return true;
 }
 
 }  // namespace keyway::core

@@ -54,13 +54,22 @@ class BosaTokenService {
   struct Kept {
     SecretString token;
     int64_t expires_unix = 0;
+    // The fingerprint of the user secret it was minted with, and the store generation at which
+    // that was last found to be the user's secret.
+    std::string secret_fingerprint;
+    uint64_t checked_generation = 0;
   };
   struct Mint {
     std::vector<Callback> waiters;
+    std::string secret_fingerprint;  // of the secret the mint sends
   };
   friend class TokenMintObserver;
   void finishMint(const std::string& key, const std::string& identifier, const std::string& upstream, bool persist,
                   Result<Kept> result);
+  // Whether `kept` was minted with the user's current secret. A kept token outlives neither the
+  // user nor a `bosa-user set-secret`: after any store write the secret is read once more and
+  // compared. Called with mu_ held.
+  bool mintedWithCurrentSecret(Kept& kept, const std::string& identifier);
 
   std::shared_ptr<CredentialStore> store_;
   std::shared_ptr<UpstreamClient> upstream_;

@@ -548,4 +548,50 @@ Status validateConfig(const Config& config) {
   return okStatus();
 }
 
+namespace {
+
+bool isLoopbackHost(std::string_view host) {
+  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
+  // 127.0.0.0/8 as a dotted quad: "127." and then only digits and dots.
+  if (host.substr(0, 4) != "127.") return false;
+  return host.find_first_not_of("0123456789.") == std::string_view::npos;
+}
+
+// The host of a normalised base URL: after "scheme://", up to the port or path.
+std::string_view urlHost(std::string_view url) {
+  const size_t scheme = url.find("://");
+  if (scheme == std::string_view::npos) return {};
+  std::string_view rest = url.substr(scheme + 3);
+  rest = rest.substr(0, rest.find('/'));
+  if (!rest.empty() && rest.front() == '[') return rest.substr(0, rest.find(']') + 1);
+  return rest.substr(0, rest.find(':'));
+}
+
+std::string exposedListener(const std::string& what, const ListenAddress& address) {
+  return what + " " + address.toString() +
+         " is not a loopback address: any host that can reach it can use keyway's credentials "
+         "with a client token (keyway has no TLS of its own); listen on 127.0.0.1 unless a "
+         "firewall restricts it";
+}
+
+}  // namespace
+
+std::vector<std::string> configWarnings(const Config& config) {
+  std::vector<std::string> out;
+  if (!config.listen.empty() && !isLoopbackHost(config.listen.host)) {
+    out.push_back(exposedListener("listen", config.listen));
+  }
+  for (const auto& u : config.upstreams) {
+    if (!u.compat_listen.empty() && !isLoopbackHost(u.compat_listen.host)) {
+      out.push_back(exposedListener("upstreams." + u.name + ".compat_listen", u.compat_listen));
+    }
+    if (u.base_url.rfind("http://", 0) == 0 && !isLoopbackHost(urlHost(u.base_url))) {
+      out.push_back("upstreams." + u.name + ".base_url " + u.base_url +
+                    " is plain http:// to a host other than loopback: the credential keyway "
+                    "injects crosses the network unencrypted; use https://");
+    }
+  }
+  return out;
+}
+
 }  // namespace keyway::core

@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/config.hpp"
 #include "core/result.hpp"
@@ -89,6 +90,13 @@ std::string resolveStateDir(std::string_view configured, const EnvLookup& env);
 // non-empty (systemd LoadCredential=); else <state_dir>/master.key.
 std::string resolveMasterKeyFile(std::string_view configured, std::string_view state_dir,
                                  const EnvLookup& env);
+
+// What a valid configuration does that is usually a mistake, one sentence each, in config order
+// (keywayd --check-config prints them, keywayd logs them at start): a listener on an address
+// other than loopback (any host that reaches it can spend keyway's credentials with a client
+// token), and an http:// base URL whose host is not loopback (the injected credential crosses
+// the network unencrypted). Loopback: 127.0.0.0/8, ::1 and "localhost".
+std::vector<std::string> configWarnings(const Config& config);
 
 // Checks the invariants of a Config built in code (the loader checks the same things with line
 // numbers): at least one upstream, names valid and unique, base URLs normalised, credential

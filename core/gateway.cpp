@@ -358,6 +358,9 @@ Result<std::shared_ptr<const Gateway::Identity>> Gateway::lookupToken(std::strin
     }
     std::fill(probe.begin(), probe.end(), '\0');
     if (hit) {
+      // A rotated-out token ends with its grace period, which no store write marks.
+      const int64_t expires = hit->client.token_expires_unix;
+      if (expires != 0 && deps_.clock->unixSeconds() >= expires) return std::shared_ptr<const Identity>();
       if (cached != nullptr) *cached = true;
       return hit;
     }

@@ -6,6 +6,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "core/clock.hpp"
+#include "core/config_parse.hpp"
 #include "daemon/daemon_metrics.hpp"
 #include "daemon/status_report.hpp"
 #include "daemon/timer_scheduler.hpp"
@@ -94,7 +95,7 @@ int Daemon::run() {
   auto store = storage::openLmdbCredentialStore(config.state_dir, config.master_key_file);
   if (!store.ok()) {
     logger_->error("cannot open the credential store", {field("error", store.error().message)});
-    return 1;
+    return kExitRuntime;
   }
   std::shared_ptr<core::CredentialStore> credential_store = std::move(store.value());
 
@@ -109,7 +110,7 @@ int Daemon::run() {
   trust_ = std::make_shared<TrustStores>();
   if (auto st = trust_->reload(caFilesOf(config)); !st.ok()) {
     logger_->error("cannot load the CA certificates for upstream TLS", {field("error", st.error().message)});
-    return 1;
+    return kExitRuntime;
   }
   curl_options.trust = trust_;
   std::weak_ptr<Logger> weak_logger = logger_;
@@ -208,7 +209,7 @@ int Daemon::run() {
     if (auto st = server->start(); !st.ok()) {
       logger_->error("cannot start a listener", {field("listener", o.name), field("error", st.error().message)});
       for (auto& s : servers_) s->stop();
-      return 1;
+      return kExitRuntime;
     }
     if (o.context.main) {
       logger_->info("listening", {field("listener", "main"), field("address", server->boundAddress())});
@@ -280,6 +281,9 @@ void Daemon::reload() {
         (old != nullptr && old->compat_listen.toString() != u.compat_listen.toString())) {
       restart_needed.push_back("upstreams." + u.name + ".compat_listen");
     }
+  }
+  for (const auto& warning : core::configWarnings(next)) {
+    logger_->warn("configuration warning", {field("warning", warning)});
   }
   const auto level = parseLogLevel(next.log.level);
   logger_->setAccessLog(next.log.access_log);

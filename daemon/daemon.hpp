@@ -20,14 +20,20 @@
 
 namespace keyway::daemon {
 
+// keywayd's exit status (docs/operations.md), the convention of keywayctl's: 1 for what the
+// operator fixes in the command line or configuration (systemd should not restart on it), 2 for a
+// failure at start-up or run time (a port in use, the credential store unreadable).
+inline constexpr int kExitUsageOrConfig = 1;
+inline constexpr int kExitRuntime = 2;
+
 class Daemon {
  public:
   // `config_file`: what --config named (none: the embedded default), read again on SIGHUP.
   Daemon(std::optional<std::string> config_file, core::Config config, std::shared_ptr<Logger> logger);
   ~Daemon();
 
-  // Serves until SIGTERM/SIGINT (then drains) and returns the exit status: 0 after a stop, 1
-  // when start-up failed (one error line says why; READY=1 was never sent).
+  // Serves until SIGTERM/SIGINT (then drains) and returns the exit status: 0 after a stop,
+  // kExitRuntime when start-up failed (one error line says why; READY=1 was never sent).
   int run();
 
  private:

@@ -7,6 +7,7 @@
 #include <optional>
 #include <string>
 
+#include "core/config_parse.hpp"
 #include "daemon/daemon.hpp"
 #include "daemon/log.hpp"
 #include "daemon/yaml_config_loader.hpp"
@@ -16,10 +17,13 @@ namespace {
 using namespace keyway;
 
 constexpr const char* kUsage =
-    "usage: keywayd [--config FILE] [--check-config]\n"
+    "usage: keywayd [--config FILE] [--check-config] [--version]\n"
     "  --config FILE    configuration file (default: the embedded default, equal to conf/keyway.yaml)\n"
-    "  --check-config   validate the configuration, print the result, exit 0 (valid) or 1 (invalid)\n"
-    "  --version        print the version\n";
+    "  --check-config   validate the configuration, print the result and any warnings, exit 0\n"
+    "                   (valid) or 1 (invalid)\n"
+    "  --version        print the version\n"
+    "exit status: 0 stopped (SIGTERM/SIGINT) or done, 1 bad usage or configuration, 2 start-up or\n"
+    "runtime failure (a port in use, the credential store unreadable)\n";
 
 struct Args {
   std::optional<std::string> config;
@@ -32,7 +36,7 @@ int parseArgs(int argc, char** argv, Args& args) {
     if (a == "--config" || a == "-c") {
       if (i + 1 >= argc) {
         std::fprintf(stderr, "keywayd: --config needs a file name\n%s", kUsage);
-        return 1;
+        return daemon::kExitUsageOrConfig;
       }
       args.config = argv[++i];
     } else if (a.rfind("--config=", 0) == 0) {
@@ -47,7 +51,7 @@ int parseArgs(int argc, char** argv, Args& args) {
       return 0;
     } else {
       std::fprintf(stderr, "keywayd: unknown argument '%s'\n%s", a.c_str(), kUsage);
-      return 1;
+      return daemon::kExitUsageOrConfig;
     }
   }
   return -1;
@@ -63,7 +67,11 @@ int main(int argc, char** argv) {
   if (args.check) {
     if (!config.ok()) {
       std::fprintf(stderr, "keywayd: invalid configuration: %s\n", config.error().message.c_str());
-      return 1;
+      return daemon::kExitUsageOrConfig;
+    }
+    // Valid but probably not meant: said, not refused (a firewall may make it right).
+    for (const auto& warning : core::configWarnings(*config)) {
+      std::fprintf(stderr, "keywayd: warning: %s\n", warning.c_str());
     }
     std::printf("configuration OK: %s (%zu upstreams, listen %s)\n",
                 args.config ? args.config->c_str() : "embedded default", config->upstreams.size(),
@@ -73,10 +81,13 @@ int main(int argc, char** argv) {
   auto logger = std::make_shared<daemon::Logger>(2);
   if (!config.ok()) {
     logger->error("invalid configuration", {daemon::field("error", config.error().message)});
-    return 1;
+    return daemon::kExitUsageOrConfig;
   }
   if (auto level = daemon::parseLogLevel(config->log.level)) logger->setLevel(*level);
   logger->setAccessLog(config->log.access_log);
+  for (const auto& warning : core::configWarnings(*config)) {
+    logger->warn("configuration warning", {daemon::field("warning", warning)});
+  }
 
   // Broken client sockets must surface as write errors, not kill the process.
   signal(SIGPIPE, SIG_IGN);
@@ -94,6 +105,6 @@ int main(int argc, char** argv) {
     return d.run();
   } catch (const std::exception& e) {
     logger->error("fatal error", {daemon::field("error", e.what())});
-    return 1;
+    return daemon::kExitRuntime;
   }
 }

@@ -32,6 +32,22 @@ core::Error teamInUse(std::string_view team, size_t clients, std::string_view fi
                     " active client(s) (e.g. '" + std::string(first) +
                     "'); revoke them first with `keywayctl client revoke NAME`");
 }
+core::Error teamHasData(std::string_view team, const std::vector<std::string>& secrets,
+                        const std::vector<std::string>& users) {
+  std::string what;
+  auto join = [](const std::vector<std::string>& items) {
+    std::string out;
+    for (const auto& item : items) out += (out.empty() ? "" : ", ") + item;
+    return out;
+  };
+  if (!secrets.empty()) what = "its own secret(s) " + join(secrets);
+  if (!users.empty()) {
+    what += std::string(what.empty() ? "" : " and ") + "the grant(s) of BOSA user(s) " + join(users);
+  }
+  return badRequest("team '" + std::string(team) + "' still has " + what +
+                    ", which would be deleted with it; run `keywayctl team rm " +
+                    std::string(team) + " --force` to delete them too");
+}
 core::Error noUpstreams() {
   return badRequest("a team needs at least one upstream (omit --upstreams to allow all)");
 }
@@ -40,7 +56,23 @@ core::Error unknownClient(std::string_view client) {
 }
 core::Error duplicateClient(std::string_view client) {
   return badRequest("client '" + std::string(client) +
-                    "' already exists; revoke it first or pick another name");
+                    "' already exists; for a new token run `keywayctl client rotate " +
+                    std::string(client) + "`, or pick another name");
+}
+core::Error revokedClient(std::string_view client) {
+  return badRequest("client '" + std::string(client) +
+                    "' is revoked and gets no new token; re-create it with `keywayctl client add " +
+                    std::string(client) + " --team TEAM`");
+}
+core::Error activeClient(std::string_view client) {
+  const std::string c(client);
+  return badRequest("client '" + c + "' is active (its token works); revoke it first with "
+                    "`keywayctl client revoke " + c + "`, or remove it at once with "
+                    "`keywayctl client rm " + c + " --force`");
+}
+core::Error badGrace() {
+  return badRequest("the grace period must be between 0 and " +
+                    std::to_string(core::kMaxRotationGraceSeconds / 86400) + " days");
 }
 core::Error emptySecret() { return badRequest("the secret value is empty; nothing was stored"); }
 core::Error unknownSecret(std::string_view name, std::string_view team) {
@@ -53,10 +85,6 @@ core::Error unknownUser(std::string_view id) {
 }
 core::Error duplicateUser(std::string_view id) {
   return badRequest("BOSA user '" + std::string(id) + "' already exists");
-}
-core::Error userNotGranted(std::string_view id, std::string_view team) {
-  return badRequest("BOSA user '" + std::string(id) + "' is not granted to team '" +
-                    std::string(team) + "'");
 }
 
 // A secret's scope: "" is shared; a team scope must be a valid team name.
@@ -91,25 +119,76 @@ auto readUnit(CredentialRecords& records, Fn&& fn) -> decltype(fn(std::declval<T
   return std::move(*out);
 }
 
-// The unit of grantBosaUser and revokeBosaUser: both names valid and the user known, then
-// `change(txn, teams)` edits the user's teams and says whether to write them back (or refuses).
-template <class Change>
-Status changeUserTeams(CredentialRecords& records, std::string_view identifier,
-                       std::string_view team, Change change) {
-  auto valid = validateName("BOSA user", identifier);
+// The checks of a team record before it is written: valid names, at least one upstream unless
+// it has them all, no duplicates.
+Status normaliseTeam(core::TeamRecord& record) {
+  auto valid = validateName("team", record.name);
   if (!valid) return valid;
-  valid = validateName("team", team);
+  if (record.all_upstreams) {
+    record.upstreams.clear();
+    return core::okStatus();
+  }
+  if (record.upstreams.empty()) return noUpstreams();
+  for (const auto& u : record.upstreams) {
+    auto ok = validateName("upstream", u);
+    if (!ok) return ok;
+  }
+  record.upstreams = dedupe(record.upstreams);
+  return core::okStatus();
+}
+
+// Forgets every token a client was issued, so that none of them finds anybody again.
+Status deleteTokenRefs(Txn& txn, const StoredClient& client) {
+  auto deleted = txn.deleteTokenOwner(client.token_hash);
+  if (!deleted || client.previous_token_hash.empty()) return deleted;
+  return txn.deleteTokenOwner(client.previous_token_hash);
+}
+
+// The unit of the client commands: a valid name of an existing client, then `change(txn, client)`
+// in the same transaction.
+template <class Change>
+Status changeClient(CredentialRecords& records, std::string_view name, Change change) {
+  auto valid = validateName("client", name);
   if (!valid) return valid;
   return records.update([&](Txn& txn) -> Status {
+    auto client = txn.client(name);
+    if (!client) return client.takeError();
+    if (!*client) return unknownClient(name);
+    return change(txn, **client);
+  });
+}
+
+// The unit of grantBosaUser and revokeBosaUser: every name valid, the user and every team known,
+// then `change(teams, team)` edits the user's teams for one team and says whether it changed
+// anything. Writes only when something changed; returns the teams that did.
+template <class Change>
+Result<std::vector<std::string>> changeUserTeams(CredentialRecords& records,
+                                                 std::string_view identifier,
+                                                 const std::vector<std::string>& teams,
+                                                 Change change) {
+  auto valid = validateName("BOSA user", identifier);
+  if (!valid) return valid.takeError();
+  for (const auto& team : teams) {
+    valid = validateName("team", team);
+    if (!valid) return valid.takeError();
+  }
+  std::vector<std::string> changed;
+  auto status = records.update([&](Txn& txn) -> Status {
+    changed.clear();
     auto user = txn.user(identifier);
     if (!user) return user.takeError();
     if (!*user) return unknownUser(identifier);
-    auto& teams = (*user)->teams;
-    auto changed = change(txn, teams);
-    if (!changed) return changed.takeError();
-    if (!*changed) return core::okStatus();
-    return txn.putUserTeams(identifier, teams);
+    auto& granted = (*user)->teams;
+    for (const auto& team : dedupe(teams)) {
+      auto has_team = requireTeam(txn, team);
+      if (!has_team) return has_team;
+      if (change(granted, team)) changed.push_back(team);
+    }
+    if (changed.empty()) return core::okStatus();
+    return txn.putUserTeams(identifier, granted);
   });
+  if (!status) return status.takeError();
+  return changed;
 }
 
 }  // namespace
@@ -132,9 +211,19 @@ Result<std::optional<core::ClientRecord>> CredentialRules::findClientByToken(
     if (!*owner) return Out();
     auto client = txn.client(**owner);
     if (!client) return client.takeError();
-    // The client may have been re-created with a new token; only its current hash counts.
-    if (!*client || !core::constantTimeEquals((*client)->token_hash, hash)) return Out();
-    return Out(std::move((*client)->client));
+    if (!*client) return Out();
+    // The client may have been re-created or rotated since: only its current hash counts, and
+    // the one before the last rotation until its grace period ends.
+    const StoredClient& stored = **client;
+    if (core::constantTimeEquals(stored.token_hash, hash)) return Out(stored.client);
+    if (!stored.previous_token_hash.empty() &&
+        core::constantTimeEquals(stored.previous_token_hash, hash) &&
+        clock_->unixSeconds() < stored.client.previous_token_until_unix) {
+      Out found(stored.client);
+      found->token_expires_unix = stored.client.previous_token_until_unix;
+      return found;
+    }
+    return Out();
   });
 }
 
@@ -199,19 +288,9 @@ Status CredentialRules::storeUserToken(std::string_view identifier,
 // --- teams ------------------------------------------------------------------------------------
 
 Status CredentialRules::addTeam(const core::TeamRecord& team) {
-  auto valid = validateName("team", team.name);
-  if (!valid) return valid;
   core::TeamRecord record = team;
-  if (record.all_upstreams) {
-    record.upstreams.clear();
-  } else {
-    if (record.upstreams.empty()) return noUpstreams();
-    for (const auto& u : record.upstreams) {
-      auto ok = validateName("upstream", u);
-      if (!ok) return ok;
-    }
-    record.upstreams = dedupe(record.upstreams);
-  }
+  auto valid = normaliseTeam(record);
+  if (!valid) return valid;
   if (record.created_unix == 0) record.created_unix = clock_->unixSeconds();
   return records_->update([&](Txn& txn) -> Status {
     auto existing = txn.team(record.name);
@@ -221,12 +300,31 @@ Status CredentialRules::addTeam(const core::TeamRecord& team) {
   });
 }
 
-// Active clients block the removal; revoked ones, the team's own secrets and its user grants go
-// with it, so that a later team of the same name inherits nothing.
-Status CredentialRules::removeTeam(std::string_view name) {
-  auto valid = validateName("team", name);
+Status CredentialRules::setTeamUpstreams(const core::TeamRecord& team) {
+  core::TeamRecord record = team;
+  auto valid = normaliseTeam(record);
   if (!valid) return valid;
   return records_->update([&](Txn& txn) -> Status {
+    auto existing = txn.team(record.name);
+    if (!existing) return existing.takeError();
+    if (!*existing) return unknownTeam(record.name);
+    record.created_unix = (*existing)->created_unix;
+    if (record.all_upstreams == (*existing)->all_upstreams &&
+        record.upstreams == (*existing)->upstreams) {
+      return core::okStatus();  // nothing to write: the generation stays
+    }
+    return txn.putTeam(record);
+  });
+}
+
+// Active clients block the removal; revoked ones go with it, and so do (when asked for) the
+// team's own secrets and its user grants, so that a later team of the same name inherits nothing.
+Result<core::TeamRemoval> CredentialRules::removeTeam(std::string_view name, bool with_data) {
+  auto valid = validateName("team", name);
+  if (!valid) return valid.takeError();
+  core::TeamRemoval removal;
+  auto status = records_->update([&](Txn& txn) -> Status {
+    removal = core::TeamRemoval();
     auto exists = requireTeam(txn, name);
     if (!exists) return exists;
     auto clients = txn.clients();
@@ -247,14 +345,24 @@ Status CredentialRules::removeTeam(std::string_view name) {
     if (!secrets) return secrets.takeError();
     auto users = txn.users();
     if (!users) return users.takeError();
+    removal.secrets = std::move(*secrets);
+    for (const auto& user : *users) {
+      if (std::find(user.teams.begin(), user.teams.end(), name) != user.teams.end()) {
+        removal.bosa_users.push_back(user.identifier);
+      }
+    }
+    if (!with_data && (!removal.secrets.empty() || !removal.bosa_users.empty())) {
+      return teamHasData(name, removal.secrets, removal.bosa_users);
+    }
 
     for (const auto& client : revoked) {
       auto deleted = txn.deleteClient(client.client.name);
       if (!deleted) return deleted;
-      deleted = txn.deleteTokenOwner(client.token_hash);
+      deleted = deleteTokenRefs(txn, client);
       if (!deleted) return deleted;
+      removal.revoked_clients.push_back(client.client.name);
     }
-    for (const auto& secret : *secrets) {
+    for (const auto& secret : removal.secrets) {
       auto deleted = txn.deleteSecret(name, secret);
       if (!deleted) return deleted.takeError();
     }
@@ -267,6 +375,8 @@ Status CredentialRules::removeTeam(std::string_view name) {
     }
     return txn.deleteTeam(name);
   });
+  if (!status) return status.takeError();
+  return removal;
 }
 
 Result<std::vector<core::TeamRecord>> CredentialRules::listTeams() {
@@ -294,8 +404,8 @@ Result<core::SecretString> CredentialRules::addClient(std::string_view name,
     if (!existing) return existing.takeError();
     if (*existing) {
       if (!(*existing)->client.revoked) return duplicateClient(name);
-      // Re-using the name of a revoked client: its old token must stay dead.
-      auto deleted = txn.deleteTokenOwner((*existing)->token_hash);
+      // Re-using the name of a revoked client: its old tokens must stay dead.
+      auto deleted = deleteTokenRefs(txn, **existing);
       if (!deleted) return deleted;
     }
     auto put = txn.putTokenOwner(record.token_hash, record.client.name);
@@ -306,17 +416,53 @@ Result<core::SecretString> CredentialRules::addClient(std::string_view name,
   return token;
 }
 
+Result<core::SecretString> CredentialRules::rotateClient(std::string_view name,
+                                                         int64_t grace_seconds) {
+  if (grace_seconds < 0 || grace_seconds > core::kMaxRotationGraceSeconds) return badGrace();
+  core::SecretString token = generateClientToken();
+  const std::string hash = records_->keyring().tokenHash(token.view());
+  const int64_t now = clock_->unixSeconds();
+  auto status = changeClient(*records_, name, [&](Txn& txn, StoredClient& record) -> Status {
+    if (record.client.revoked) return revokedClient(name);
+    // One hand-over at a time: a token from before an earlier rotation stops now.
+    if (!record.previous_token_hash.empty()) {
+      auto deleted = txn.deleteTokenOwner(record.previous_token_hash);
+      if (!deleted) return deleted;
+    }
+    if (grace_seconds > 0) {
+      record.previous_token_hash = record.token_hash;
+      record.client.previous_token_until_unix = now + grace_seconds;
+    } else {
+      auto deleted = txn.deleteTokenOwner(record.token_hash);
+      if (!deleted) return deleted;
+      record.previous_token_hash.clear();
+      record.client.previous_token_until_unix = 0;
+    }
+    record.token_hash = hash;
+    record.client.rotated_unix = now;
+    auto put = txn.putTokenOwner(hash, record.client.name);
+    if (!put) return put;
+    return txn.putClient(record);
+  });
+  if (!status) return status.takeError();
+  return token;
+}
+
 Status CredentialRules::revokeClient(std::string_view name) {
-  auto valid = validateName("client", name);
-  if (!valid) return valid;
-  return records_->update([&](Txn& txn) -> Status {
-    auto client = txn.client(name);
-    if (!client) return client.takeError();
-    if (!*client) return unknownClient(name);
-    if ((*client)->client.revoked) return core::okStatus();
-    (*client)->client.revoked = true;
-    // The token stays known, so that it is recognised as revoked (not unknown).
-    return txn.putClient(**client);
+  return changeClient(*records_, name, [](Txn& txn, StoredClient& record) -> Status {
+    if (record.client.revoked) return core::okStatus();
+    record.client.revoked = true;
+    // The tokens stay known, so that they are recognised as revoked (not unknown).
+    return txn.putClient(record);
+  });
+}
+
+Status CredentialRules::removeClient(std::string_view name, bool even_active) {
+  return changeClient(*records_, name, [&](Txn& txn, StoredClient& record) -> Status {
+    if (!record.client.revoked && !even_active) return activeClient(name);
+    auto deleted = deleteTokenRefs(txn, record);
+    if (!deleted) return deleted;
+    return txn.deleteClient(name);
   });
 }
 
@@ -395,27 +541,43 @@ Status CredentialRules::addBosaUser(std::string_view identifier,
   });
 }
 
-Status CredentialRules::grantBosaUser(std::string_view identifier, std::string_view team) {
-  return changeUserTeams(*records_, identifier, team,
-                         [&](Txn& txn, std::vector<std::string>& teams) -> Result<bool> {
-                           auto has_team = requireTeam(txn, team);
-                           if (!has_team) return has_team.takeError();
-                           if (std::find(teams.begin(), teams.end(), team) != teams.end()) {
+Result<std::vector<std::string>> CredentialRules::grantBosaUser(
+    std::string_view identifier, const std::vector<std::string>& teams) {
+  return changeUserTeams(*records_, identifier, teams,
+                         [](std::vector<std::string>& granted, const std::string& team) {
+                           if (std::find(granted.begin(), granted.end(), team) != granted.end()) {
                              return false;  // already granted
                            }
-                           teams.emplace_back(team);
+                           granted.push_back(team);
                            return true;
                          });
 }
 
-Status CredentialRules::revokeBosaUser(std::string_view identifier, std::string_view team) {
-  return changeUserTeams(*records_, identifier, team,
-                         [&](Txn&, std::vector<std::string>& teams) -> Result<bool> {
-                           auto it = std::find(teams.begin(), teams.end(), team);
-                           if (it == teams.end()) return userNotGranted(identifier, team);
-                           teams.erase(it);
+Result<std::vector<std::string>> CredentialRules::revokeBosaUser(
+    std::string_view identifier, const std::vector<std::string>& teams) {
+  return changeUserTeams(*records_, identifier, teams,
+                         [](std::vector<std::string>& granted, const std::string& team) {
+                           auto it = std::find(granted.begin(), granted.end(), team);
+                           if (it == granted.end()) return false;  // not granted
+                           granted.erase(it);
                            return true;
                          });
+}
+
+Status CredentialRules::setBosaUserSecret(std::string_view identifier,
+                                          const core::SecretString& secret) {
+  auto valid = validateName("BOSA user", identifier);
+  if (!valid) return valid;
+  if (secret.empty()) return emptySecret();
+  return records_->update([&](Txn& txn) -> Status {
+    auto user = txn.user(identifier);
+    if (!user) return user.takeError();
+    if (!*user) return unknownUser(identifier);
+    auto put = txn.putUser(**user, secret);
+    if (!put) return put;
+    // A token minted with the old secret must not outlive it here.
+    return txn.deleteUserToken(identifier);
+  });
 }
 
 Status CredentialRules::removeBosaUser(std::string_view identifier) {

@@ -36,11 +36,15 @@ class CredentialRules : public core::CredentialStore {
   core::Status storeUserToken(std::string_view identifier, const core::UserToken& token) override;
 
   core::Status addTeam(const core::TeamRecord& team) override;
-  core::Status removeTeam(std::string_view name) override;
+  core::Status setTeamUpstreams(const core::TeamRecord& team) override;
+  core::Result<core::TeamRemoval> removeTeam(std::string_view name, bool with_data) override;
   core::Result<std::vector<core::TeamRecord>> listTeams() override;
   core::Result<core::SecretString> addClient(std::string_view name,
                                              std::string_view team) override;
+  core::Result<core::SecretString> rotateClient(std::string_view name,
+                                                int64_t grace_seconds) override;
   core::Status revokeClient(std::string_view name) override;
+  core::Status removeClient(std::string_view name, bool even_active) override;
   core::Result<std::vector<core::ClientRecord>> listClients() override;
   core::Status setSecret(std::string_view name, std::string_view team,
                          const core::SecretString& value) override;
@@ -48,8 +52,12 @@ class CredentialRules : public core::CredentialStore {
   core::Result<std::vector<core::SecretInfo>> listSecrets() override;
   core::Status addBosaUser(std::string_view identifier, const core::SecretString& secret,
                            const std::vector<std::string>& teams) override;
-  core::Status grantBosaUser(std::string_view identifier, std::string_view team) override;
-  core::Status revokeBosaUser(std::string_view identifier, std::string_view team) override;
+  core::Result<std::vector<std::string>> grantBosaUser(
+      std::string_view identifier, const std::vector<std::string>& teams) override;
+  core::Result<std::vector<std::string>> revokeBosaUser(
+      std::string_view identifier, const std::vector<std::string>& teams) override;
+  core::Status setBosaUserSecret(std::string_view identifier,
+                                 const core::SecretString& secret) override;
   core::Status removeBosaUser(std::string_view identifier) override;
   core::Result<std::vector<core::BosaUserRecord>> listBosaUsers() override;
 

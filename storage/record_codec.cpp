@@ -14,6 +14,7 @@ using core::Status;
 namespace {
 
 constexpr uint8_t kVersion = 1;
+constexpr uint8_t kClientVersionRotated = 2;
 constexpr uint8_t kTagTeam = 'T';
 constexpr uint8_t kTagClient = 'C';
 constexpr uint8_t kTagClientTokenRef = 'H';
@@ -27,9 +28,9 @@ constexpr size_t kTokenHashSize = 32;
 
 class Writer {
  public:
-  explicit Writer(uint8_t tag) {
+  explicit Writer(uint8_t tag, uint8_t version = kVersion) {
     u8(tag);
-    u8(kVersion);
+    u8(version);
   }
   void u8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
   void u32(uint32_t v) {
@@ -109,9 +110,13 @@ class Reader {
     return true;
   }
   bool header(uint8_t tag) {
-    uint8_t t = 0;
     uint8_t v = 0;
-    return u8(t) && t == tag && u8(v) && v == kVersion;
+    return header(tag, v) && v == kVersion;
+  }
+  // The tag checked, the version returned for the caller to check.
+  bool header(uint8_t tag, uint8_t& version) {
+    uint8_t t = 0;
+    return u8(t) && t == tag && u8(version);
   }
   bool atEnd() const { return pos_ == in_.size(); }
 
@@ -169,22 +174,41 @@ Result<core::TeamRecord> decodeTeam(std::string_view key, std::string_view value
 // --- clients ---
 
 std::string encodeClient(const StoredClient& client) {
-  Writer w(kTagClient);
+  const bool rotated = client.client.rotated_unix != 0;
+  Writer w(kTagClient, rotated ? kClientVersionRotated : kVersion);
   w.str(client.client.team);
   w.u8(client.client.revoked ? 1 : 0);
   w.i64(client.client.created_unix);
   w.str(client.token_hash);
+  if (rotated) {
+    w.i64(client.client.rotated_unix);
+    w.str(client.previous_token_hash);
+    w.i64(client.client.previous_token_until_unix);
+  }
   return w.take();
 }
 
 Result<StoredClient> decodeClient(std::string_view key, std::string_view value) {
   StoredClient c;
   Reader r(value);
-  if (!isValidName(key) || !r.header(kTagClient) || !r.str(c.client.team) ||
+  uint8_t version = 0;
+  if (!isValidName(key) || !r.header(kTagClient, version) ||
+      (version != kVersion && version != kClientVersionRotated) || !r.str(c.client.team) ||
       !r.boolean(c.client.revoked) || !r.i64(c.client.created_unix) || !r.str(c.token_hash) ||
-      !r.atEnd() || !isValidName(c.client.team) || c.token_hash.size() != kTokenHashSize) {
+      !isValidName(c.client.team) || c.token_hash.size() != kTokenHashSize) {
     return malformed("client");
   }
+  if (version == kClientVersionRotated) {
+    // A rotation time of 0 would be written as version 1; a previous token comes with the end
+    // of its grace, and no end of grace without one.
+    if (!r.i64(c.client.rotated_unix) || !r.str(c.previous_token_hash) ||
+        !r.i64(c.client.previous_token_until_unix) || c.client.rotated_unix == 0 ||
+        (c.previous_token_hash.empty() != (c.client.previous_token_until_unix == 0)) ||
+        (!c.previous_token_hash.empty() && c.previous_token_hash.size() != kTokenHashSize)) {
+      return malformed("client");
+    }
+  }
+  if (!r.atEnd()) return malformed("client");
   c.client.name = std::string(key);
   return c;
 }

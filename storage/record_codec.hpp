@@ -36,8 +36,11 @@ inline constexpr std::string_view kKeyCheckPlaintext = "keyway master key check 
 std::string associatedData(std::string_view table, std::string_view key);
 
 struct StoredClient {
-  core::ClientRecord client;
-  std::string token_hash;  // keyed hash of its token (kTokenHashBytes)
+  core::ClientRecord client;  // token_expires_unix is not stored
+  std::string token_hash;     // keyed hash of its token (kTokenHashBytes)
+  // Keyed hash of the token before the last rotation while it may still work (its grace period
+  // ends at client.previous_token_until_unix); empty when there is none.
+  std::string previous_token_hash;
 };
 
 struct StoredSecret {
@@ -61,7 +64,10 @@ struct StoredUserToken {
 std::string encodeTeam(const core::TeamRecord& team);
 core::Result<core::TeamRecord> decodeTeam(std::string_view key, std::string_view value);
 
-// clients: key = client name.
+// clients: key = client name. Version 1 records carry no rotation; version 2 adds the rotation
+// time and the previous token's hash and end of grace. A client never rotated is written as
+// version 1, so that each record has one encoding (and keyway versions without rotation still
+// read it).
 std::string encodeClient(const StoredClient& client);
 core::Result<StoredClient> decodeClient(std::string_view key, std::string_view value);
 

@@ -44,12 +44,14 @@ class WarningSink {
 
 // Opens the cache environment exactly as keywayd does (same directory and bound, so both agree on
 // the map size). Null store when there is no cache directory yet (keywayctl must not create one
-// the daemon has not made, and there is nothing to report or purge: rc 0) or when it is unusable
-// (rc 2, error printed). close() applies what is queued, stops the writer and prints warnings.
+// the daemon has not made, and there is nothing to report or purge: rc 0, `missing` set, a note
+// printed unless `quiet`) or when it is unusable (rc 2, error printed). close() applies what is
+// queued, stops the writer and prints warnings.
 struct OpenedCache {
   std::unique_ptr<storage::LmdbCacheStore> store;
   std::shared_ptr<WarningSink> warnings = std::make_shared<WarningSink>();
   int rc = kCtlExitOk;  // meaningful when store is null
+  bool missing = false;
 
   void close(std::ostream& err) {
     store.reset();
@@ -57,12 +59,16 @@ struct OpenedCache {
   }
 };
 
-OpenedCache openCache(Context& c) {
+OpenedCache openCache(Context& c, bool quiet = false) {
   OpenedCache opened;
   const std::string dir = cacheDir(*c.config);
   struct stat st {};
   if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    c.out << "no response cache yet at " << dir << " (keywayd creates it when it starts)\n";
+    opened.missing = true;
+    if (!quiet) {
+      c.out << "no response cache yet at " << dir << " (keywayd creates it when it starts; "
+            << c.whereHint() << ")\n";
+    }
     return opened;
   }
   if (::access(dir.c_str(), R_OK | W_OK | X_OK) != 0) {
@@ -87,14 +93,54 @@ OpenedCache openCache(Context& c) {
   return opened;
 }
 
+// `cache stats --json`: one object (docs/cli.md); `exists` false and zero counts before keywayd
+// made the cache.
+std::string statsJson(const Context& c, const core::CacheStats* st) {
+  const core::CacheStats none{};
+  const core::CacheStats& s = st != nullptr ? *st : none;
+  const uint64_t lookups = s.hits + s.misses;
+  std::string ratio = "null";
+  if (lookups != 0) {
+    std::ostringstream r;
+    r.precision(4);
+    r << std::fixed << static_cast<double>(s.hits) / static_cast<double>(lookups);
+    ratio = r.str();
+  }
+  return JsonObject()
+      .str("directory", cacheDir(*c.config))
+      .boolean("enabled", c.config->cache.enabled)
+      .boolean("exists", st != nullptr)
+      .num("entries", s.entries)
+      .num("bytes", s.bytes)
+      .num("max_bytes", st != nullptr ? s.max_bytes : uint64_t{c.config->cache.max_bytes})
+      .num("hits", s.hits)
+      .num("misses", s.misses)
+      .raw("hit_ratio", ratio)
+      .time("oldest_entry", s.entries == 0 ? 0 : s.oldest_stored_unix_ms / 1000)
+      .num("evictions", s.evictions)
+      .num("expired", s.expired)
+      .num("dropped_writes", s.dropped_writes)
+      .num("degraded_events", s.degraded_events)
+      .boolean("healthy", st == nullptr || s.healthy)
+      .text();
+}
+
 int cmdCacheStats(Context& c) {
-  if (!c.config->cache.enabled) {
+  const bool json = c.flag("--json");
+  if (!c.config->cache.enabled && !json) {
     c.out << "note: the cache is disabled in the configuration (cache.enabled: false)\n";
   }
-  auto opened = openCache(c);
-  if (!opened.store) return opened.rc;
+  auto opened = openCache(c, json);
+  if (!opened.store) {
+    if (json && opened.missing) c.out << statsJson(c, nullptr) << "\n";
+    return opened.rc;
+  }
   const core::CacheStats st = opened.store->stats();
   opened.close(c.err);
+  if (json) {
+    c.out << statsJson(c, &st) << "\n";
+    return st.healthy ? kCtlExitOk : kCtlExitFailure;
+  }
   const uint64_t lookups = st.hits + st.misses;
   std::ostringstream ratio;
   if (lookups == 0) {
@@ -172,7 +218,7 @@ int cmdCachePurge(Context& c) {
 const CommandGroup& cacheGroup() {
   static const CommandGroup group = {
       "cache",
-      "usage: keywayctl cache stats\n"
+      "usage: keywayctl cache stats [--json]\n"
       "       keywayctl cache purge [--upstream U] [--prefix PATH] [--all]\n"
       "\n"
       "Works on the response cache environment of the configuration (cache.dir, default\n"
@@ -184,8 +230,8 @@ const CommandGroup& cacheGroup() {
       "the intersection; --all everything. Without an option it refuses. A running keywayd\n"
       "stops serving the purged entries at once.\n",
       {
-          {"stats", 0, 0, {}, {}, {}, "keywayctl cache stats", Store::kNone, Input::kNone,
-           cmdCacheStats},
+          {"stats", 0, 0, {}, {"--json"}, {}, "keywayctl cache stats [--json]", Store::kNone,
+           Input::kNone, cmdCacheStats},
           {"purge", 0, 0, {"--upstream", "--prefix"}, {"--all"}, {},
            "keywayctl cache purge [--upstream U] [--prefix PATH] [--all]", Store::kNone,
            Input::kNone, cmdCachePurge, checkPurgeScope},

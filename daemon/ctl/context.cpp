@@ -29,12 +29,56 @@ int Context::fail(const std::string& message, int code) const {
   return code;
 }
 
+namespace {
+
+struct ConfigChoice {
+  std::string path;
+  std::string source;
+};
+
+// --config, else $KEYWAY_CONFIG, else the installed file when it exists, else an error that
+// says how to name one.
+core::Result<ConfigChoice> findConfig(const std::optional<std::string>& given,
+                                      const CtlConfigSearch& search) {
+  if (given) return ConfigChoice{*given, "--config"};
+  if (auto env = search.getenv ? search.getenv("KEYWAY_CONFIG") : std::nullopt;
+      env && !env->empty()) {
+    return ConfigChoice{*env, "$KEYWAY_CONFIG"};
+  }
+  if (!search.installed.empty() && search.exists && search.exists(search.installed)) {
+    return ConfigChoice{search.installed, "the installed default"};
+  }
+  return core::Error::make(
+      ErrorCode::kBadRequest,
+      "no configuration: pass the file keywayd runs with as --config FILE, set KEYWAY_CONFIG, or "
+      "install " + (search.installed.empty() ? std::string("one") : search.installed) +
+          " (keywayd without --config runs on the embedded default, equal to conf/keyway.yaml: "
+          "pass that file)");
+}
+
+}  // namespace
+
+std::string Context::whereHint() const {
+  return "state_dir " + config->state_dir + " comes from " + config_path + " (" + config_source +
+         "); if keywayd runs with another configuration, pass it with --config FILE";
+}
+
 int runCommand(const Command& command, const Args& args, std::istream& in, std::ostream& out,
-               std::ostream& err, const CtlConfigLoader& load_config) {
+               std::ostream& err, const CtlConfigLoader& load_config,
+               const CtlConfigSearch& search) {
   Context ctx{args, in, out, err};
-  auto config = load_config(args.config);
+  auto choice = findConfig(args.config, search);
+  if (!choice) {
+    err << "keywayctl: " << choice.error().message << "\n";
+    return kCtlExitUsage;
+  }
+  ctx.config_path = choice->path;
+  ctx.config_source = choice->source;
+  auto config = load_config(choice->path);
   if (!config) {
-    err << "keywayctl: cannot load the configuration: " << config.error().message << "\n";
+    err << "keywayctl: cannot load the configuration"
+        << (choice->source == "--config" ? std::string() : " (found by " + choice->source + ")")
+        << ": " << config.error().message << "\n";
     return exitFor(config.error());
   }
   ctx.config = &*config;
@@ -43,7 +87,8 @@ int runCommand(const Command& command, const Args& args, std::istream& in, std::
   if (command.store == Store::kCredentials) {
     auto opened = storage::openLmdbCredentialStore(config->state_dir, config->master_key_file);
     if (!opened) {
-      err << "keywayctl: cannot open the credential store: " << opened.error().message << "\n";
+      err << "keywayctl: cannot open the credential store: " << opened.error().message << " ("
+          << ctx.whereHint() << ")\n";
       return kCtlExitFailure;
     }
     store = std::move(opened).value();
@@ -68,6 +113,26 @@ std::optional<int> checkTeams(Context& c, const std::vector<std::string>& teams)
       return c.fail("unknown team '" + t + "'; create it with `keywayctl team add " + t + "`",
                     kCtlExitUsage);
     }
+  }
+  return std::nullopt;
+}
+
+bool teamReachesBosa(const core::Config& config, const core::TeamRecord& team) {
+  for (const auto& u : config.upstreams) {
+    if (u.protocol != core::Protocol::kBosa) continue;
+    if (team.all_upstreams) return true;
+    for (const auto& name : team.upstreams) {
+      if (name == u.name) return true;
+    }
+  }
+  return false;
+}
+
+std::optional<int> teamList(Context& c, std::vector<std::string>* teams) {
+  const std::string given = *c.option("--team");
+  *teams = splitList(given);
+  for (const auto& t : *teams) {
+    if (t.empty()) return c.fail("--team has an empty entry: '" + given + "'", kCtlExitUsage);
   }
   return std::nullopt;
 }

@@ -1,6 +1,7 @@
 // Internal to daemon/ctl/: what a command is given (arguments, config, store), how it is declared.
 #pragma once
 
+#include <algorithm>
 #include <istream>
 #include <map>
 #include <optional>
@@ -25,6 +26,7 @@ struct Args {
   std::set<std::string> flags;                 // "--all"
   std::optional<std::string> config;
   bool help = false;
+  bool version = false;
 };
 
 // kCtlExitUsage for errors in what was asked (bad input, unknown or duplicate names), else
@@ -40,6 +42,8 @@ struct Context {
   const core::Config* config = nullptr;
   std::optional<std::string> config_file;  // the file `config` came from; none = embedded default
   core::CredentialStore* store = nullptr;  // set for commands declared with Store::kCredentials
+  std::string config_path{};               // the configuration file in use
+  std::string config_source{};             // how it was found: "--config", "$KEYWAY_CONFIG", ...
 
   // 0 is the group, 1 the action, 2 the first argument (dispatch has checked how many there are).
   const std::string& word(size_t i) const { return args.words[i]; }
@@ -52,6 +56,9 @@ struct Context {
   // Prints "keywayctl: MESSAGE" on err and returns `code`.
   int fail(const std::string& message, int code) const;
   int fail(const core::Error& error) const { return fail(error.message, exitFor(error)); }
+  // For "nothing found here" messages: which configuration named this state directory, and
+  // how to name the daemon's own.
+  std::string whereHint() const;
 };
 
 enum class Store { kNone, kCredentials };  // kCredentials: opened before run, in Context::store
@@ -80,23 +87,36 @@ struct CommandGroup {
   std::vector<Command> commands;  // in the order usage errors list their actions
 };
 
-// Loads the configuration, opens the credential store when `command` needs it and runs it.
+// Finds and loads the configuration, opens the credential store when `command` needs it and
+// runs it.
 int runCommand(const Command& command, const Args& args, std::istream& in, std::ostream& out,
-               std::ostream& err, const CtlConfigLoader& load_config);
+               std::ostream& err, const CtlConfigLoader& load_config,
+               const CtlConfigSearch& search);
 
 // Checks that run before a secret is prompted for or anything is written, so that nobody types a
 // secret for nothing: nullopt when they pass, else the exit code of the error printed.
 std::optional<int> checkTeams(Context& c, const std::vector<std::string>& teams);
 std::optional<int> checkUpstream(Context& c, const std::string& name);
+// Whether the team may use some BOSA upstream of the configuration (BOSA users only act there).
+bool teamReachesBosa(const core::Config& config, const core::TeamRecord& team);
+// A --team list (T1[,T2...]) without empty entries, or the exit code of the error printed.
+std::optional<int> teamList(Context& c, std::vector<std::string>* teams);
 
 // The end of a command that changes the store: the error, or `done` as a line on stdout.
 int reportChange(Context& c, const core::Status& status, const std::string& done);
 
-// A listing: a hint when there is nothing yet, else a table under `header`, a row per item.
-template <typename T, typename Row>
-int printListing(Context& c, const core::Result<std::vector<T>>& items, const char* none,
-                 std::vector<std::string> header, Row row) {
+// A listing: with --json a JSON array of `json(item)` objects (docs/cli.md), else `none` when
+// there is nothing, else a table under `header`, a row per item.
+template <typename T, typename Row, typename Json>
+int printListing(Context& c, const core::Result<std::vector<T>>& items, const std::string& none,
+                 std::vector<std::string> header, Row row, Json json) {
   if (!items) return c.fail(items.error());
+  if (c.flag("--json")) {
+    std::vector<std::string> objects;
+    for (const auto& item : *items) objects.push_back(json(item).text());
+    c.out << jsonArray(objects) << "\n";
+    return kCtlExitOk;
+  }
   if (items->empty()) {
     c.out << none << "\n";
     return kCtlExitOk;
@@ -105,6 +125,28 @@ int printListing(Context& c, const core::Result<std::vector<T>>& items, const ch
   for (const auto& item : *items) rows.push_back(row(item));
   printTable(c.out, rows);
   return kCtlExitOk;
+}
+
+// The --team T1[,T2] filter of a list command: when given (every team known), keeps the items
+// `in_teams(item, listed)` accepts, where `listed(team)` says whether the team was named, and sets
+// `none` to `none_prefix` + the teams. Returns the exit code of the error printed, if any.
+template <typename T, typename InTeams>
+std::optional<int> filterByTeams(Context& c, core::Result<std::vector<T>>& items, std::string& none,
+                                 const std::string& none_prefix, InTeams in_teams) {
+  if (!c.option("--team") || !items) return std::nullopt;
+  std::vector<std::string> teams;
+  if (auto rc = teamList(c, &teams)) return rc;
+  if (auto rc = checkTeams(c, teams)) return rc;
+  const auto listed = [&teams](const std::string& team) {
+    return std::find(teams.begin(), teams.end(), team) != teams.end();
+  };
+  std::vector<T> kept;
+  for (auto& item : *items) {
+    if (in_teams(item, listed)) kept.push_back(std::move(item));
+  }
+  items = std::move(kept);
+  none = none_prefix + joinList(teams);
+  return std::nullopt;
 }
 
 }  // namespace keyway::daemon::ctl

@@ -1,7 +1,10 @@
 // keywayctl's entry point: the command line parsed, help and usage errors, the command run.
 #include "daemon/ctl/ctl.hpp"
 
+#include <sys/stat.h>
+
 #include <algorithm>
+#include <cstdlib>
 #include <exception>
 #include <iostream>
 #include <set>
@@ -29,13 +32,18 @@ constexpr const char* kGlobalUsage =
     "commands:\n"
     "  init                                        create the state directory and master key\n"
     "  team add NAME [--upstreams a,b,...]         add a team (default: all upstreams)\n"
-    "  team list | team rm NAME\n"
+    "  team set NAME --upstreams a,b,... | --all-upstreams\n"
+    "                                              change a team's upstreams in place\n"
+    "  team list | team rm NAME [--force]\n"
     "  client add NAME --team TEAM                 add a client; prints its kw_ token once\n"
-    "  client list | client revoke NAME\n"
+    "  client rotate NAME [--grace DURATION]       a new token for a client; prints it once\n"
+    "  client list [--team T,...] | client revoke NAME | client rm NAME [--force]\n"
     "  secret set NAME [--team TEAM]               set a secret (value on stdin)\n"
-    "  secret list | secret rm NAME [--team TEAM]\n"
+    "  secret list [--team T,...] | secret rm NAME [--team TEAM]\n"
     "  bosa-user add IDENTIFIER --team T1[,T2...]  add a BOSA user (user secret on stdin)\n"
-    "  bosa-user list | bosa-user grant|revoke IDENTIFIER --team TEAM | bosa-user rm IDENTIFIER\n"
+    "  bosa-user set-secret IDENTIFIER             replace a user's secret (stdin), keep grants\n"
+    "  bosa-user grant|revoke IDENTIFIER --team T1[,T2...]\n"
+    "  bosa-user list [--team T,...] | bosa-user rm IDENTIFIER\n"
     "  cache stats | cache purge [--upstream U] [--prefix PATH] [--all]\n"
     "  schemas list                                BOSA schemas: fetch time, connectors, gaps\n"
     "  schemas refresh [CONNECTOR]                 fetch BOSA schemas (all, or one connector)\n"
@@ -44,8 +52,11 @@ constexpr const char* kGlobalUsage =
     "  doctor [--json]                             check what usually goes wrong, say what to run\n"
     "\n"
     "options:\n"
-    "  --config FILE   configuration file (default: the embedded default, as keywayd)\n"
+    "  --config FILE   the configuration keywayd runs with; default: $KEYWAY_CONFIG, else\n"
+    "                  " KEYWAY_INSTALLED_CONFIG " when it exists\n"
+    "  --json          list and stats commands: a JSON array (or object) instead of a table\n"
     "  --help, -h      help for keywayctl or for one command\n"
+    "  --version       print the version\n"
     "\n"
     "exit status: 0 ok, 1 bad usage or input, 2 runtime failure (status and doctor: see their\n"
     "--help)\n";
@@ -114,6 +125,10 @@ std::optional<UsageError> parseArgs(const std::vector<std::string>& raw, Args& a
       args.help = true;
       continue;
     }
+    if (a == "--version") {
+      args.version = true;
+      continue;
+    }
     const size_t eq = a.find('=');
     const std::string name = a.substr(0, eq);
     const bool inline_value = eq != std::string::npos;
@@ -158,9 +173,14 @@ int usageError(std::ostream& err, const std::string& message) {
 }
 
 int dispatch(const std::vector<std::string>& raw, std::istream& in, std::ostream& out,
-             std::ostream& err, const CtlConfigLoader& load_config) {
+             std::ostream& err, const CtlConfigLoader& load_config,
+             const CtlConfigSearch& search) {
   Args args;
   if (auto problem = parseArgs(raw, args)) return usageError(err, problem->message);
+  if (args.version) {
+    out << "keywayctl " KEYWAY_VERSION "\n";
+    return kCtlExitOk;
+  }
 
   if (args.words.empty()) {
     if (args.help) {
@@ -239,15 +259,30 @@ int dispatch(const std::vector<std::string>& raw, std::istream& in, std::ostream
     }
   }
 
-  return ctl::runCommand(*cmd, args, in, out, err, load_config);
+  return ctl::runCommand(*cmd, args, in, out, err, load_config, search);
 }
 
 }  // namespace
 
+CtlConfigSearch systemConfigSearch() {
+  CtlConfigSearch search;
+  search.getenv = [](const char* name) -> std::optional<std::string> {
+    const char* value = std::getenv(name);
+    if (value == nullptr) return std::nullopt;
+    return std::string(value);
+  };
+  search.exists = [](const std::string& path) {
+    struct stat st {};
+    return ::stat(path.c_str(), &st) == 0;
+  };
+  search.installed = KEYWAY_INSTALLED_CONFIG;
+  return search;
+}
+
 int runCtl(std::vector<std::string> args, std::istream& in, std::ostream& out, std::ostream& err,
-           const CtlConfigLoader& load_config) {
+           const CtlConfigLoader& load_config, const CtlConfigSearch& search) {
   try {
-    return dispatch(args, in, out, err, load_config);
+    return dispatch(args, in, out, err, load_config, search);
   } catch (const std::exception& e) {
     // Last resort: third-party code (YAML, iostreams) may throw; never crash the CLI.
     err << "keywayctl: internal error: " << e.what() << "\n";
@@ -255,6 +290,11 @@ int runCtl(std::vector<std::string> args, std::istream& in, std::ostream& out, s
     err << "keywayctl: internal error\n";
   }
   return kCtlExitFailure;
+}
+
+int runCtl(std::vector<std::string> args, std::istream& in, std::ostream& out, std::ostream& err,
+           const CtlConfigLoader& load_config) {
+  return runCtl(std::move(args), in, out, err, load_config, systemConfigSearch());
 }
 
 int runCtl(std::vector<std::string> args, std::istream& in, std::ostream& out, std::ostream& err) {

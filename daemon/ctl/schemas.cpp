@@ -120,7 +120,8 @@ int openSchemaStore(Context& c, bool for_write, std::shared_ptr<storage::LmdbSch
     struct stat state {};
     if (::stat(state_dir.c_str(), &state) != 0 || !S_ISDIR(state.st_mode)) {
       return c.fail("no state directory at " + state_dir +
-                        " yet; run `keywayctl init` (or start keywayd) first",
+                        " yet; run `keywayctl init` (or start keywayd) first (" + c.whereHint() +
+                        ")",
                     kCtlExitFailure);
     }
     if (!canUse(state_dir, W_OK | X_OK)) {
@@ -191,42 +192,111 @@ void printSchemas(Context& c, const core::UpstreamConfig& upstream,
   }
 }
 
+// One upstream of `schemas list --json` (docs/cli.md). Text from the document is JSON-escaped,
+// so it cannot drive a terminal there either.
+std::string schemasJson(const core::UpstreamConfig& upstream, const core::StoredSchemas* stored,
+                        const core::BosaCatalog* catalog, const std::string& error) {
+  std::vector<std::string> connectors;
+  std::vector<std::string> unenforced;
+  std::vector<std::string> problems;
+  if (catalog != nullptr) {
+    for (const auto& name : catalog->connectorNames()) {
+      const core::BosaConnector* connector = catalog->connector(name);
+      size_t issues = 0;
+      for (const auto& [action_name, action] : connector->actions) {
+        issues += action.issues.size();
+        for (const auto& issue : action.issues) {
+          unenforced.push_back(JsonObject()
+                                   .str("connector", name)
+                                   .str("action", action_name)
+                                   .str("pointer", issue.schema_pointer)
+                                   .str("reason", issue.message)
+                                   .text());
+        }
+      }
+      connectors.push_back(JsonObject()
+                               .str("name", name)
+                               .num("actions", uint64_t{connector->actions.size()})
+                               .num("unenforced", uint64_t{issues})
+                               .text());
+    }
+    for (const auto& p : catalog->problems()) {
+      problems.push_back(JsonObject()
+                             .strOrNull("connector", p.connector)
+                             .strOrNull("action", p.action)
+                             .str("message", p.message)
+                             .text());
+    }
+  }
+  auto array = [](const std::vector<std::string>& items) {
+    return "[" + joinList(items, ",") + "]";
+  };
+  return JsonObject()
+      .str("upstream", upstream.name)
+      .str("base_url", upstream.base_url)
+      .boolean("stored", stored != nullptr)
+      .time("fetched", stored == nullptr ? 0 : stored->fetched_unix_ms / 1000)
+      .num("document_bytes", uint64_t{stored == nullptr ? 0 : stored->document.size()})
+      .raw("connectors", array(connectors))
+      .raw("unenforced", array(unenforced))
+      .raw("problems", array(problems))
+      .strOrNull("error", error)
+      .text();
+}
+
 int cmdSchemasList(Context& c) {
+  const bool json = c.flag("--json");
   const auto upstreams = bosaUpstreams(*c.config);
   if (upstreams.empty()) {
-    c.out << "no BOSA upstreams configured (upstreams with protocol bosa); nothing to list\n";
+    if (json) {
+      c.out << "[]\n";
+    } else {
+      c.out << "no BOSA upstreams configured (upstreams with protocol bosa); nothing to list\n";
+    }
     return kCtlExitOk;
   }
   std::shared_ptr<storage::LmdbSchemaStore> store;
   if (int rc = openSchemaStore(c, false, &store); rc != kCtlExitOk) return rc;
   int rc = kCtlExitOk;
+  std::vector<std::string> objects;
   for (size_t i = 0; i < upstreams.size(); ++i) {
     const core::UpstreamConfig& u = *upstreams[i];
-    if (i != 0) c.out << "\n";
+    if (i != 0 && !json) c.out << "\n";
     std::optional<core::StoredSchemas> stored;
     if (store) {
       auto loaded = store->load(u.name);
       if (!loaded) {
         rc = c.fail("upstream '" + u.name + "': " + loaded.error().message, kCtlExitFailure);
+        if (json) objects.push_back(schemasJson(u, nullptr, nullptr, loaded.error().message));
         continue;
       }
       stored = std::move(loaded).value();
     }
     if (!stored) {
-      c.out << "no schemas stored yet for upstream '" << u.name
-            << "' (they are fetched on first use, or run: keywayctl schemas refresh)\n";
+      if (json) {
+        objects.push_back(schemasJson(u, nullptr, nullptr, ""));
+      } else {
+        c.out << "no schemas stored yet for upstream '" << u.name
+              << "' (they are fetched on first use, or run: keywayctl schemas refresh)\n";
+      }
       continue;
     }
     auto catalog = core::BosaCatalog::parse(stored->document);
     if (!catalog) {
-      rc = c.fail("upstream '" + u.name + "': the stored document is unusable (" +
-                      printable(catalog.error().message) +
-                      "); replace it with `keywayctl schemas refresh`",
-                  kCtlExitFailure);
+      const std::string why = "the stored document is unusable (" +
+                              printable(catalog.error().message) +
+                              "); replace it with `keywayctl schemas refresh`";
+      rc = c.fail("upstream '" + u.name + "': " + why, kCtlExitFailure);
+      if (json) objects.push_back(schemasJson(u, &*stored, nullptr, why));
       continue;
     }
-    printSchemas(c, u, *stored, **catalog);
+    if (json) {
+      objects.push_back(schemasJson(u, &*stored, catalog->get(), ""));
+    } else {
+      printSchemas(c, u, *stored, **catalog);
+    }
   }
+  if (json) c.out << jsonArray(objects) << "\n";
   return rc;
 }
 
@@ -387,7 +457,7 @@ int cmdSchemasRefresh(Context& c) {
 const CommandGroup& schemasGroup() {
   static const CommandGroup group = {
       "schemas",
-      "usage: keywayctl schemas list\n"
+      "usage: keywayctl schemas list [--json]\n"
       "       keywayctl schemas refresh [CONNECTOR]\n"
       "\n"
       "Works on the BOSA schema store of the state directory (<state_dir>/schemas), the one a\n"
@@ -404,8 +474,8 @@ const CommandGroup& schemasGroup() {
       {
           // Neither opens the credential store: the schema store is opened by the command, as
           // needed (list creates nothing).
-          {"list", 0, 0, {}, {}, {}, "keywayctl schemas list", Store::kNone, Input::kNone,
-           cmdSchemasList},
+          {"list", 0, 0, {}, {"--json"}, {}, "keywayctl schemas list [--json]", Store::kNone,
+           Input::kNone, cmdSchemasList},
           {"refresh", 0, 1, {}, {}, {}, "keywayctl schemas refresh [CONNECTOR]", Store::kNone,
            Input::kNone, cmdSchemasRefresh},
       }};

@@ -45,13 +45,28 @@ int cmdSecretSet(Context& c) {
 }
 
 int cmdSecretList(Context& c) {
-  return printListing(c, c.store->listSecrets(),
-                      "no secrets; set one with: keywayctl secret set NAME [--team TEAM] < value",
-                      {"NAME", "SCOPE", "UPDATED"}, [](const core::SecretInfo& s) {
-                        return std::vector<std::string>{
-                            s.name, s.team.empty() ? "shared" : "team:" + s.team,
-                            formatTime(s.updated_unix)};
-                      });
+  auto secrets = c.store->listSecrets();
+  std::string none = "no secrets; set one with: keywayctl secret set NAME [--team TEAM] < value";
+  if (auto rc = filterByTeams(c, secrets, none, "no secrets of team(s) ",
+                              [](const core::SecretInfo& s, const auto& listed) {
+                                return listed(s.team);
+                              })) {
+    return *rc;
+  }
+  if (c.option("--team")) none += " (shared ones apply to them)";
+  return printListing(
+      c, secrets, none, {"NAME", "SCOPE", "UPDATED"},
+      [](const core::SecretInfo& s) {
+        return std::vector<std::string>{s.name, s.team.empty() ? "shared" : "team:" + s.team,
+                                        formatTime(s.updated_unix)};
+      },
+      [](const core::SecretInfo& s) {
+        return JsonObject()
+            .str("name", s.name)
+            .str("scope", s.team.empty() ? "shared" : "team")
+            .strOrNull("team", s.team)
+            .time("updated", s.updated_unix);
+      });
 }
 
 int cmdSecretRm(Context& c) {
@@ -66,7 +81,7 @@ const CommandGroup& secretGroup() {
   static const CommandGroup group = {
       "secret",
       "usage: keywayctl secret set NAME [--team TEAM]\n"
-      "       keywayctl secret list\n"
+      "       keywayctl secret list [--team T1[,T2...]] [--json]\n"
       "       keywayctl secret rm NAME [--team TEAM]\n"
       "\n"
       "Secrets are the real upstream credentials, e.g. bundleup.api_key, bosa.api_key,\n"
@@ -74,12 +89,14 @@ const CommandGroup& secretGroup() {
       "overrides the shared one for its clients. The value is read from standard input (one\n"
       "trailing newline stripped), never from arguments:\n"
       "  printf '%s' \"$BOSA_KEY\" | keywayctl secret set bosa.api_key\n"
-      "`secret list` shows names, scopes and update times, never values.\n",
+      "`secret list` shows names, scopes and update times, never values; --team shows only\n"
+      "those teams' own secrets.\n",
       {
           {"set", 1, 1, {"--team"}, {}, {}, "keywayctl secret set NAME [--team TEAM] < value",
            Store::kCredentials, Input::kSecret, cmdSecretSet},
-          {"list", 0, 0, {}, {}, {}, "keywayctl secret list", Store::kCredentials, Input::kNone,
-           cmdSecretList},
+          {"list", 0, 0, {"--team"}, {"--json"}, {},
+           "keywayctl secret list [--team T1[,T2...]] [--json]", Store::kCredentials,
+           Input::kNone, cmdSecretList},
           {"rm", 1, 1, {"--team"}, {}, {}, "keywayctl secret rm NAME [--team TEAM]",
            Store::kCredentials, Input::kNone, cmdSecretRm},
       }};

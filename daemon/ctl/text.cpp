@@ -1,6 +1,8 @@
 // The text keywayctl reads and prints: comma lists, times, sizes, aligned tables.
 #include "daemon/ctl/text.hpp"
 
+#include "daemon/log.hpp"
+
 #include <time.h>
 
 #include <algorithm>
@@ -68,6 +70,66 @@ void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& 
     }
     out << line << "\n";
   }
+}
+
+JsonObject& JsonObject::member(std::string_view key) {
+  if (body_.size() > 1) body_ += ',';
+  appendJsonString(body_, key);
+  body_ += ':';
+  return *this;
+}
+
+JsonObject& JsonObject::str(std::string_view key, std::string_view value) {
+  member(key);
+  appendJsonString(body_, value);
+  return *this;
+}
+
+JsonObject& JsonObject::strOrNull(std::string_view key, std::string_view value) {
+  return value.empty() ? raw(key, "null") : str(key, value);
+}
+
+JsonObject& JsonObject::time(std::string_view key, int64_t unix_seconds) {
+  const std::string t = formatTime(unix_seconds);
+  return t == "-" ? raw(key, "null") : str(key, t);
+}
+
+JsonObject& JsonObject::num(std::string_view key, int64_t value) {
+  return raw(key, std::to_string(value));
+}
+
+JsonObject& JsonObject::num(std::string_view key, uint64_t value) {
+  return raw(key, std::to_string(value));
+}
+
+JsonObject& JsonObject::boolean(std::string_view key, bool value) {
+  return raw(key, value ? "true" : "false");
+}
+
+JsonObject& JsonObject::strings(std::string_view key, const std::vector<std::string>& values) {
+  member(key);
+  body_ += '[';
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (i != 0) body_ += ',';
+    appendJsonString(body_, values[i]);
+  }
+  body_ += ']';
+  return *this;
+}
+
+JsonObject& JsonObject::raw(std::string_view key, std::string_view json) {
+  member(key);
+  body_.append(json);
+  return *this;
+}
+
+std::string jsonArray(const std::vector<std::string>& values) {
+  if (values.empty()) return "[]";
+  std::string out = "[\n";
+  for (size_t i = 0; i < values.size(); ++i) {
+    out += "  " + values[i] + (i + 1 < values.size() ? ",\n" : "\n");
+  }
+  return out + "]";
 }
 
 }  // namespace keyway::daemon::ctl

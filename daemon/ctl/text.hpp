@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <iosfwd>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace keyway::daemon::ctl {
@@ -17,5 +18,27 @@ std::string formatTime(int64_t unix_seconds);
 std::string formatBytes(uint64_t bytes);
 // Aligned columns; rows[0] is the header.
 void printTable(std::ostream& out, const std::vector<std::vector<std::string>>& rows);
+
+// One JSON object of `--json` output, its members in the order added (docs/cli.md fixes the
+// shapes). Strings are escaped; times are ISO 8601 UTC strings, or null for "none".
+class JsonObject {
+ public:
+  JsonObject& str(std::string_view key, std::string_view value);
+  JsonObject& strOrNull(std::string_view key, std::string_view value);  // "" -> null
+  JsonObject& time(std::string_view key, int64_t unix_seconds);         // <= 0 -> null
+  JsonObject& num(std::string_view key, int64_t value);
+  JsonObject& num(std::string_view key, uint64_t value);
+  JsonObject& boolean(std::string_view key, bool value);
+  JsonObject& strings(std::string_view key, const std::vector<std::string>& values);
+  JsonObject& raw(std::string_view key, std::string_view json);  // already JSON
+  std::string text() const { return body_ + "}"; }
+
+ private:
+  JsonObject& member(std::string_view key);
+  std::string body_ = "{";
+};
+
+// A JSON array of already encoded values: "[]" when empty, else one value per line.
+std::string jsonArray(const std::vector<std::string>& values);
 
 }  // namespace keyway::daemon::ctl

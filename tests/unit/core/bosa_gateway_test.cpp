@@ -253,6 +253,36 @@ TEST_CASE("BOSA user handles become minted tokens, minted once for concurrent re
   CHECK(f.metrics->token_mints.load() == 1);
 }
 
+TEST_CASE("BOSA: a kept user token is dropped when the user's secret changes; other writes keep it") {
+  BosaFixture f;
+  f.storeDoc();
+  const Headers as_alice = {{"X-API-Key", f.token}, {"X-Keyway-User", "alice"}};
+  f.call("POST", "/bosa/connectors/github/create_issue", as_alice, R"({"title":"a"})");
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, R"({"data":{"token":"jwt-old","expires_at":"2099-01-01T00:00:00"}})");
+  REQUIRE(f.upstream->requests.size() == 2);
+
+  // An unrelated write: the kept token stays.
+  REQUIRE(f.store->setSecret("unrelated", "", SecretString(std::string("v"))).ok());
+  f.call("POST", "/bosa/connectors/github/create_issue", as_alice, R"({"title":"b"})");
+  REQUIRE(f.upstream->requests.size() == 3);
+  CHECK(headerValue(f.upstream->requests[2].headers, "Authorization") ==
+        std::optional<std::string_view>("Bearer jwt-old"));
+  CHECK(f.metrics->token_mints.load() == 1);
+
+  // keywayctl bosa-user set-secret (another process in real life): the next request mints anew.
+  REQUIRE(f.store->setBosaUserSecret("alice", SecretString(std::string("sk-user-alice-NEW"))).ok());
+  f.call("POST", "/bosa/connectors/github/create_issue", as_alice, R"({"title":"c"})");
+  REQUIRE(f.upstream->requests.size() == 4);
+  CHECK(f.upstream->requests[3].url == "http://127.0.0.1:9/base/auth/tokens");
+  CHECK(f.upstream->requests[3].body == R"({"identifier":"alice","secret":"sk-user-alice-NEW"})");
+  f.upstream->respond(3, 200, R"({"data":{"token":"jwt-new","expires_at":"2099-01-01T00:00:00"}})");
+  REQUIRE(f.upstream->requests.size() == 5);
+  CHECK(headerValue(f.upstream->requests[4].headers, "Authorization") ==
+        std::optional<std::string_view>("Bearer jwt-new"));
+  CHECK(f.metrics->token_mints.load() == 2);
+}
+
 TEST_CASE("BOSA tokens near expiry are re-minted; refused users and secrets are 403") {
   BosaFixture f;
   f.storeDoc();

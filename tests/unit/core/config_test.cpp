@@ -455,6 +455,31 @@ TEST_CASE("validateConfig accepts a valid config and names the broken key") {
   CHECK(validateConfig(config).ok());
 }
 
+TEST_CASE("configWarnings: a listener beyond loopback, plain http:// beyond loopback") {
+  CHECK(configWarnings(validConfig()).empty());
+  Config local = validConfig();
+  local.listen = {"::1", 8750};
+  local.upstreams[0].compat_listen = {"localhost", 8754};
+  local.upstreams[1].base_url = "http://127.0.0.2:9000";
+  local.upstreams[0].base_url = "http://[::1]:9000/v1";
+  CHECK(configWarnings(local).empty());
+
+  Config open = validConfig();
+  open.listen = {"0.0.0.0", 8750};
+  open.upstreams[0].compat_listen = {"10.0.0.5", 8754};
+  open.upstreams[1].base_url = "http://api.example.com:8080/v1";
+  const auto warnings = configWarnings(open);
+  REQUIRE(warnings.size() == 3);
+  CHECK(warnings[0].find("listen 0.0.0.0:8750 is not a loopback address") == 0);
+  CHECK(warnings[1].find("upstreams.bosa.compat_listen 10.0.0.5:8754") == 0);
+  CHECK(warnings[2].find("upstreams.bundleiq.base_url http://api.example.com:8080/v1 is plain "
+                         "http://") == 0);
+  // A name that merely starts like loopback is not loopback.
+  Config tricky = validConfig();
+  tricky.upstreams[1].base_url = "http://127.evil.example";
+  CHECK(configWarnings(tricky).size() == 1);
+}
+
 TEST_CASE("TLS problems: verification or not, and words without certificate contents") {
   const TlsProblem verification[] = {TlsProblem::kUntrustedCertificate, TlsProblem::kHostMismatch,
                                      TlsProblem::kExpired,          TlsProblem::kNotYetValid,

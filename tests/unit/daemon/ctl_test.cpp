@@ -28,7 +28,9 @@
 
 #include <rapidjson/document.h>
 
+#include <map>
 #include <mutex>
+#include <set>
 
 namespace keyway::daemon {
 namespace {
@@ -51,11 +53,30 @@ struct Outcome {
   }
 };
 
+// Where keywayctl looks without --config in these tests: $KEYWAY_CONFIG names a file (the
+// injected loaders ignore the path), and there is no installed file.
+CtlConfigSearch testSearch(std::map<std::string, std::string> env = {{"KEYWAY_CONFIG",
+                                                                      "/test/keyway.yaml"}},
+                           std::set<std::string> existing = {}) {
+  CtlConfigSearch out;
+  out.getenv = [env](const char* name) -> std::optional<std::string> {
+    auto it = env.find(name);
+    if (it == env.end()) return std::nullopt;
+    return it->second;
+  };
+  out.exists = [existing](const std::string& path) { return existing.count(path) != 0; };
+  out.installed = "/etc/keyway/keyway.yaml";
+  return out;
+}
+
 // A keywayctl with an injected config loader: state in a temp dir, three upstreams.
 struct Ctl {
   TempDir dir;
   std::vector<std::optional<std::string>> config_paths;  // what the loader was asked for
   std::optional<core::Error> config_error;
+  // Where keywayctl looks without --config (testSearch).
+  std::map<std::string, std::string> env = {{"KEYWAY_CONFIG", "/test/keyway.yaml"}};
+  std::set<std::string> existing_files;
 
   core::Config config() const {
     core::Config c;
@@ -84,11 +105,14 @@ struct Ctl {
                     config_paths.push_back(path);
                     if (config_error) return *config_error;
                     return config();
-                  });
+                  },
+                  search());
     o.out = out.str();
     o.err = err.str();
     return o;
   }
+
+  CtlConfigSearch search() const { return testSearch(env, existing_files); }
 
   std::unique_ptr<core::CredentialStore> openStore() {
     auto store = storage::openLmdbCredentialStore(dir / "state", dir / "state/master.key");
@@ -151,7 +175,7 @@ TEST_CASE("keywayctl: --config before or after the subcommand") {
   CHECK_RC(ctl.run({"team", "list", "--config", "/etc/b.yaml"}), 0);
   CHECK_RC(ctl.run({"team", "--config=/etc/c.yaml", "list"}), 0);
   REQUIRE(ctl.config_paths.size() == 4);
-  CHECK_FALSE(ctl.config_paths[0].has_value());  // no --config: the embedded default
+  CHECK(ctl.config_paths[0] == std::optional<std::string>("/test/keyway.yaml"));  // $KEYWAY_CONFIG
   CHECK(ctl.config_paths[1] == std::optional<std::string>("/etc/a.yaml"));
   CHECK(ctl.config_paths[2] == std::optional<std::string>("/etc/b.yaml"));
   CHECK(ctl.config_paths[3] == std::optional<std::string>("/etc/c.yaml"));
@@ -162,11 +186,58 @@ TEST_CASE("keywayctl: --config before or after the subcommand") {
   CHECK(contains(bad.err, "x.yaml:3: listen: bad"));
 }
 
+TEST_CASE("keywayctl: without --config, $KEYWAY_CONFIG, then the installed file, else an error") {
+  Ctl ctl;
+  // --config wins over both.
+  ctl.existing_files = {"/etc/keyway/keyway.yaml"};
+  CHECK_RC(ctl.run({"team", "list", "--config", "/etc/a.yaml"}), 2);  // no store yet
+  // $KEYWAY_CONFIG wins over the installed file.
+  CHECK_RC(ctl.run({"team", "list"}), 2);
+  // An empty $KEYWAY_CONFIG counts as unset.
+  ctl.env = {{"KEYWAY_CONFIG", ""}};
+  auto installed = ctl.run({"team", "list"});
+  CHECK_RC(installed, 2);
+  REQUIRE(ctl.config_paths.size() == 3);
+  CHECK(ctl.config_paths[0] == std::optional<std::string>("/etc/a.yaml"));
+  CHECK(ctl.config_paths[1] == std::optional<std::string>("/test/keyway.yaml"));
+  CHECK(ctl.config_paths[2] == std::optional<std::string>("/etc/keyway/keyway.yaml"));
+  // The store error names the configuration that chose the state dir, and --config.
+  CHECK(contains(installed.err, "/etc/keyway/keyway.yaml (the installed default)"));
+  CHECK(contains(installed.err, "--config FILE"));
+
+  // Nothing to go by: refused (never a store under the working directory), naming the ways.
+  ctl.existing_files.clear();
+  auto none = ctl.run({"init"});
+  CHECK_RC(none, 1);
+  CHECK(contains(none.err, "--config FILE"));
+  CHECK(contains(none.err, "KEYWAY_CONFIG"));
+  CHECK(contains(none.err, "/etc/keyway/keyway.yaml"));
+  CHECK(ctl.config_paths.size() == 3);  // no loader call
+  CHECK_FALSE(storage::pathExists(ctl.dir / "state"));
+
+  // A configuration found by $KEYWAY_CONFIG that does not load says how it was found.
+  ctl.env = {{"KEYWAY_CONFIG", "/test/keyway.yaml"}};
+  ctl.config_error = core::Error::make(core::ErrorCode::kBadRequest, "/test/keyway.yaml: nope");
+  auto bad = ctl.run({"team", "list"});
+  CHECK_RC(bad, 1);
+  CHECK(contains(bad.err, "found by $KEYWAY_CONFIG"));
+}
+
+TEST_CASE("keywayctl: --version needs no configuration") {
+  Ctl ctl;
+  ctl.env.clear();
+  auto v = ctl.run({"--version"});
+  CHECK_RC(v, 0);
+  CHECK(v.out == "keywayctl " KEYWAY_VERSION "\n");
+  CHECK(ctl.config_paths.empty());
+}
+
 TEST_CASE("keywayctl: init, then the store is refused without it or with a bad key") {
   Ctl ctl;
   auto before = ctl.run({"team", "list"});
   CHECK_RC(before, 2);
   CHECK(contains(before.err, "keywayctl init"));
+  CHECK(contains(before.err, "--config"));
 
   auto init = ctl.run({"init"});
   CHECK_RC(init, 0);
@@ -217,9 +288,117 @@ TEST_CASE("keywayctl: teams") {
   CHECK(contains(list.out, "ops   all"));
   CHECK_FALSE(contains(list.out, "qa"));
 
+  auto json = ctl.run({"team", "list", "--json"});
+  CHECK_RC(json, 0);
+  rapidjson::Document doc;
+  REQUIRE_FALSE(doc.Parse(json.out.c_str()).HasParseError());
+  REQUIRE(doc.IsArray());
+  REQUIRE(doc.Size() == 2);
+  CHECK(std::string(doc[0]["name"].GetString()) == "dev");
+  CHECK_FALSE(doc[0]["all_upstreams"].GetBool());
+  CHECK(doc[0]["upstreams"].Size() == 2);
+  CHECK(doc[1]["all_upstreams"].GetBool());
+  CHECK(doc[1]["created"].IsString());
+
+  // team set: in place, either a list or --all-upstreams.
+  CHECK_RC(ctl.run({"team", "set", "dev"}), 1);
+  CHECK_RC(ctl.run({"team", "set", "dev", "--upstreams", "bosa", "--all-upstreams"}), 1);
+  CHECK_RC(ctl.run({"team", "set", "nope", "--all-upstreams"}), 1);
+  CHECK_RC(ctl.run({"team", "set", "dev", "--upstreams", "nope"}), 1);
+  auto set = ctl.run({"team", "set", "dev", "--upstreams", "bundleup-api"});
+  CHECK_RC(set, 0);
+  CHECK(contains(set.out, "now has upstreams: bundleup-api"));
+  CHECK(contains(ctl.run({"team", "list"}).out, "dev   bundleup-api"));
+  CHECK_RC(ctl.run({"team", "set", "dev", "--all-upstreams"}), 0);
+  CHECK(contains(ctl.run({"team", "list"}).out, "dev   all"));
+
   CHECK_RC(ctl.run({"team", "rm", "nope"}), 1);
-  CHECK_RC(ctl.run({"team", "rm", "dev"}), 0);
+  auto rm = ctl.run({"team", "rm", "dev"});
+  CHECK_RC(rm, 0);
+  CHECK(contains(rm.out, "removed team 'dev'"));
   CHECK_FALSE(contains(ctl.run({"team", "list"}).out, "dev"));
+}
+
+TEST_CASE("keywayctl: team rm names what would go with the team; --force deletes it") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "ops"}).rc == 0);
+  REQUIRE(ctl.run({"client", "add", "app", "--team", "ops"}).rc == 0);
+  REQUIRE(ctl.run({"client", "revoke", "app"}).rc == 0);
+  REQUIRE(ctl.run({"secret", "set", "bosa.api_key", "--team", "ops"}, "k").rc == 0);
+  REQUIRE(ctl.run({"bosa-user", "add", "alice", "--team", "ops"}, "sk-user-a").rc == 0);
+  auto refused = ctl.run({"team", "rm", "ops"});
+  CHECK_RC(refused, 1);
+  CHECK(contains(refused.err, "secret(s) bosa.api_key"));
+  CHECK(contains(refused.err, "BOSA user(s) alice"));
+  CHECK(contains(refused.err, "--force"));
+  CHECK(contains(ctl.run({"team", "list"}).out, "ops"));
+  auto forced = ctl.run({"team", "rm", "ops", "--force"});
+  CHECK_RC(forced, 0);
+  CHECK(contains(forced.out, "its secrets bosa.api_key"));
+  CHECK(contains(forced.out, "its grants of BOSA users alice"));
+  CHECK(contains(forced.out, "its revoked clients app"));
+  CHECK(contains(ctl.run({"client", "list"}).out, "no clients"));
+}
+
+TEST_CASE("keywayctl: client rotate, rm, list --team and --json") {
+  Ctl ctl;
+  REQUIRE(ctl.run({"init"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "ops"}).rc == 0);
+  REQUIRE(ctl.run({"team", "add", "dev"}).rc == 0);
+  const std::string t1 = ctl.run({"client", "add", "app", "--team", "ops"}).lastLine();
+  REQUIRE(ctl.run({"client", "add", "tool", "--team", "dev"}).rc == 0);
+  auto store = ctl.openStore();
+
+  CHECK_RC(ctl.run({"client", "rotate", "ghost"}), 1);
+  CHECK_RC(ctl.run({"client", "rotate", "app", "--grace", "soon"}), 1);
+  CHECK_RC(ctl.run({"client", "rotate", "app", "--grace", "31d"}), 1);
+  CHECK_RC(ctl.run({"client", "rotate", "app", "--grace", "721h"}), 1);
+  auto rotated = ctl.run({"client", "rotate", "app", "--grace", "1h"});
+  CHECK_RC(rotated, 0);
+  const std::string t2 = rotated.lastLine();
+  CHECK(storage::isWellFormedClientToken(t2));
+  CHECK(t2 != t1);
+  CHECK(contains(rotated.out, "the old token keeps working until"));
+  CHECK((*store->findClientByToken(t1))->name == "app");
+  CHECK((*store->findClientByToken(t2))->name == "app");
+
+  auto list = ctl.run({"client", "list", "--json"});
+  CHECK_RC(list, 0);
+  CHECK_FALSE(contains(list.out, t1));
+  CHECK_FALSE(contains(list.out, t2));
+  rapidjson::Document doc;
+  REQUIRE_FALSE(doc.Parse(list.out.c_str()).HasParseError());
+  REQUIRE(doc.Size() == 2);
+  CHECK(std::string(doc[0]["name"].GetString()) == "app");
+  CHECK(std::string(doc[0]["status"].GetString()) == "active");
+  CHECK(doc[0]["rotated"].IsString());
+  CHECK(doc[0]["previous_token_valid_until"].IsString());
+  CHECK(doc[1]["rotated"].IsNull());
+  CHECK(doc[1]["previous_token_valid_until"].IsNull());
+  auto filtered = ctl.run({"client", "list", "--team", "dev"});
+  CHECK_RC(filtered, 0);
+  CHECK(contains(filtered.out, "tool"));
+  CHECK_FALSE(contains(filtered.out, "app"));
+  CHECK_RC(ctl.run({"client", "list", "--team", "nope"}), 1);
+  CHECK_RC(ctl.run({"client", "list", "--team", "ops,dev", "--json"}), 0);
+
+  auto now = ctl.run({"client", "rotate", "app"});  // no grace: both earlier tokens stop
+  CHECK_RC(now, 0);
+  CHECK(contains(now.out, "stopped working now"));
+  CHECK_FALSE(store->findClientByToken(t1)->has_value());
+  CHECK_FALSE(store->findClientByToken(t2)->has_value());
+  const std::string t3 = now.lastLine();
+
+  auto active = ctl.run({"client", "rm", "app"});
+  CHECK_RC(active, 1);
+  CHECK(contains(active.err, "client revoke app"));
+  CHECK_RC(ctl.run({"client", "rm", "app", "--force"}), 0);
+  CHECK_FALSE(store->findClientByToken(t3)->has_value());
+  CHECK_RC(ctl.run({"client", "rm", "app"}), 1);
+  CHECK_RC(ctl.run({"client", "revoke", "tool"}), 0);
+  CHECK_RC(ctl.run({"client", "rm", "tool"}), 0);
+  CHECK(ctl.run({"client", "list", "--json"}).out == "[]\n");
 }
 
 TEST_CASE("keywayctl: clients; the token alone on the last line") {
@@ -349,9 +528,44 @@ TEST_CASE("keywayctl: BOSA users") {
   CHECK_FALSE(contains(list.out, "SECRET"));
 
   CHECK_RC(ctl.run({"bosa-user", "revoke", "alice@example.com", "--team", "ops"}), 0);
-  CHECK_RC(ctl.run({"bosa-user", "revoke", "alice@example.com", "--team", "ops"}), 1);
+  // Idempotent, as grant: what is already so is said and exits 0.
+  auto again = ctl.run({"bosa-user", "revoke", "alice@example.com", "--team", "ops"});
+  CHECK_RC(again, 0);
+  CHECK(contains(again.out, "was not granted to team(s) ops"));
   CHECK((*store->findBosaUser("alice@example.com"))->teams == std::vector<std::string>{"dev"});
-  CHECK_RC(ctl.run({"bosa-user", "grant", "alice@example.com", "--team", "ops"}), 0);
+  // A list, as for add; a team already granted is reported, the others granted.
+  auto both = ctl.run({"bosa-user", "grant", "alice@example.com", "--team", "ops,dev"});
+  CHECK_RC(both, 0);
+  CHECK(contains(both.out, "granted BOSA user 'alice@example.com': team(s) ops"));
+  CHECK(contains(both.out, "was already granted to team(s) dev"));
+  CHECK((*store->findBosaUser("alice@example.com"))->teams ==
+        std::vector<std::string>{"dev", "ops"});
+  CHECK_RC(ctl.run({"bosa-user", "revoke", "alice@example.com", "--team", "ops,nope"}), 1);
+  CHECK((*store->findBosaUser("alice@example.com"))->teams ==
+        std::vector<std::string>{"dev", "ops"});  // all or nothing
+  CHECK_RC(ctl.run({"bosa-user", "grant", "alice@example.com", "--team", "ops,"}), 1);
+
+  // A team without a BOSA upstream could never use the grant: refused, naming the fix.
+  REQUIRE(ctl.run({"team", "add", "web", "--upstreams", "bundleup-api"}).rc == 0);
+  auto no_bosa = ctl.run({"bosa-user", "grant", "alice@example.com", "--team", "web"});
+  CHECK_RC(no_bosa, 1);
+  CHECK(contains(no_bosa.err, "team 'web' has no access to a BOSA upstream"));
+  CHECK(contains(no_bosa.err, "keywayctl team set web --upstreams bundleup-api,bosa"));
+  CHECK_RC(ctl.run({"bosa-user", "add", "dave", "--team", "web"}, "sk-user-d"), 1);
+  CHECK_FALSE(store->findBosaUser("dave")->has_value());
+
+  // set-secret replaces the secret and keeps the grants.
+  auto set = ctl.run({"bosa-user", "set-secret", "alice@example.com"}, "sk-user-NEW\n");
+  CHECK_RC(set, 0);
+  CHECK(contains(set.out, "teams kept: dev, ops"));
+  CHECK_FALSE(contains(set.out + set.err, "sk-user-NEW"));
+  CHECK((*store->bosaUserSecret("alice@example.com"))->view() == "sk-user-NEW");
+  CHECK((*store->findBosaUser("alice@example.com"))->teams ==
+        std::vector<std::string>{"dev", "ops"});
+  CHECK_RC(ctl.run({"bosa-user", "set-secret", "carol"}, "sk-user-x"), 1);
+  CHECK_RC(ctl.run({"bosa-user", "set-secret", "alice@example.com"}, ""), 1);
+  CHECK((*store->bosaUserSecret("alice@example.com"))->view() == "sk-user-NEW");
+
   CHECK_RC(ctl.run({"bosa-user", "grant", "carol", "--team", "ops"}), 1);
   CHECK_RC(ctl.run({"bosa-user", "grant", "alice@example.com"}), 1);
   CHECK_RC(ctl.run({"bosa-user", "rm", "alice@example.com"}), 0);
@@ -492,7 +706,7 @@ TEST_CASE("keywayctl: cache stats uses cache.dir and says when the cache is disa
   const auto loader = [&config](const std::optional<std::string>&) -> core::Result<core::Config> {
     return config;
   };
-  CHECK(runCtl({"cache", "stats"}, in, out, err, loader) == 0);
+  CHECK(runCtl({"cache", "stats"}, in, out, err, loader, testSearch()) == 0);
   CHECK(contains(out.str(), "disabled"));
   CHECK(contains(out.str(), ctl.dir / "elsewhere"));
   {
@@ -504,11 +718,11 @@ TEST_CASE("keywayctl: cache stats uses cache.dir and says when the cache is disa
     store->flush();
   }
   std::ostringstream out2, err2;
-  CHECK(runCtl({"cache", "stats"}, in, out2, err2, loader) == 0);
+  CHECK(runCtl({"cache", "stats"}, in, out2, err2, loader, testSearch()) == 0);
   CHECK_MESSAGE(contains(out2.str(), "entries:          1"), out2.str());
   std::ostringstream out3, err3;
   CHECK(runCtl({"cache", "purge", "--upstream", "bosa", "--prefix", "/connectors/x"}, in, out3,
-               err3, loader) == 0);
+               err3, loader, testSearch()) == 0);
   CHECK(contains(out3.str(), "purged 1 entry"));
 }
 
@@ -732,7 +946,8 @@ struct SchemaCtl {
     o.rc = runCtl(std::move(args), in, out, err,
                   [this](const std::optional<std::string>&) -> core::Result<core::Config> {
                     return config;
-                  });
+                  },
+                  testSearch());
     o.out = out.str();
     o.err = err.str();
     return o;

@@ -78,6 +78,25 @@ TEST_CASE("codec: records round trip") {
   CHECK(c->client.revoked);
   CHECK(c->client.created_unix == -5);
   CHECK(c->token_hash == client.token_hash);
+  // Never rotated: version 1, as written before rotation existed.
+  CHECK(encodeClient(client)[1] == 1);
+
+  StoredClient rotated = client;
+  rotated.client.rotated_unix = 100;
+  rotated.client.previous_token_until_unix = 160;
+  rotated.previous_token_hash = std::string(32, 'p');
+  const std::string v2 = encodeClient(rotated);
+  CHECK(v2[1] == 2);
+  auto r = decodeClient("app1", v2);
+  REQUIRE(r.ok());
+  CHECK(r->client.rotated_unix == 100);
+  CHECK(r->client.previous_token_until_unix == 160);
+  CHECK(r->previous_token_hash == rotated.previous_token_hash);
+  rotated.previous_token_hash.clear();  // an end of grace without a token
+  CHECK_FALSE(decodeClient("app1", encodeClient(rotated)).ok());
+  rotated.client.previous_token_until_unix = 0;
+  CHECK(decodeClient("app1", encodeClient(rotated)).ok());
+  CHECK_FALSE(decodeClient("app1", v2 + "x").ok());
 
   auto ref = decodeClientTokenRef(std::string(32, 'h'), encodeClientTokenRef("app1"));
   REQUIRE(ref.ok());
@@ -203,7 +222,8 @@ struct MemoryFixture {
 
 #define STORE_TEST(name) TEST_CASE_TEMPLATE(name, F, LmdbFixture, MemoryFixture)
 
-void expectBadRequest(const core::Status& status, std::string_view fragment) {
+template <class R>  // core::Status or any core::Result
+void expectBadRequest(const R& status, std::string_view fragment) {
   REQUIRE_FALSE(status.ok());
   CHECK(status.error().code == ErrorCode::kBadRequest);
   CHECK_MESSAGE(contains(status.error().message, fragment), status.error().message);
@@ -245,8 +265,8 @@ STORE_TEST("store: teams") {
   CHECK((*list)[0].name == "dev");  // sorted by name
   CHECK((*list)[1].name == "ops");
 
-  expectBadRequest(s.removeTeam("nope"), "unknown team");
-  REQUIRE(s.removeTeam("dev").ok());
+  expectBadRequest(s.removeTeam("nope", false), "unknown team");
+  REQUIRE(s.removeTeam("dev", false).ok());
   CHECK_FALSE(s.findTeam("dev")->has_value());
   CHECK(s.listTeams()->size() == 1);
 }
@@ -386,15 +406,25 @@ STORE_TEST("store: BOSA users, grants and user tokens") {
   CHECK_FALSE(s.findBosaUser("bob")->has_value());
   CHECK_FALSE(s.bosaUserSecret("bob")->has_value());
 
-  expectBadRequest(s.grantBosaUser("bob", "ops"), "unknown BOSA user");
-  expectBadRequest(s.grantBosaUser("alice", "nope"), "unknown team");
-  REQUIRE(s.grantBosaUser("alice", "dev").ok());
-  REQUIRE(s.grantBosaUser("alice", "dev").ok());
-  CHECK((*s.findBosaUser("alice"))->teams == std::vector<std::string>{"ops", "dev"});
-  REQUIRE(s.revokeBosaUser("alice", "ops").ok());
-  expectBadRequest(s.revokeBosaUser("alice", "ops"), "not granted");
-  expectBadRequest(s.revokeBosaUser("bob", "ops"), "unknown BOSA user");
-  CHECK((*s.findBosaUser("alice"))->teams == std::vector<std::string>{"dev"});
+  using Teams = std::vector<std::string>;
+  expectBadRequest(s.grantBosaUser("bob", {"ops"}), "unknown BOSA user");
+  expectBadRequest(s.grantBosaUser("alice", {"nope"}), "unknown team");
+  auto granted = s.grantBosaUser("alice", {"dev"});
+  REQUIRE(granted.ok());
+  CHECK(*granted == Teams{"dev"});
+  granted = s.grantBosaUser("alice", {"dev"});  // idempotent: nothing changed, no error
+  REQUIRE(granted.ok());
+  CHECK(granted->empty());
+  CHECK((*s.findBosaUser("alice"))->teams == Teams{"ops", "dev"});
+  auto revoked = s.revokeBosaUser("alice", {"ops"});
+  REQUIRE(revoked.ok());
+  CHECK(*revoked == Teams{"ops"});
+  revoked = s.revokeBosaUser("alice", {"ops"});  // idempotent, as granting twice
+  REQUIRE(revoked.ok());
+  CHECK(revoked->empty());
+  expectBadRequest(s.revokeBosaUser("bob", {"ops"}), "unknown BOSA user");
+  expectBadRequest(s.revokeBosaUser("alice", {"nope"}), "unknown team");
+  CHECK((*s.findBosaUser("alice"))->teams == Teams{"dev"});
 
   expectBadRequest(s.storeUserToken("bob", {secret("jwt"), 5}), "unknown BOSA user");
   CHECK_FALSE(s.findUserToken("alice")->has_value());
@@ -436,10 +466,21 @@ STORE_TEST("store: removing a team needs its clients revoked and takes its data 
   REQUIRE(s.setSecret("k", "dev", secret("dev-only")).ok());
   REQUIRE(s.addBosaUser("alice", secret("sk-user-a"), {"ops", "dev"}).ok());
 
-  expectBadRequest(s.removeTeam("ops"), "'app'");
+  expectBadRequest(s.removeTeam("ops", true), "'app'");
   CHECK(s.findTeam("ops")->has_value());
   REQUIRE(s.revokeClient("app").ok());
-  REQUIRE(s.removeTeam("ops").ok());
+  // Its own secret and a user grant would go with it: only when asked for, and named.
+  auto refused = s.removeTeam("ops", false);
+  expectBadRequest(refused, "secret(s) k");
+  expectBadRequest(refused, "BOSA user(s) alice");
+  expectBadRequest(refused, "--force");
+  CHECK(s.findTeam("ops")->has_value());
+  CHECK(s.resolveSecret("k", "ops")->has_value());
+  auto removed = s.removeTeam("ops", true);
+  REQUIRE(removed.ok());
+  CHECK(removed->secrets == std::vector<std::string>{"k"});
+  CHECK(removed->bosa_users == std::vector<std::string>{"alice"});
+  CHECK(removed->revoked_clients == std::vector<std::string>{"app"});
 
   CHECK_FALSE(s.findTeam("ops")->has_value());
   CHECK_FALSE(s.findClientByToken(token->view())->has_value());
@@ -451,6 +492,125 @@ STORE_TEST("store: removing a team needs its clients revoked and takes its data 
   REQUIRE(s.addTeam({"ops", true, {}, 0}).ok());
   CHECK_FALSE(s.resolveSecret("k", "ops")->has_value());
   CHECK((*s.resolveSecret("k", "dev"))->value.view() == "dev-only");
+}
+
+STORE_TEST("store: rotating a client's token; the old one for a grace period only") {
+  F f;
+  auto& s = *f.store;
+  REQUIRE(s.addTeam({"ops", true, {}, 0}).ok());
+  auto first = s.addClient("app", "ops");
+  REQUIRE(first.ok());
+  const std::string t1(first->view());
+  CHECK((*s.findClientByToken(t1))->rotated_unix == 0);
+
+  expectBadRequest(s.rotateClient("ghost", 0), "unknown client");
+  expectBadRequest(s.rotateClient("app", -1), "grace period");
+  expectBadRequest(s.rotateClient("app", core::kMaxRotationGraceSeconds + 1), "grace period");
+
+  // With a grace period both work; the old one says when it ends.
+  f.clock->advance(std::chrono::seconds(5));
+  auto second = s.rotateClient("app", 60);
+  REQUIRE(second.ok());
+  const std::string t2(second->view());
+  CHECK(t2 != t1);
+  auto by_new = s.findClientByToken(t2);
+  REQUIRE(by_new->has_value());
+  CHECK((*by_new)->name == "app");
+  CHECK((*by_new)->team == "ops");
+  CHECK((*by_new)->token_expires_unix == 0);
+  CHECK((*by_new)->rotated_unix == 1'700'000'005);
+  auto by_old = s.findClientByToken(t1);
+  REQUIRE(by_old->has_value());
+  CHECK((*by_old)->token_expires_unix == 1'700'000'065);
+  CHECK((*s.listClients())[0].previous_token_until_unix == 1'700'000'065);
+  f.clock->advance(std::chrono::seconds(59));
+  CHECK(s.findClientByToken(t1)->has_value());
+  f.clock->advance(std::chrono::seconds(1));
+  CHECK_FALSE(s.findClientByToken(t1)->has_value());  // the grace period is over
+  CHECK(s.findClientByToken(t2)->has_value());
+
+  // A second rotation ends the first hand-over at once; without grace the old token stops too.
+  auto third = s.rotateClient("app", 3600);
+  REQUIRE(third.ok());
+  auto fourth = s.rotateClient("app", 0);
+  REQUIRE(fourth.ok());
+  CHECK_FALSE(s.findClientByToken(t1)->has_value());
+  CHECK_FALSE(s.findClientByToken(t2)->has_value());
+  CHECK_FALSE(s.findClientByToken(third->view())->has_value());
+  CHECK(s.findClientByToken(fourth->view())->has_value());
+
+  // A revoked client gets no new token; revoking covers a token in its grace period.
+  auto fifth = s.rotateClient("app", 3600);
+  REQUIRE(fifth.ok());
+  REQUIRE(s.revokeClient("app").ok());
+  CHECK((*s.findClientByToken(fourth->view()))->revoked);
+  CHECK((*s.findClientByToken(fifth->view()))->revoked);
+  expectBadRequest(s.rotateClient("app", 0), "revoked");
+}
+
+STORE_TEST("store: removing a client forgets every token it had") {
+  F f;
+  auto& s = *f.store;
+  REQUIRE(s.addTeam({"ops", true, {}, 0}).ok());
+  auto t1 = s.addClient("app", "ops");
+  REQUIRE(t1.ok());
+  auto t2 = s.rotateClient("app", 3600);
+  REQUIRE(t2.ok());
+  expectBadRequest(s.removeClient("ghost", false), "unknown client");
+  expectBadRequest(s.removeClient("app", false), "--force");  // active: only when forced
+  CHECK(s.findClientByToken(t2->view())->has_value());
+  REQUIRE(s.removeClient("app", true).ok());
+  CHECK_FALSE(s.findClientByToken(t1->view())->has_value());
+  CHECK_FALSE(s.findClientByToken(t2->view())->has_value());
+  CHECK(s.listClients()->empty());
+  // A revoked client goes without --force; a new client of that name gets none of the old tokens.
+  auto t3 = s.addClient("app", "ops");
+  REQUIRE(t3.ok());
+  REQUIRE(s.revokeClient("app").ok());
+  REQUIRE(s.removeClient("app", false).ok());
+  auto t4 = s.addClient("app", "ops");
+  REQUIRE(t4.ok());
+  CHECK_FALSE(s.findClientByToken(t3->view())->has_value());
+  CHECK(s.findClientByToken(t4->view())->has_value());
+}
+
+STORE_TEST("store: a team's upstreams change in place; its clients and data stay") {
+  F f;
+  auto& s = *f.store;
+  REQUIRE(s.addTeam({"ops", false, {"bosa"}, 0}).ok());
+  auto token = s.addClient("app", "ops");
+  REQUIRE(token.ok());
+  REQUIRE(s.setSecret("k", "ops", secret("v")).ok());
+  f.clock->advance(std::chrono::seconds(30));
+  expectBadRequest(s.setTeamUpstreams({"nope", true, {}, 0}), "unknown team");
+  expectBadRequest(s.setTeamUpstreams({"ops", false, {}, 0}), "at least one upstream");
+  REQUIRE(s.setTeamUpstreams({"ops", false, {"bundleiq", "bosa", "bundleiq"}, 0}).ok());
+  auto ops = s.findTeam("ops");
+  CHECK((*ops)->upstreams == std::vector<std::string>{"bundleiq", "bosa"});
+  CHECK((*ops)->created_unix == 1'700'000'000);  // kept
+  const uint64_t g = s.generation();
+  REQUIRE(s.setTeamUpstreams({"ops", false, {"bundleiq", "bosa"}, 0}).ok());
+  CHECK(s.generation() == g);  // nothing changed, nothing written
+  REQUIRE(s.setTeamUpstreams({"ops", true, {"ignored"}, 0}).ok());
+  CHECK((*s.findTeam("ops"))->all_upstreams);
+  CHECK((*s.findTeam("ops"))->upstreams.empty());
+  CHECK(s.findClientByToken(token->view())->has_value());
+  CHECK(s.resolveSecret("k", "ops")->has_value());
+}
+
+STORE_TEST("store: a BOSA user's secret changes, its grants stay, its minted token goes") {
+  F f;
+  auto& s = *f.store;
+  REQUIRE(s.addTeam({"ops", true, {}, 0}).ok());
+  REQUIRE(s.addBosaUser("alice", secret("sk-user-old"), {"ops"}).ok());
+  REQUIRE(s.storeUserToken("alice", {secret("jwt-old"), 1'800'000'000}).ok());
+  expectBadRequest(s.setBosaUserSecret("bob", secret("sk-user-x")), "unknown BOSA user");
+  expectBadRequest(s.setBosaUserSecret("alice", secret("")), "empty");
+  CHECK(s.findUserToken("alice")->has_value());
+  REQUIRE(s.setBosaUserSecret("alice", secret("sk-user-new")).ok());
+  CHECK((*s.bosaUserSecret("alice"))->view() == "sk-user-new");
+  CHECK((*s.findBosaUser("alice"))->teams == std::vector<std::string>{"ops"});
+  CHECK_FALSE(s.findUserToken("alice")->has_value());
 }
 
 STORE_TEST("store: generation moves with every write, not with reads") {
