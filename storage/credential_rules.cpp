@@ -125,8 +125,8 @@ Result<std::optional<core::ClientRecord>> CredentialRules::findClientByToken(
     std::string_view token) {
   using Out = std::optional<core::ClientRecord>;
   if (!isWellFormedClientToken(token)) return Out();
-  const std::string hash = records_->keyring().tokenHash(token);
   return readUnit(*records_, [&](Txn& txn) -> Result<Out> {
+    const std::string hash = txn.keyring().tokenHash(token);
     auto owner = txn.tokenOwner(hash);
     if (!owner) return owner.takeError();
     if (!*owner) return Out();
@@ -156,7 +156,7 @@ Result<std::optional<core::ResolvedSecret>> CredentialRules::resolveSecret(
       auto value = txn.secret(scope, name);
       if (!value) return value.takeError();
       if (!*value) continue;
-      std::string fingerprint = records_->keyring().fingerprint((*value)->view());
+      std::string fingerprint = txn.keyring().fingerprint((*value)->view());
       return Out(core::ResolvedSecret{
           std::string(name), scope.empty() ? std::string("shared") : "team:" + std::string(scope),
           std::move(**value), std::move(fingerprint)});
@@ -286,8 +286,8 @@ Result<core::SecretString> CredentialRules::addClient(std::string_view name,
   record.client.name = std::string(name);
   record.client.team = std::string(team);
   record.client.created_unix = clock_->unixSeconds();
-  record.token_hash = records_->keyring().tokenHash(token.view());
   auto status = records_->update([&](Txn& txn) -> Status {
+    record.token_hash = txn.keyring().tokenHash(token.view());
     auto has_team = requireTeam(txn, team);
     if (!has_team) return has_team;
     auto existing = txn.client(name);
