@@ -39,6 +39,9 @@ constexpr const char* kGlobalUsage =
     "  cache stats | cache purge [--upstream U] [--prefix PATH] [--all]\n"
     "  schemas list                                BOSA schemas: fetch time, connectors, gaps\n"
     "  schemas refresh [CONNECTOR]                 fetch BOSA schemas (all, or one connector)\n"
+    "  rekey                                       rotate the master key (re-seal the store)\n"
+    "  backup FILE [--force]                       write a sealed copy of the credential store\n"
+    "  restore FILE [--key-file OLD_KEY]           replace the credential store with a backup\n"
     "\n"
     "options:\n"
     "  --config FILE   configuration file (default: the embedded default, as keywayd)\n"
@@ -50,6 +53,7 @@ const std::vector<const CommandGroup*>& groups() {
   static const std::vector<const CommandGroup*> all = {
       &ctl::initGroup(),     &ctl::teamGroup(),  &ctl::clientGroup(),   &ctl::secretGroup(),
       &ctl::bosaUserGroup(), &ctl::cacheGroup(), &ctl::schemasGroup(),
+      &ctl::rekeyGroup(),    &ctl::backupGroup(), &ctl::restoreGroup(),
   };
   return all;
 }

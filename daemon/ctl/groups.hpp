@@ -12,5 +12,8 @@ const CommandGroup& secretGroup();    // secret.cpp
 const CommandGroup& bosaUserGroup();  // bosa_user.cpp
 const CommandGroup& cacheGroup();     // cache.cpp
 const CommandGroup& schemasGroup();   // schemas.cpp
+const CommandGroup& rekeyGroup();     // rekey.cpp
+const CommandGroup& backupGroup();    // backup.cpp
+const CommandGroup& restoreGroup();   // backup.cpp
 
 }  // namespace keyway::daemon::ctl
