@@ -4,6 +4,7 @@
 #include <iostream>
 
 #include "daemon/ctl/json_object.hpp"
+#include "daemon/ctl/test_crash.hpp"
 #include "storage/credential_admin.hpp"
 
 namespace keyway::daemon::ctl {
@@ -56,6 +57,7 @@ int cmdRestore(Context& c) {
   storage::RestoreOptions options;
   options.backup_key_file = c.option("--key-file").value_or("");
   options.saved_copy_dir = c.config->state_dir;
+  options.before_commit = [] { crashHereIfAsked("restore:before-commit"); };
   auto report = storage::restoreCredentialStore(c.config->state_dir, c.config->master_key_file,
                                                 file, options);
   if (!report) return c.fail(report.error());

@@ -5,6 +5,7 @@
 #include <iostream>
 
 #include "daemon/ctl/json_object.hpp"
+#include "daemon/ctl/test_crash.hpp"
 #include "storage/credential_admin.hpp"
 
 namespace keyway::daemon::ctl {
@@ -21,7 +22,15 @@ bool keyFromCredentialsDirectory(const std::string& key_file) {
 
 int cmdRekey(Context& c) {
   const std::string& key_file = c.config->master_key_file;
-  auto report = storage::rekeyCredentialStore(c.config->state_dir, key_file);
+  auto report = storage::rekeyCredentialStore(
+      c.config->state_dir, key_file, [](storage::RekeyStep step) {
+        switch (step) {
+          case storage::RekeyStep::kNextKeyWritten: return crashHereIfAsked("rekey:next-key-written");
+          case storage::RekeyStep::kResealed: return crashHereIfAsked("rekey:resealed");
+          case storage::RekeyStep::kCommitted: return crashHereIfAsked("rekey:committed");
+          case storage::RekeyStep::kRenamed: return crashHereIfAsked("rekey:renamed");
+        }
+      });
   if (!report) return c.fail(report.error());
   const bool restart_needed = keyFromCredentialsDirectory(key_file);
   if (c.flag("--json")) {

@@ -51,6 +51,16 @@ class _StoreCase(KeywayTestCase):
         proc.wait(10)
         return proc
 
+    def crashed_ctl(self, step, *args):
+        """Runs keywayctl ARGS with the test-only hook that makes it SIGKILL itself at `step`
+        (daemon/ctl/test_crash.hpp); asserts it died there."""
+        env = dict(self.kw.env, KEYWAYCTL_TEST_CRASH_AT=step)
+        cp = subprocess.run([binary("keywayctl"), "--config", str(self.kw.config_path)] + list(args),
+                            stdin=subprocess.DEVNULL, capture_output=True, text=True, env=env,
+                            cwd=str(self.kw.dir), timeout=30)
+        self.assertEqual(cp.returncode, -signal.SIGKILL, "keywayctl did not stop at %s: %s" % (step, cp.stderr))
+        return cp
+
     def injected(self, client="app-iq", target="/bundleiq/notes"):
         """(status, X-Api-Key the fake received) for one request (never from the response cache)."""
         before = len(self.fake.requests)
@@ -189,6 +199,41 @@ class RekeyTest(_StoreCase):
         _note("test_rekey: 16 kill -9 of keywayctl rekey (one takes %.0f ms): %r" % (life * 1000, outcomes))
         self.assertGreater(outcomes["rolled back"] + outcomes["completed"], 0,
                            "no kill landed between the next key's write and its rename: %r" % outcomes)
+
+    def test_4_crash_at_each_rekey_step(self):
+        """keywayctl rekey killed at each named step while keywayd serves: keywayd keeps injecting the
+        right value in the crashed state (after the commit it loads the key from master.key.next), the
+        next keywayctl run settles the files to the old key (before the commit) or the new one (after
+        it), and the key that lost is refused."""
+        next_file = str(self.key_file()) + ".next"
+        steps = [("rekey:next-key-written", False), ("rekey:resealed", False),
+                 ("rekey:committed", True), ("rekey:renamed", True)]
+        for step, committed in steps:
+            with self.subTest(step=step):
+                old_key = self.key_file().read_bytes()
+                self.crashed_ctl(step, "rekey")
+                left = open(next_file, "rb").read() if os.path.exists(next_file) else None
+                self.assertEqual(left is None, step == "rekey:renamed")
+                new_key = left if left is not None else self.key_file().read_bytes()
+                self.assertNotEqual(new_key, old_key)
+                self.assert_serving()
+                self.assertEqual(self.call("GET", "/bundleup-api/x", client="app-alpha").status, 200)
+                # The next keywayctl run settles the key files.
+                self.assertIn("bundleiq.api_key", self.ctl("secret", "list").stdout)
+                self.assertFalse(os.path.exists(next_file))
+                self.assertEqual(self.key_file().read_bytes(), new_key if committed else old_key)
+                self.assertEqual(os.stat(self.key_file()).st_mode & 0o777, 0o600)
+                self.assert_serving()
+                # The losing key opens nothing.
+                lost = self.kw.dir / "lost.key"
+                lost.write_bytes(old_key if committed else new_key)
+                os.chmod(lost, 0o600)
+                config = self.kw.dir / "lost-key.yaml"
+                config.write_text(to_yaml(dict(self.kw.config, master_key_file=str(lost))) + "\n")
+                cp = subprocess.run([binary("keywayctl"), "--config", str(config), "team", "list"],
+                                    capture_output=True, text=True, env=self.kw.env, timeout=30)
+                self.assertEqual(cp.returncode, 2, cp.stderr)
+                self.assertIn("master key does not match", cp.stderr)
 
 
 class BackupRestoreTest(_StoreCase):
@@ -378,6 +423,21 @@ class BackupRestoreTest(_StoreCase):
         self.assertEqual(self.counts(), few)
         _note("test_rekey: 12 kill -9 of keywayctl restore (one takes %.0f ms): %r" % (life * 1000, outcomes))
         self.assertGreater(outcomes["old"], 0, outcomes)
+
+    def test_crash_before_the_restore_commit(self):
+        """keywayctl restore killed with every record written but not committed (test-only hook):
+        the store holds the old records, keywayd serves them, and the restore can be run again."""
+        path, _ = self.backup("crash.backup")
+        self.kw.add_team("after-backup")
+        before = self.counts()
+        self.crashed_ctl("restore:before-commit", "restore", str(path))
+        self.assertEqual(self.counts(), before)
+        self.assertIn("after-backup", self.ctl("team", "list").stdout)
+        self.assert_serving()
+        cp = self.ctl("restore", str(path))
+        self.assertIn("teams 4 -> 3", cp.stdout)
+        self.assertNotIn("after-backup", self.ctl("team", "list").stdout)
+        self.assert_serving()
 
 
 class SystemdCredentialRekeyTest(unittest.TestCase):
