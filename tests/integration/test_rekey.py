@@ -348,6 +348,27 @@ class BackupRestoreTest(_StoreCase):
         self.assertEqual(self.counts(), before)
         self.assert_serving()
 
+    def test_exit_codes_without_a_store_and_for_usage(self):
+        """No store: rekey and backup exit 2 and say to run init (or check --config); restore of a file
+        that is not there exits 1; a missing or extra argument exits 1 with the usage line."""
+        empty = Keyway({"bundleiq": {"base_url": "http://127.0.0.1:9"}})
+        self.addCleanup(empty.cleanup)
+        for args in (("rekey",), ("backup", str(empty.dir / "x.backup"))):
+            with self.subTest(args=args):
+                cp = empty.ctl(*args, check=False)
+                self.assertEqual(cp.returncode, 2, cp.stderr)
+                self.assertIn("keywayctl init", cp.stderr)
+                self.assertIn("--config", cp.stderr)
+        self.assertFalse((empty.dir / "x.backup").exists())
+        cp = empty.ctl("restore", str(empty.dir / "x.backup"), check=False)
+        self.assertEqual(cp.returncode, 1, cp.stderr)
+        for args in (("backup",), ("restore",), ("backup", "a", "b"), ("restore", "a", "--key-file")):
+            with self.subTest(args=args):
+                cp = self.ctl(*args, check=False)
+                self.assertEqual(cp.returncode, 1, cp.stderr)
+                expected = "--key-file needs a value" if args[-1] == "--key-file" else "usage: keywayctl " + args[0]
+                self.assertIn(expected, cp.stderr)
+
     def test_backup_under_write_load_is_consistent(self):
         """Backups taken while another keywayctl adds teams one by one hold a prefix of them: each
         is one snapshot, never half of a write."""
