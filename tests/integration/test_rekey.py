@@ -461,6 +461,40 @@ class BackupRestoreTest(_StoreCase):
         self.assert_serving()
 
 
+class RekeyCrashThenStartTest(unittest.TestCase):
+    """keywayctl rekey killed after its commit, before the rename, while keywayd is stopped: keywayd
+    itself settles the key files at start (moves master.key.next over master.key) and serves."""
+
+    def test_keywayd_start_completes_a_committed_rekey(self):
+        fake = FakeUpstream().start()
+        self.addCleanup(fake.stop)
+        kw = Keyway({"bundleiq": {"base_url": fake.url}})
+        self.addCleanup(kw.cleanup)
+        value = _canary("iq")
+        kw.init()
+        kw.add_team("t")
+        token = kw.ctl("client", "add", "c", "--team", "t").stdout.strip().splitlines()[-1]
+        kw.set_secret("bundleiq.api_key", value)
+        key_file = kw.state_dir / "master.key"
+        next_file = kw.state_dir / "master.key.next"
+        old_key = key_file.read_bytes()
+        env = dict(kw.env, KEYWAYCTL_TEST_CRASH_AT="rekey:committed")
+        cp = subprocess.run([binary("keywayctl"), "--config", str(kw.config_path), "rekey"],
+                            capture_output=True, text=True, env=env, timeout=30)
+        self.assertEqual(cp.returncode, -signal.SIGKILL, cp.stderr)
+        new_key = next_file.read_bytes()
+        self.assertEqual(key_file.read_bytes(), old_key)
+
+        kw.start()
+        self.assertFalse(next_file.exists())
+        self.assertEqual(key_file.read_bytes(), new_key)
+        self.assertEqual(os.stat(key_file).st_mode & 0o777, 0o600)
+        resp = request(kw.main_port, "GET", "/bundleiq/x", [("X-Keyway-Token", token)])
+        self.assertEqual(resp.status, 200)
+        self.assertEqual(fake.requests[-1].header("X-Api-Key"), value)
+        self.assertNotIn(value, kw.stderr_text())
+
+
 class SystemdCredentialRekeyTest(unittest.TestCase):
     """keywayd reads the copy of the key that systemd's LoadCredential= made at start
     ($CREDENTIALS_DIRECTORY); the operator runs keywayctl with CREDENTIALS_DIRECTORY naming the
