@@ -15,6 +15,7 @@
 #include "storage/file_util.hpp"
 #include "storage/lmdb_credential_store.hpp"
 #include "storage/master_key.hpp"
+#include "storage/names.hpp"
 #include "storage/record_codec.hpp"
 
 namespace keyway::storage {
@@ -26,17 +27,6 @@ using core::Status;
 
 namespace {
 
-std::string shortKeyId(std::string_view key_id) { return hexEncode(key_id.substr(0, 8)); }
-
-// A record's key as messages show it: names are printable; the secret key's separator is not.
-std::string printableKey(std::string_view key) {
-  std::string out(key);
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20 || static_cast<unsigned char>(c) >= 0x7f) c = '/';
-  }
-  return out;
-}
-
 // The record re-sealed: its sealed field opened with `from` and sealed again with `to` (same
 // associated data, so it stays bound to its table and key). Records without a sealed field
 // come back unchanged; meta records are the caller's (writeKeyRecords).
@@ -47,7 +37,7 @@ Result<std::string> resealRecord(std::string_view table_name, std::string_view k
     auto plain = from.open(sealed, ad);
     if (!plain) {
       return Error::make(ErrorCode::kInternal,
-                         "record '" + printableKey(key) + "' of table " + std::string(table_name) +
+                         "record '" + printable(key) + "' of table " + std::string(table_name) +
                              " does not open: " + plain.error().message);
     }
     return to.seal(plain->view(), ad);

@@ -114,9 +114,9 @@ Status writeKeyRecords(LmdbTxn& txn, const CredentialDbis& dbis, const Keyring& 
                  encodeHashKeys(keyring.sealHashKeys(associatedData(table::kMeta, kMetaHashKeys))));
 }
 
-std::string describeKeyId(std::string_view key_id) {
-  return "key id " + hexEncode(key_id.substr(0, 8));
-}
+std::string shortKeyId(std::string_view key_id) { return hexEncode(key_id.substr(0, 8)); }
+
+std::string describeKeyId(std::string_view key_id) { return "key id " + shortKeyId(key_id); }
 
 Status settleKeyFilesLocked(const LmdbTxn& write_txn, const CredentialDbis& dbis,
                             const std::string& key_file) {

@@ -67,7 +67,8 @@ core::Result<std::optional<Keyring>> keyringFor(const StoreKeyInfo& info, const 
 // The meta records that name the keyring's key: key_check (sealed anew), key_id, hash_keys.
 core::Status writeKeyRecords(LmdbTxn& txn, const CredentialDbis& dbis, const Keyring& keyring);
 
-// "key id 0123abcd…" for messages: the first 8 bytes of the id in hex.
+// The first 8 bytes of a key id in hex, as reports show it; describeKeyId: "key id " and that.
+std::string shortKeyId(std::string_view key_id);
 std::string describeKeyId(std::string_view key_id);
 
 // Completes or rolls back a rekey that stopped between writing <key_file>.next and renaming it

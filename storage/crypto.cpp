@@ -182,9 +182,7 @@ Result<Keyring> Keyring::create(const MasterKey& master, const Keyring& hashing)
 
 Result<Keyring> Keyring::create(const MasterKey& master, std::string_view sealed_hash_keys,
                                 std::string_view associated_data) {
-  auto sealing = sealingOf(master);
-  if (!sealing) return sealing.takeError();
-  // A keyring with the sealing subkeys only, to open the record; its hashing subkeys are unused.
+  // The keyring of `master` alone opens the record; its sealing subkeys are then ours.
   auto opener = create(master);
   if (!opener) return opener.takeError();
   auto plain = opener->open(sealed_hash_keys, associated_data);
@@ -196,8 +194,9 @@ Result<Keyring> Keyring::create(const MasterKey& master, std::string_view sealed
   if (!token_key) return token_key.takeError();
   auto fingerprint_key = SecureKey::fromBytes(plain->view().substr(kKeyBytes));
   if (!fingerprint_key) return fingerprint_key.takeError();
-  return assemble(std::move(sealing).value(), std::move(token_key).value(),
-                  std::move(fingerprint_key).value());
+  return Keyring(std::move(opener->seal_key_), std::move(opener->mac_key_),
+                 std::move(opener->key_id_), std::move(token_key).value(),
+                 std::move(fingerprint_key).value());
 }
 
 std::string Keyring::sealHashKeys(std::string_view associated_data) const {
