@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -25,6 +26,9 @@ namespace keyway::storage {
 class CredentialRecordsTxn {
  public:
   virtual ~CredentialRecordsTxn() = default;
+
+  // The keyring of this unit's snapshot (token hashes, fingerprints); valid for the unit.
+  virtual const Keyring& keyring() const = 0;
 
   virtual core::Result<std::optional<core::TeamRecord>> team(std::string_view name) = 0;
   virtual core::Result<std::vector<core::TeamRecord>> teams() = 0;
@@ -76,8 +80,9 @@ class CredentialRecords {
   virtual core::Status update(const Unit& fn) = 0;
   // Changes whenever a committed update wrote anything (any process).
   virtual uint64_t generation() = 0;
-  // Token hashes and credential fingerprints are keyed with this.
-  virtual const Keyring& keyring() const = 0;
+  // The keyring of the newest snapshot a unit saw, for work outside a unit (fingerprints). Its
+  // hashing subkeys are those of every snapshot: a rekey carries them over.
+  virtual std::shared_ptr<const Keyring> keyring() const = 0;
 };
 
 }  // namespace keyway::storage

@@ -204,8 +204,8 @@ Result<std::optional<core::ClientRecord>> CredentialRules::findClientByToken(
     std::string_view token) {
   using Out = std::optional<core::ClientRecord>;
   if (!isWellFormedClientToken(token)) return Out();
-  const std::string hash = records_->keyring().tokenHash(token);
   return readUnit(*records_, [&](Txn& txn) -> Result<Out> {
+    const std::string hash = txn.keyring().tokenHash(token);
     auto owner = txn.tokenOwner(hash);
     if (!owner) return owner.takeError();
     if (!*owner) return Out();
@@ -245,7 +245,7 @@ Result<std::optional<core::ResolvedSecret>> CredentialRules::resolveSecret(
       auto value = txn.secret(scope, name);
       if (!value) return value.takeError();
       if (!*value) continue;
-      std::string fingerprint = records_->keyring().fingerprint((*value)->view());
+      std::string fingerprint = txn.keyring().fingerprint((*value)->view());
       return Out(core::ResolvedSecret{
           std::string(name), scope.empty() ? std::string("shared") : "team:" + std::string(scope),
           std::move(**value), std::move(fingerprint)});
@@ -396,8 +396,8 @@ Result<core::SecretString> CredentialRules::addClient(std::string_view name,
   record.client.name = std::string(name);
   record.client.team = std::string(team);
   record.client.created_unix = clock_->unixSeconds();
-  record.token_hash = records_->keyring().tokenHash(token.view());
   auto status = records_->update([&](Txn& txn) -> Status {
+    record.token_hash = txn.keyring().tokenHash(token.view());
     auto has_team = requireTeam(txn, team);
     if (!has_team) return has_team;
     auto existing = txn.client(name);
@@ -420,10 +420,11 @@ Result<core::SecretString> CredentialRules::rotateClient(std::string_view name,
                                                          int64_t grace_seconds) {
   if (grace_seconds < 0 || grace_seconds > core::kMaxRotationGraceSeconds) return badGrace();
   core::SecretString token = generateClientToken();
-  const std::string hash = records_->keyring().tokenHash(token.view());
   const int64_t now = clock_->unixSeconds();
   auto status = changeClient(*records_, name, [&](Txn& txn, StoredClient& record) -> Status {
     if (record.client.revoked) return revokedClient(name);
+    // The keyring of this transaction: a rekey may have replaced the one this store opened with.
+    const std::string hash = txn.keyring().tokenHash(token.view());
     // One hand-over at a time: a token from before an earlier rotation stops now.
     if (!record.previous_token_hash.empty()) {
       auto deleted = txn.deleteTokenOwner(record.previous_token_hash);

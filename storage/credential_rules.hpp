@@ -63,7 +63,7 @@ class CredentialRules : public core::CredentialStore {
 
   uint64_t generation() override { return records_->generation(); }
   std::string fingerprint(std::string_view value) const override {
-    return records_->keyring().fingerprint(value);
+    return records_->keyring()->fingerprint(value);
   }
 
  private:

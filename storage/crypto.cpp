@@ -21,10 +21,15 @@ constexpr char kKdfContext[crypto_kdf_CONTEXTBYTES + 1] = "keywayv1";
 constexpr uint64_t kSealSubkeyId = 1;
 constexpr uint64_t kTokenSubkeyId = 2;
 constexpr uint64_t kFingerprintSubkeyId = 3;
+constexpr uint64_t kKeyIdSubkeyId = 4;
+constexpr uint64_t kMacSubkeyId = 5;
+constexpr size_t kHashKeysBytes = 2 * kKeyBytes;  // token key, then fingerprint key
 
 static_assert(kKeyBytes == crypto_aead_xchacha20poly1305_ietf_KEYBYTES);
 static_assert(kKeyBytes == crypto_kdf_KEYBYTES);
 static_assert(kTokenHashBytes == crypto_generichash_BYTES);
+static_assert(kMacBytes == crypto_generichash_BYTES);
+static_assert(kKeyIdBytes >= crypto_kdf_BYTES_MIN);
 
 // The authenticated data covers the format byte too, so it cannot be swapped.
 std::string fullAssociatedData(unsigned char format, std::string_view associated_data) {
@@ -96,24 +101,115 @@ core::SecretString generateClientToken() {
   return core::SecretString(std::move(token));
 }
 
-Result<Keyring> Keyring::create(const MasterKey& master) {
-  auto seal_key = SecureKey::allocate();
-  if (!seal_key) return seal_key.takeError();
-  auto token_key = SecureKey::allocate();
-  if (!token_key) return token_key.takeError();
-  auto fingerprint_key = SecureKey::allocate();
-  if (!fingerprint_key) return fingerprint_key.takeError();
-  if (crypto_kdf_derive_from_key(seal_key->bytes_.get(), kKeyBytes, kSealSubkeyId, kKdfContext,
-                                 master.data()) != 0 ||
-      crypto_kdf_derive_from_key(token_key->bytes_.get(), kKeyBytes, kTokenSubkeyId, kKdfContext,
-                                 master.data()) != 0 ||
-      crypto_kdf_derive_from_key(fingerprint_key->bytes_.get(), kKeyBytes, kFingerprintSubkeyId,
-                                 kKdfContext, master.data()) != 0) {
+std::string hexEncode(std::string_view bytes) {
+  std::string out(2 * bytes.size() + 1, '\0');
+  sodium_bin2hex(out.data(), out.size(), reinterpret_cast<const unsigned char*>(bytes.data()),
+                 bytes.size());
+  out.pop_back();
+  return out;
+}
+
+namespace {
+
+// BLAKE2b-256 of `data` keyed with `key` (tokenHash, mac).
+std::string keyedHash(std::string_view data, const SecureKey& key) {
+  std::string out(crypto_generichash_BYTES, '\0');
+  crypto_generichash(reinterpret_cast<unsigned char*>(out.data()), out.size(),
+                     reinterpret_cast<const unsigned char*>(data.data()), data.size(), key.data(),
+                     SecureKey::size());
+  return out;
+}
+
+}  // namespace
+
+struct Keyring::Sealing {
+  SecureKey seal;
+  SecureKey mac;
+  std::string key_id;
+};
+
+Result<SecureKey> Keyring::derive(const MasterKey& master, uint64_t subkey_id) {
+  auto key = SecureKey::allocate();
+  if (!key) return key;
+  if (crypto_kdf_derive_from_key(key->bytes_.get(), kKeyBytes, subkey_id, kKdfContext,
+                                 master.data()) != 0) {
     return Error::make(ErrorCode::kInternal, "key derivation failed");
   }
-  return Keyring(std::move(seal_key).value(), std::move(token_key).value(),
+  return key;
+}
+
+Result<Keyring::Sealing> Keyring::sealingOf(const MasterKey& master) {
+  auto seal_key = derive(master, kSealSubkeyId);
+  if (!seal_key) return seal_key.takeError();
+  auto mac_key = derive(master, kMacSubkeyId);
+  if (!mac_key) return mac_key.takeError();
+  std::string key_id(kKeyIdBytes, '\0');
+  if (crypto_kdf_derive_from_key(reinterpret_cast<unsigned char*>(key_id.data()), key_id.size(),
+                                 kKeyIdSubkeyId, kKdfContext, master.data()) != 0) {
+    return Error::make(ErrorCode::kInternal, "key derivation failed");
+  }
+  return Sealing{std::move(seal_key).value(), std::move(mac_key).value(), std::move(key_id)};
+}
+
+Keyring Keyring::assemble(Sealing sealing, SecureKey token_key, SecureKey fingerprint_key) {
+  return Keyring(std::move(sealing.seal), std::move(sealing.mac), std::move(sealing.key_id),
+                 std::move(token_key), std::move(fingerprint_key));
+}
+
+Result<Keyring> Keyring::create(const MasterKey& master) {
+  auto sealing = sealingOf(master);
+  if (!sealing) return sealing.takeError();
+  auto token_key = derive(master, kTokenSubkeyId);
+  if (!token_key) return token_key.takeError();
+  auto fingerprint_key = derive(master, kFingerprintSubkeyId);
+  if (!fingerprint_key) return fingerprint_key.takeError();
+  return assemble(std::move(sealing).value(), std::move(token_key).value(),
+                  std::move(fingerprint_key).value());
+}
+
+Result<Keyring> Keyring::create(const MasterKey& master, const Keyring& hashing) {
+  auto sealing = sealingOf(master);
+  if (!sealing) return sealing.takeError();
+  auto token_key = SecureKey::fromBytes(
+      std::string_view(reinterpret_cast<const char*>(hashing.token_key_.data()), kKeyBytes));
+  if (!token_key) return token_key.takeError();
+  auto fingerprint_key = SecureKey::fromBytes(
+      std::string_view(reinterpret_cast<const char*>(hashing.fingerprint_key_.data()), kKeyBytes));
+  if (!fingerprint_key) return fingerprint_key.takeError();
+  return assemble(std::move(sealing).value(), std::move(token_key).value(),
+                  std::move(fingerprint_key).value());
+}
+
+Result<Keyring> Keyring::create(const MasterKey& master, std::string_view sealed_hash_keys,
+                                std::string_view associated_data) {
+  // The keyring of `master` alone opens the record; its sealing subkeys are then ours.
+  auto opener = create(master);
+  if (!opener) return opener.takeError();
+  auto plain = opener->open(sealed_hash_keys, associated_data);
+  if (!plain) return plain.takeError();
+  if (plain->size() != kHashKeysBytes) {
+    return Error::make(ErrorCode::kInternal, "the sealed hashing keys have the wrong size");
+  }
+  auto token_key = SecureKey::fromBytes(plain->view().substr(0, kKeyBytes));
+  if (!token_key) return token_key.takeError();
+  auto fingerprint_key = SecureKey::fromBytes(plain->view().substr(kKeyBytes));
+  if (!fingerprint_key) return fingerprint_key.takeError();
+  return Keyring(std::move(opener->seal_key_), std::move(opener->mac_key_),
+                 std::move(opener->key_id_), std::move(token_key).value(),
                  std::move(fingerprint_key).value());
 }
+
+std::string Keyring::sealHashKeys(std::string_view associated_data) const {
+  unsigned char both[kHashKeysBytes];
+  memcpy(both, token_key_.data(), kKeyBytes);
+  memcpy(both + kKeyBytes, fingerprint_key_.data(), kKeyBytes);
+  std::string sealed = seal(std::string_view(reinterpret_cast<char*>(both), sizeof both),
+                            associated_data);
+  sodium_memzero(both, sizeof both);
+  return sealed;
+}
+
+std::string Keyring::mac(std::string_view data) const { return keyedHash(data, mac_key_); }
 
 std::string Keyring::seal(std::string_view plaintext, std::string_view associated_data) const {
   const std::string ad = fullAssociatedData(kSealFormat, associated_data);
@@ -162,11 +258,7 @@ Result<core::SecretString> Keyring::open(std::string_view sealed,
 }
 
 std::string Keyring::tokenHash(std::string_view token) const {
-  std::string out(kTokenHashBytes, '\0');
-  crypto_generichash(reinterpret_cast<unsigned char*>(out.data()), out.size(),
-                     reinterpret_cast<const unsigned char*>(token.data()), token.size(),
-                     token_key_.data(), kKeyBytes);
-  return out;
+  return keyedHash(token, token_key_);
 }
 
 std::string Keyring::fingerprint(std::string_view value) const {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -48,14 +49,42 @@ core::SecretString generateClientToken();
 
 std::string base64UrlEncode(std::string_view bytes);  // URL-safe alphabet, no padding
 
+std::string hexEncode(std::string_view bytes);  // lower case
+
 inline constexpr size_t kTokenHashBytes = 32;
 inline constexpr size_t kFingerprintBytes = 16;
+inline constexpr size_t kKeyIdBytes = 16;
+inline constexpr size_t kMacBytes = 32;
 
 // Subkeys derived from the master key (crypto_kdf) and the operations that use them.
 // Immutable after creation; all methods are thread-safe.
+//
+// Two kinds of subkey: the sealing ones (seal/open, mac, keyId) always come from the master key
+// the keyring was made with; the hashing ones (tokenHash, fingerprint) are derived from the
+// master key a store was initialised with and carried over, sealed, when the store is re-keyed,
+// so that client tokens stay valid and cache identities stay equal across a master key rotation.
 class Keyring {
  public:
+  // Every subkey derived from `master` (a store never re-keyed).
   static core::Result<Keyring> create(const MasterKey& master);
+  // Sealing subkeys from `master`, hashing subkeys those of `hashing` (a re-key).
+  static core::Result<Keyring> create(const MasterKey& master, const Keyring& hashing);
+  // Sealing subkeys from `master`, hashing subkeys opened from `sealed_hash_keys` (what
+  // sealHashKeys() wrote under the same master key and `associated_data`). kInternal when they
+  // do not open (another master key, or damaged).
+  static core::Result<Keyring> create(const MasterKey& master, std::string_view sealed_hash_keys,
+                                      std::string_view associated_data);
+
+  // The hashing subkeys sealed under this keyring's sealing key.
+  std::string sealHashKeys(std::string_view associated_data) const;
+
+  // kKeyIdBytes derived from the master key (crypto_kdf, a subkey of its own): names the key in
+  // messages, backups and the store's meta records, and reveals nothing about it or the other
+  // subkeys. Equal for equal master keys.
+  const std::string& keyId() const { return key_id_; }
+
+  // BLAKE2b-256 of `data` keyed with a subkey of the master key: authenticates a backup file.
+  std::string mac(std::string_view data) const;
 
   // XChaCha20-Poly1305 with a random nonce; `associated_data` (the record's table and key) is
   // authenticated, so a ciphertext copied under another key fails to open.
@@ -77,11 +106,20 @@ class Keyring {
   std::string fingerprint(std::string_view value) const;
 
  private:
-  Keyring(SecureKey seal_key, SecureKey token_key, SecureKey fingerprint_key)
+  struct Sealing;
+  static core::Result<SecureKey> derive(const MasterKey& master, uint64_t subkey_id);
+  static core::Result<Sealing> sealingOf(const MasterKey& master);
+  static Keyring assemble(Sealing sealing, SecureKey token_key, SecureKey fingerprint_key);
+  Keyring(SecureKey seal_key, SecureKey mac_key, std::string key_id, SecureKey token_key,
+          SecureKey fingerprint_key)
       : seal_key_(std::move(seal_key)),
+        mac_key_(std::move(mac_key)),
+        key_id_(std::move(key_id)),
         token_key_(std::move(token_key)),
         fingerprint_key_(std::move(fingerprint_key)) {}
   SecureKey seal_key_;
+  SecureKey mac_key_;
+  std::string key_id_;
   SecureKey token_key_;
   SecureKey fingerprint_key_;
 };

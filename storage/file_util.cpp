@@ -3,9 +3,13 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <vector>
 
 namespace keyway::storage {
 
@@ -70,6 +74,107 @@ core::Status fsyncDirectory(const std::string& path) {
   ::close(fd);
   if (rc != 0) return errnoError(core::ErrorCode::kInternal, "cannot fsync directory", path, saved);
   return core::okStatus();
+}
+
+namespace {
+
+core::Status writeAll(int fd, std::string_view content, const std::string& path) {
+  size_t written = 0;
+  while (written < content.size()) {
+    const ssize_t n = ::write(fd, content.data() + written, content.size() - written);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return errnoError(core::ErrorCode::kInternal, "cannot write", path, n < 0 ? errno : EIO);
+    }
+    written += static_cast<size_t>(n);
+  }
+  return core::okStatus();
+}
+
+// rename(2) that refuses to replace `to`: renameat2(RENAME_NOREPLACE), or link(2) + unlink(2)
+// on a filesystem without it. 0 or an errno value (EEXIST when `to` exists).
+int renameNoReplace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return 0;
+  if (errno != EINVAL && errno != ENOSYS) return errno;
+  if (::link(from.c_str(), to.c_str()) != 0) return errno;
+  ::unlink(from.c_str());  // `to` now holds the content; a leftover temp name is only clutter
+  return 0;
+}
+
+}  // namespace
+
+core::Status writeFileAtomically(const std::string& path, std::string_view content,
+                                 bool replace) {
+  const std::string dir = parentDirectory(path);
+  if (!replace && pathExists(path)) {
+    return core::Error::make(core::ErrorCode::kBadRequest, path + " already exists");
+  }
+  std::string tmpl = path + ".tmp-XXXXXX";
+  std::vector<char> name(tmpl.begin(), tmpl.end());
+  name.push_back('\0');
+  // mkstemp creates the file 0600 with O_EXCL: no other user can read what is written into it.
+  const int fd = ::mkostemp(name.data(), O_CLOEXEC);
+  if (fd < 0) return errnoError(core::ErrorCode::kInternal, "cannot create a file beside", path, errno);
+  const std::string tmp(name.data());
+  core::Status status = writeAll(fd, content, tmp);
+  if (status && ::fsync(fd) != 0) {
+    status = errnoError(core::ErrorCode::kInternal, "cannot fsync", tmp, errno);
+  }
+  if (::close(fd) != 0 && status) {
+    status = errnoError(core::ErrorCode::kInternal, "cannot close", tmp, errno);
+  }
+  if (status) {
+    const int rc = replace ? (::rename(tmp.c_str(), path.c_str()) == 0 ? 0 : errno)
+                           : renameNoReplace(tmp, path);
+    if (rc == EEXIST) {
+      status = core::Error::make(core::ErrorCode::kBadRequest, path + " already exists");
+    } else if (rc != 0) {
+      status = errnoError(core::ErrorCode::kInternal, "cannot rename a file to", path, rc);
+    }
+  }
+  if (!status) {
+    ::unlink(tmp.c_str());  // best effort: `status` says what failed
+    return status;
+  }
+  return fsyncDirectory(dir);
+}
+
+core::Result<std::string> readWholeFile(const std::string& path, size_t max_bytes) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY);
+  if (fd < 0) {
+    const int saved = errno;
+    const auto code = saved == ENOENT || saved == ENOTDIR || saved == EISDIR
+                          ? core::ErrorCode::kBadRequest
+                          : core::ErrorCode::kInternal;
+    return errnoError(code, "cannot open", path, saved);
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  struct stat st {};
+  if (::fstat(fd, &st) != 0) return errnoError(core::ErrorCode::kInternal, "cannot stat", path, errno);
+  if (!S_ISREG(st.st_mode)) {
+    return core::Error::make(core::ErrorCode::kBadRequest, path + " is not a regular file");
+  }
+  if (static_cast<uint64_t>(st.st_size) > max_bytes) {
+    return core::Error::make(core::ErrorCode::kBadRequest,
+                             path + " is larger than " + std::to_string(max_bytes) + " bytes");
+  }
+  std::string content;
+  char buf[65536];
+  while (true) {
+    const ssize_t n = ::read(fd, buf, sizeof buf);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return errnoError(core::ErrorCode::kInternal, "cannot read", path, errno);
+    if (n == 0) break;
+    content.append(buf, static_cast<size_t>(n));
+    if (content.size() > max_bytes) {
+      return core::Error::make(core::ErrorCode::kBadRequest,
+                               path + " is larger than " + std::to_string(max_bytes) + " bytes");
+    }
+  }
+  return content;
 }
 
 }  // namespace keyway::storage

@@ -26,4 +26,16 @@ std::string parentDirectory(const std::string& path);
 
 bool pathExists(const std::string& path);
 
+// Writes `content` to `path` through a temporary file in the same directory (mode 0600,
+// fsync'ed), renamed into place, then fsyncs the directory: a reader, or a crash at any point,
+// sees no file or the old one or the whole new one, never part of it. With `replace` false an
+// existing `path` is kept and the call fails with kBadRequest (checked by the rename itself,
+// RENAME_NOREPLACE, so two writers cannot both win). Other errors: kInternal naming the path;
+// the temporary file is removed.
+core::Status writeFileAtomically(const std::string& path, std::string_view content, bool replace);
+
+// The content of the regular file `path`. kBadRequest when it is missing, not a regular file or
+// larger than `max_bytes` (an input the caller was given), kInternal for I/O errors.
+core::Result<std::string> readWholeFile(const std::string& path, size_t max_bytes);
+
 }  // namespace keyway::storage

@@ -2,6 +2,7 @@
 // storage/record_codec, secrets sealed under the master key. The rules are CredentialRules'.
 #include "storage/lmdb_credential_store.hpp"
 
+#include "storage/credential_keys.hpp"
 #include "storage/credential_rules.hpp"
 #include "storage/file_util.hpp"
 #include "storage/lmdb_env.hpp"
@@ -24,10 +25,6 @@ std::string credentialEnvPath(const std::string& state_dir) {
 
 namespace {
 
-struct Dbis {
-  MDB_dbi teams, clients, client_tokens, secrets, bosa_users, user_tokens, meta;
-};
-
 // Decodes every record of `dbi` with `decode(key, value) -> Result<T>` and maps it with `take`.
 template <class T, class Decode, class Take>
 Status collectAll(const LmdbTxn& txn, MDB_dbi dbi, Decode decode, Take take,
@@ -49,8 +46,10 @@ Status collectAll(const LmdbTxn& txn, MDB_dbi dbi, Decode decode, Take take,
 // One LMDB transaction seen as credential records.
 class LmdbRecordsTxn final : public CredentialRecordsTxn {
  public:
-  LmdbRecordsTxn(LmdbTxn& txn, const Dbis& dbis, const Keyring& keyring)
+  LmdbRecordsTxn(LmdbTxn& txn, const CredentialDbis& dbis, const Keyring& keyring)
       : txn_(txn), dbis_(dbis), keyring_(keyring) {}
+
+  const Keyring& keyring() const override { return keyring_; }
 
   Result<std::optional<core::TeamRecord>> team(std::string_view name) override {
     return get(dbis_.teams, name, decodeTeam);
@@ -205,92 +204,79 @@ class LmdbRecordsTxn final : public CredentialRecordsTxn {
   }
 
   LmdbTxn& txn_;
-  const Dbis& dbis_;
+  const CredentialDbis& dbis_;
   const Keyring& keyring_;
 };
 
 class LmdbCredentialRecords final : public CredentialRecords {
  public:
-  static Result<std::unique_ptr<LmdbCredentialRecords>> open(std::shared_ptr<LmdbEnv> env,
-                                                             const MasterKey& master_key) {
-    auto dbis = env->openDbis({std::string(table::kTeams), std::string(table::kClients),
-                               std::string(table::kClientTokens), std::string(table::kSecrets),
-                               std::string(table::kBosaUsers), std::string(table::kUserTokens),
-                               std::string(table::kMeta)});
-    if (!dbis) return dbis.takeError();
-    const auto& d = *dbis;
-    auto keyring = Keyring::create(master_key);
-    if (!keyring) return keyring.takeError();
-    std::unique_ptr<LmdbCredentialRecords> records(new LmdbCredentialRecords(
-        std::move(env), Dbis{d[0], d[1], d[2], d[3], d[4], d[5], d[6]},
-        std::move(keyring).value()));
-    auto verified = records->verifyOrInitialise();
+  // `key` is the content of `key_file`, loaded by the caller (and tried first).
+  static Result<std::unique_ptr<LmdbCredentialRecords>> open(CredentialEnv env,
+                                                             const std::string& key_file,
+                                                             const MasterKey& key) {
+    std::unique_ptr<LmdbCredentialRecords> records(
+        new LmdbCredentialRecords(std::move(env), key_file));
+    auto verified = records->verifyOrInitialise(key);
     if (!verified) return verified.takeError();
     return records;
   }
 
   Status view(const Unit& fn) override {
-    return env_->view([&](LmdbTxn& txn) {
-      LmdbRecordsTxn records(txn, dbis_, keyring_);
-      return fn(records);
-    });
+    return env_.env->view([&](LmdbTxn& txn) { return run(txn, fn); });
   }
   Status update(const Unit& fn) override {
-    return env_->update([&](LmdbTxn& txn) {
-      LmdbRecordsTxn records(txn, dbis_, keyring_);
-      return fn(records);
-    });
+    return env_.env->update([&](LmdbTxn& txn) { return run(txn, fn); });
   }
   // An update that wrote nothing commits no new transaction id.
-  uint64_t generation() override { return env_->lastTxnId(); }
-  const Keyring& keyring() const override { return keyring_; }
+  uint64_t generation() override { return env_.env->lastTxnId(); }
+  std::shared_ptr<const Keyring> keyring() const override { return keyrings_.latest(); }
 
  private:
-  LmdbCredentialRecords(std::shared_ptr<LmdbEnv> env, Dbis dbis, Keyring keyring)
-      : env_(std::move(env)), dbis_(dbis), keyring_(std::move(keyring)) {}
-  Status verifyOrInitialise();
+  LmdbCredentialRecords(CredentialEnv env, const std::string& key_file)
+      : env_(std::move(env)), keyrings_(key_file, env_.env->path()) {}
+  Status verifyOrInitialise(const MasterKey& key);
 
-  std::shared_ptr<LmdbEnv> env_;
-  Dbis dbis_;
-  Keyring keyring_;
+  // Each unit with the keyring of its own snapshot: a rekey by another process re-seals every
+  // record in one commit, and a unit that begins after it opens them with the new key.
+  Status run(LmdbTxn& txn, const Unit& fn) {
+    auto keyring = keyrings_.forSnapshot(txn, env_.dbis, /*live=*/true);
+    if (!keyring) return keyring.takeError();
+    LmdbRecordsTxn records(txn, env_.dbis, **keyring);
+    return fn(records);
+  }
+
+  CredentialEnv env_;
+  StoreKeyrings keyrings_;
 };
 
 // On a fresh environment writes the meta records; otherwise verifies them. Errors (kInternal):
 // newer schema, damaged meta, or a master key that does not match (fails closed).
-Status LmdbCredentialRecords::verifyOrInitialise() {
-  const std::string check_ad = associatedData(table::kMeta, kMetaKeyCheck);
+Status LmdbCredentialRecords::verifyOrInitialise(const MasterKey& key) {
+  const CredentialDbis& dbis = env_.dbis;
+  const std::string& path = env_.env->path();
   // Returns true when the meta records were found (and verified), false when there are none.
   auto verify = [&](const LmdbTxn& txn) -> Result<bool> {
-    auto version = txn.get(dbis_.meta, kMetaSchemaVersion);
-    if (!version) return version.takeError();
-    auto check = txn.get(dbis_.meta, kMetaKeyCheck);
-    if (!check) return check.takeError();
-    if (!*version && !*check) return false;
-    if (!*version || !*check) {
+    auto info = readKeyInfo(txn, dbis);
+    if (!info) return info.takeError();
+    if (!info->schema_version && !info->key_check) return false;
+    if (!info->schema_version || !info->key_check) {
       return Error::make(ErrorCode::kInternal,
-                         "credential store " + env_->path() +
+                         "credential store " + path +
                              " is damaged (incomplete meta records); restore it from backup");
     }
-    auto v = decodeSchemaVersion(**version);
-    if (!v) return v.takeError();
-    if (*v != kSchemaVersion) {
+    if (*info->schema_version != kSchemaVersion) {
       return Error::make(ErrorCode::kInternal,
-                         "credential store " + env_->path() + " has schema version " +
-                             std::to_string(*v) + "; this keyway supports version " +
-                             std::to_string(kSchemaVersion) + " (upgrade keyway)");
+                         "credential store " + path + " has schema version " +
+                             std::to_string(*info->schema_version) +
+                             "; this keyway supports version " + std::to_string(kSchemaVersion) +
+                             " (upgrade keyway)");
     }
-    auto sealed = decodeKeyCheck(**check);
-    if (!sealed) return sealed.takeError();
-    auto opened = keyring_.open(*sealed, check_ad);
-    if (!opened || !core::constantTimeEquals(opened->view(), kKeyCheckPlaintext)) {
-      return Error::make(ErrorCode::kInternal,
-                         "master key does not match this state directory (" + env_->path() +
-                             "): use the master key it was initialised with");
-    }
+    auto keyring = keyrings_.forSnapshot(txn, dbis, /*live=*/false, &key);
+    if (!keyring) return keyring.takeError();
     return true;
   };
 
-  auto txn = env_->beginRead();
+  auto txn = env_.env->beginRead();
   if (!txn) return txn.takeError();
   auto found = verify(*txn);
   txn->abort();
@@ -299,51 +285,62 @@ Status LmdbCredentialRecords::verifyOrInitialise() {
 
   // Fresh environment: write the meta records, re-checking inside the write transaction in case
   // another process (keywayctl and keywayd starting together) got there first.
-  return env_->update([&](LmdbTxn& wtxn) -> Status {
+  auto initialised = env_.env->update([&](LmdbTxn& wtxn) -> Status {
     auto again = verify(wtxn);
     if (!again) return again.takeError();
     if (*again) return core::okStatus();
-    for (MDB_dbi dbi : {dbis_.teams, dbis_.clients, dbis_.secrets, dbis_.bosa_users}) {
+    for (MDB_dbi dbi : {dbis.teams, dbis.clients, dbis.secrets, dbis.bosa_users}) {
       auto n = wtxn.count(dbi);
       if (!n) return n.takeError();
       if (*n != 0) {
         return Error::make(ErrorCode::kInternal,
-                           "credential store " + env_->path() +
+                           "credential store " + path +
                                " has records but no key check; it is damaged, restore it from "
                                "backup");
       }
     }
-    auto status = wtxn.put(dbis_.meta, kMetaSchemaVersion, encodeSchemaVersion(kSchemaVersion));
+    auto status = wtxn.put(dbis.meta, kMetaSchemaVersion, encodeSchemaVersion(kSchemaVersion));
     if (!status) return status;
-    return wtxn.put(dbis_.meta, kMetaKeyCheck,
-                    encodeKeyCheck(keyring_.seal(kKeyCheckPlaintext, check_ad)));
+    auto keyring = Keyring::create(key);
+    if (!keyring) return keyring.takeError();
+    return writeKeyRecords(wtxn, dbis, *keyring);
+  });
+  if (!initialised) return initialised;
+  // Learn the keyring of what is now stored (ours, or the other process's).
+  return env_.env->view([&](LmdbTxn& rtxn) -> Status {
+    auto keyring = keyrings_.forSnapshot(rtxn, dbis, /*live=*/false, &key);
+    if (!keyring) return keyring.takeError();
+    return core::okStatus();
   });
 }
 
-// --- factory and init -------------------------------------------------------------------------
-
-Error withKeyFile(Error error, const std::string& master_key_file) {
-  if (error.message.find("master key does not match") != std::string::npos) {
-    error.message += " (key file: " + master_key_file + ")";
-  }
-  return error;
-}
-
 }  // namespace
+
+// --- factory and init -------------------------------------------------------------------------
 
 Result<std::unique_ptr<core::CredentialStore>> openLmdbCredentialStore(
     const std::string& state_dir, const std::string& master_key_file,
     std::shared_ptr<const core::Clock> clock) {
   if (state_dir.empty()) return Error::make(ErrorCode::kInternal, "no state directory configured");
-  // The key first: without it nothing (not even an empty environment) is created.
+  std::optional<CredentialEnv> env;
+  // A rekey that stopped half-way is completed or rolled back first: it may rename the key file.
+  if (pathExists(nextMasterKeyFile(master_key_file))) {
+    auto opened = openCredentialEnv(state_dir);
+    if (!opened) return opened.takeError();
+    auto settled = settleKeyFiles(*opened, master_key_file);
+    if (!settled) return settled.takeError();
+    env = std::move(opened).value();
+  }
+  // The key next: without it nothing (not even an empty environment) is created.
   auto key = loadMasterKeyFile(master_key_file);
   if (!key) return key.takeError();
-  auto dir = ensurePrivateDirectory(state_dir);
-  if (!dir) return dir.takeError();
-  auto env = LmdbEnv::open(credentialEnvPath(state_dir));
-  if (!env) return env.takeError();
-  auto records = LmdbCredentialRecords::open(std::move(env).value(), *key);
-  if (!records) return withKeyFile(records.takeError(), master_key_file);
+  if (!env) {
+    auto opened = openCredentialEnv(state_dir);
+    if (!opened) return opened.takeError();
+    env = std::move(opened).value();
+  }
+  auto records = LmdbCredentialRecords::open(std::move(*env), master_key_file, *key);
+  if (!records) return records.takeError();
   return std::unique_ptr<core::CredentialStore>(
       std::make_unique<CredentialRules>(std::move(records).value(), std::move(clock)));
 }

@@ -26,7 +26,9 @@ std::string credentialEnvPath(const std::string& state_dir);
 // (record encoding: storage/record_codec.hpp). Secret values, BOSA user secrets and user tokens
 // are sealed with the master key (associated data: table and key); client tokens are stored only
 // as keyed hashes. Each call is one LMDB transaction, so it sees every write committed before
-// it, by any process. `clock` null = RealClock.
+// it, by any process. An interrupted `keywayctl rekey` is completed or rolled back before anything
+// else, and each call opens its snapshot with the key that sealed it, loading the key file again
+// after a rekey by another process (storage/credential_keys.hpp). `clock` null = RealClock.
 core::Result<std::unique_ptr<core::CredentialStore>> openLmdbCredentialStore(
     const std::string& state_dir, const std::string& master_key_file,
     std::shared_ptr<const core::Clock> clock = nullptr);

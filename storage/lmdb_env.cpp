@@ -300,6 +300,15 @@ Result<size_t> LmdbTxn::count(MDB_dbi dbi) const {
   return static_cast<size_t>(st.ms_entries);
 }
 
+Status LmdbTxn::clear(MDB_dbi dbi) {
+  if (txn_ == nullptr || read_only_) {
+    return Error::make(ErrorCode::kInternal, "clear outside a write transaction");
+  }
+  const int rc = mdb_drop(txn_, dbi, 0);
+  if (rc != MDB_SUCCESS) return lmdbError(rc, "clear database", envPath());
+  return core::okStatus();
+}
+
 // ---------------------------------------------------------------------------------------------
 // LmdbCursor
 

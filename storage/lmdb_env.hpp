@@ -78,6 +78,8 @@ class LmdbTxn {
       const std::function<bool(std::string_view key, std::string_view value)>& fn) const;
   // Number of records in `dbi`.
   core::Result<size_t> count(MDB_dbi dbi) const;
+  // Deletes every record of `dbi` (write transactions only); the database itself stays.
+  core::Status clear(MDB_dbi dbi);
 
   core::Status commit();
   void abort();

@@ -121,13 +121,19 @@ Result<MasterKey> loadMasterKeyFile(const std::string& path) {
   return key;
 }
 
+std::string nextMasterKeyFile(const std::string& key_file) { return key_file + ".next"; }
+
 Status createMasterKeyFile(const std::string& path) {
   if (path.empty()) return Error::make(ErrorCode::kBadRequest, "no master key file configured");
-  auto init = initSodium();
-  if (!init) return init;
-  const std::string dir = parentDirectory(path);
-  auto dir_status = ensurePrivateDirectory(dir);
+  auto key = MasterKey::random();
+  if (!key) return key.takeError();
+  auto dir_status = ensurePrivateDirectory(parentDirectory(path));
   if (!dir_status) return dir_status;
+  return writeMasterKeyFile(path, *key);
+}
+
+Status writeMasterKeyFile(const std::string& path, const MasterKey& key) {
+  const std::string dir = parentDirectory(path);
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) {
     const int saved = errno;
@@ -136,16 +142,14 @@ Status createMasterKeyFile(const std::string& path) {
     }
     return errnoError(ErrorCode::kInternal, "cannot create master key file", path, saved);
   }
-  unsigned char raw[kKeyBytes];
-  randombytes_buf(raw, sizeof raw);
   Status status = core::okStatus();
   size_t written = 0;
   // The umask can only remove bits from 0600, but make the mode explicit anyway.
   if (::fchmod(fd, 0600) != 0) {
     status = errnoError(ErrorCode::kInternal, "cannot chmod master key file", path, errno);
   }
-  while (status && written < sizeof raw) {
-    const ssize_t n = ::write(fd, raw + written, sizeof raw - written);
+  while (status && written < MasterKey::size()) {
+    const ssize_t n = ::write(fd, key.data() + written, MasterKey::size() - written);
     if (n < 0 && errno == EINTR) continue;
     if (n <= 0) {
       status = errnoError(ErrorCode::kInternal, "cannot write master key file", path, errno);
@@ -153,7 +157,6 @@ Status createMasterKeyFile(const std::string& path) {
     }
     written += static_cast<size_t>(n);
   }
-  sodium_memzero(raw, sizeof raw);
   if (status && ::fsync(fd) != 0) {
     status = errnoError(ErrorCode::kInternal, "cannot fsync master key file", path, errno);
   }

@@ -20,4 +20,12 @@ core::Result<MasterKey> loadMasterKeyFile(const std::string& path);
 // already exists, kInternal otherwise (nothing half-written is left behind).
 core::Status createMasterKeyFile(const std::string& path);
 
+// The same with the given key (rekey writes the next key this way): 32 raw bytes, O_EXCL, 0600,
+// fsync'ed with its directory. Errors as createMasterKeyFile; the parent directory must exist.
+core::Status writeMasterKeyFile(const std::string& path, const MasterKey& key);
+
+// Where `keywayctl rekey` puts the next master key before it re-seals the store: beside
+// `key_file`, renamed over it once the store is sealed under it (storage/credential_keys.hpp).
+std::string nextMasterKeyFile(const std::string& key_file);
+
 }  // namespace keyway::storage

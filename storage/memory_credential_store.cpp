@@ -61,8 +61,10 @@ auto find(const Map& map, const Key& key) -> std::optional<typename Map::mapped_
 
 class MemoryTxn final : public CredentialRecordsTxn {
  public:
-  MemoryTxn(State& state, bool writable) : state_(state), writable_(writable) {}
+  MemoryTxn(State& state, const Keyring& keyring, bool writable)
+      : state_(state), keyring_(keyring), writable_(writable) {}
   bool wrote() const { return wrote_; }
+  const Keyring& keyring() const override { return keyring_; }
 
   Result<std::optional<core::TeamRecord>> team(std::string_view name) override {
     return find(state_.teams, name);
@@ -195,6 +197,7 @@ class MemoryTxn final : public CredentialRecordsTxn {
   }
 
   State& state_;
+  const Keyring& keyring_;
   const bool writable_;
   bool wrote_ = false;
 };
@@ -206,12 +209,12 @@ class MemoryCredentialRecords final : public CredentialRecords {
     if (!key) std::abort();  // libsodium unusable: impossible on a supported system
     auto keyring = Keyring::create(*key);
     if (!keyring) std::abort();
-    keyring_ = std::make_unique<Keyring>(std::move(keyring).value());
+    keyring_ = std::make_shared<const Keyring>(std::move(keyring).value());
   }
 
   Status view(const Unit& fn) override {
     std::lock_guard<std::mutex> lock(mutex_);
-    MemoryTxn txn(state_, /*writable=*/false);
+    MemoryTxn txn(state_, *keyring_, /*writable=*/false);
     return fn(txn);
   }
 
@@ -219,7 +222,7 @@ class MemoryCredentialRecords final : public CredentialRecords {
   Status update(const Unit& fn) override {
     std::lock_guard<std::mutex> lock(mutex_);
     State working = state_.clone();
-    MemoryTxn txn(working, /*writable=*/true);
+    MemoryTxn txn(working, *keyring_, /*writable=*/true);
     auto status = fn(txn);
     if (!status) return status;
     if (txn.wrote()) {
@@ -230,10 +233,10 @@ class MemoryCredentialRecords final : public CredentialRecords {
   }
 
   uint64_t generation() override { return generation_.load(); }
-  const Keyring& keyring() const override { return *keyring_; }
+  std::shared_ptr<const Keyring> keyring() const override { return keyring_; }
 
  private:
-  std::unique_ptr<Keyring> keyring_;
+  std::shared_ptr<const Keyring> keyring_;
   std::mutex mutex_;
   State state_;
   std::atomic<uint64_t> generation_{1};

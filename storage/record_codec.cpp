@@ -4,6 +4,8 @@
 
 #include <set>
 
+#include "storage/byte_codec.hpp"
+
 namespace keyway::storage {
 
 using core::Error;
@@ -23,92 +25,25 @@ constexpr uint8_t kTagBosaUser = 'U';
 constexpr uint8_t kTagUserToken = 'K';
 constexpr uint8_t kTagSchemaVersion = 'M';
 constexpr uint8_t kTagKeyCheck = 'X';
+constexpr uint8_t kTagKeyId = 'I';
+constexpr uint8_t kTagHashKeys = 'Y';
 constexpr uint32_t kMaxListEntries = 1024;
 constexpr size_t kTokenHashSize = 32;
 
-class Writer {
+// Every record starts with its tag and the encoding version.
+class Writer : public ByteWriter {
  public:
   explicit Writer(uint8_t tag, uint8_t version = kVersion) {
     u8(tag);
     u8(version);
   }
-  void u8(uint8_t v) { out_.push_back(static_cast<char>(v)); }
-  void u32(uint32_t v) {
-    for (int i = 0; i < 4; ++i) u8(static_cast<uint8_t>(v >> (8 * i)));
-  }
-  void i64(int64_t v) {
-    const auto u = static_cast<uint64_t>(v);
-    for (int i = 0; i < 8; ++i) u8(static_cast<uint8_t>(u >> (8 * i)));
-  }
-  void str(std::string_view s) {
-    u32(static_cast<uint32_t>(s.size()));
-    out_.append(s);
-  }
-  void list(const std::vector<std::string>& items) {
-    u32(static_cast<uint32_t>(items.size()));
-    for (const auto& s : items) str(s);
-  }
-  std::string take() { return std::move(out_); }
-
- private:
-  std::string out_;
 };
 
-// Every read fails (returns false) once the input is exhausted; nothing is allocated beyond the
-// input's own size.
-class Reader {
+class Reader : public ByteReader {
  public:
-  explicit Reader(std::string_view in) : in_(in) {}
-  bool u8(uint8_t& v) {
-    if (pos_ + 1 > in_.size()) return false;
-    v = static_cast<uint8_t>(in_[pos_++]);
-    return true;
-  }
-  bool boolean(bool& v) {
-    uint8_t b = 0;
-    if (!u8(b) || b > 1) return false;
-    v = b == 1;
-    return true;
-  }
-  bool u32(uint32_t& v) {
-    if (in_.size() - pos_ < 4) return false;
-    v = 0;
-    for (int i = 0; i < 4; ++i) {
-      v |= static_cast<uint32_t>(static_cast<uint8_t>(in_[pos_ + i])) << (8 * i);
-    }
-    pos_ += 4;
-    return true;
-  }
-  bool i64(int64_t& v) {
-    if (in_.size() - pos_ < 8) return false;
-    uint64_t u = 0;
-    for (int i = 0; i < 8; ++i) {
-      u |= static_cast<uint64_t>(static_cast<uint8_t>(in_[pos_ + i])) << (8 * i);
-    }
-    pos_ += 8;
-    v = static_cast<int64_t>(u);
-    return true;
-  }
-  bool str(std::string& s) {
-    uint32_t len = 0;
-    if (!u32(len) || len > in_.size() - pos_) return false;
-    s.assign(in_.data() + pos_, len);
-    pos_ += len;
-    return true;
-  }
-  bool list(std::vector<std::string>& items) {
-    uint32_t n = 0;
-    // Each entry takes at least its 4-byte length: a count the input cannot hold is malformed.
-    if (!u32(n) || n > kMaxListEntries || n > (in_.size() - pos_) / 4) return false;
-    items.clear();
-    items.reserve(n);
-    for (uint32_t i = 0; i < n; ++i) {
-      std::string s;
-      if (!str(s)) return false;
-      items.push_back(std::move(s));
-    }
-    return true;
-  }
+  using ByteReader::ByteReader;
+  using ByteReader::list;
+  bool list(std::vector<std::string>& items) { return ByteReader::list(items, kMaxListEntries); }
   bool header(uint8_t tag) {
     uint8_t v = 0;
     return header(tag, v) && v == kVersion;
@@ -118,11 +53,6 @@ class Reader {
     uint8_t t = 0;
     return u8(t) && t == tag && u8(version);
   }
-  bool atEnd() const { return pos_ == in_.size(); }
-
- private:
-  std::string_view in_;
-  size_t pos_ = 0;
 };
 
 Error malformed(std::string_view what) {
@@ -324,19 +254,44 @@ Result<uint32_t> decodeSchemaVersion(std::string_view value) {
   return v;
 }
 
-std::string encodeKeyCheck(std::string_view sealed) {
-  Writer w(kTagKeyCheck);
-  w.str(sealed);
+namespace {
+
+// A meta record holding one non-empty string: [tag][version][str].
+std::string encodeMetaString(uint8_t tag, std::string_view value) {
+  Writer w(tag);
+  w.str(value);
   return w.take();
 }
 
-Result<std::string> decodeKeyCheck(std::string_view value) {
-  std::string sealed;
+Result<std::string> decodeMetaString(uint8_t tag, std::string_view value, std::string_view what) {
+  std::string out;
   Reader r(value);
-  if (!r.header(kTagKeyCheck) || !r.str(sealed) || !r.atEnd() || sealed.empty()) {
-    return malformed("key check");
-  }
-  return sealed;
+  if (!r.header(tag) || !r.str(out) || !r.atEnd() || out.empty()) return malformed(what);
+  return out;
+}
+
+}  // namespace
+
+std::string encodeKeyCheck(std::string_view sealed) { return encodeMetaString(kTagKeyCheck, sealed); }
+
+Result<std::string> decodeKeyCheck(std::string_view value) {
+  return decodeMetaString(kTagKeyCheck, value, "key check");
+}
+
+std::string encodeKeyId(std::string_view key_id) { return encodeMetaString(kTagKeyId, key_id); }
+
+Result<std::string> decodeKeyId(std::string_view value) {
+  auto id = decodeMetaString(kTagKeyId, value, "key id");
+  if (id && id->size() != kKeyIdSize) return malformed("key id");
+  return id;
+}
+
+std::string encodeHashKeys(std::string_view sealed) {
+  return encodeMetaString(kTagHashKeys, sealed);
+}
+
+Result<std::string> decodeHashKeys(std::string_view value) {
+  return decodeMetaString(kTagHashKeys, value, "hashing keys");
 }
 
 Status decodeRecord(std::string_view table_name, std::string_view key, std::string_view value) {
@@ -353,6 +308,8 @@ Status decodeRecord(std::string_view table_name, std::string_view key, std::stri
   if (table_name == table::kMeta) {
     if (key == kMetaSchemaVersion) return status(decodeSchemaVersion(value));
     if (key == kMetaKeyCheck) return status(decodeKeyCheck(value));
+    if (key == kMetaKeyId) return status(decodeKeyId(value));
+    if (key == kMetaHashKeys) return status(decodeHashKeys(value));
     return malformed("meta");
   }
   return Error::make(ErrorCode::kBadRequest, "unknown table '" + printable(table_name) + "'");

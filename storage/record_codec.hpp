@@ -28,6 +28,12 @@ inline constexpr std::string_view kMeta = "meta";
 // Keys of the meta table.
 inline constexpr std::string_view kMetaSchemaVersion = "schema_version";
 inline constexpr std::string_view kMetaKeyCheck = "key_check";
+// Written by rekey (and carried by backups): which master key seals the store (Keyring::keyId,
+// kKeyIdSize bytes, never the key) and the hashing subkeys carried over from the key the store
+// was initialised with, sealed. A store never re-keyed has neither.
+inline constexpr std::string_view kMetaKeyId = "key_id";
+inline constexpr std::string_view kMetaHashKeys = "hash_keys";
+inline constexpr size_t kKeyIdSize = 16;
 inline constexpr uint32_t kSchemaVersion = 1;
 // The plaintext sealed into the key-check record at init.
 inline constexpr std::string_view kKeyCheckPlaintext = "keyway master key check v1";
@@ -89,11 +95,15 @@ core::Result<StoredBosaUser> decodeBosaUser(std::string_view key, std::string_vi
 std::string encodeUserToken(const StoredUserToken& token);
 core::Result<StoredUserToken> decodeUserToken(std::string_view key, std::string_view value);
 
-// meta: schema_version and key_check.
+// meta: schema_version, key_check, key_id, hash_keys.
 std::string encodeSchemaVersion(uint32_t version);
 core::Result<uint32_t> decodeSchemaVersion(std::string_view value);
 std::string encodeKeyCheck(std::string_view sealed);
 core::Result<std::string> decodeKeyCheck(std::string_view value);
+std::string encodeKeyId(std::string_view key_id);
+core::Result<std::string> decodeKeyId(std::string_view value);
+std::string encodeHashKeys(std::string_view sealed);
+core::Result<std::string> decodeHashKeys(std::string_view value);
 
 // Decodes a record of any table (the fuzz entry point). kInternal for malformed records,
 // kBadRequest for an unknown table.

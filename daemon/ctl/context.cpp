@@ -82,7 +82,7 @@ int runCommand(const Command& command, const Args& args, std::istream& in, std::
     return exitFor(config.error());
   }
   ctx.config = &*config;
-  ctx.config_file = args.config;
+  ctx.config_file = choice->path;  // the file found, also through $KEYWAY_CONFIG or the installed one
   std::unique_ptr<core::CredentialStore> store;
   if (command.store == Store::kCredentials) {
     auto opened = storage::openLmdbCredentialStore(config->state_dir, config->master_key_file);

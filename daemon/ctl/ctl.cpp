@@ -50,6 +50,9 @@ constexpr const char* kGlobalUsage =
     "  status [--json]                             the running keywayd: version, store, upstreams;\n"
     "                                              does it read the store this keywayctl edits?\n"
     "  doctor [--json]                             check what usually goes wrong, say what to run\n"
+    "  rekey                                       rotate the master key (re-seal the store)\n"
+    "  backup FILE [--force]                       write a sealed copy of the credential store\n"
+    "  restore FILE [--key-file OLD_KEY]           replace the credential store with a backup\n"
     "\n"
     "options:\n"
     "  --config FILE   the configuration keywayd runs with; default: $KEYWAY_CONFIG, else\n"
@@ -66,6 +69,7 @@ const std::vector<const CommandGroup*>& groups() {
       &ctl::initGroup(),     &ctl::teamGroup(),  &ctl::clientGroup(),   &ctl::secretGroup(),
       &ctl::bosaUserGroup(), &ctl::cacheGroup(), &ctl::schemasGroup(),
       &ctl::statusGroup(),   &ctl::doctorGroup(),
+      &ctl::rekeyGroup(),    &ctl::backupGroup(), &ctl::restoreGroup(),
   };
   return all;
 }

@@ -14,5 +14,8 @@ const CommandGroup& cacheGroup();     // cache.cpp
 const CommandGroup& schemasGroup();   // schemas.cpp
 const CommandGroup& statusGroup();    // status.cpp
 const CommandGroup& doctorGroup();    // doctor.cpp
+const CommandGroup& rekeyGroup();     // rekey.cpp
+const CommandGroup& backupGroup();    // backup.cpp
+const CommandGroup& restoreGroup();   // backup.cpp
 
 }  // namespace keyway::daemon::ctl

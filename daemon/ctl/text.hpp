@@ -31,6 +31,8 @@ class JsonObject {
   JsonObject& boolean(std::string_view key, bool value);
   JsonObject& strings(std::string_view key, const std::vector<std::string>& values);
   JsonObject& raw(std::string_view key, std::string_view json);  // already JSON
+  JsonObject& null(std::string_view key) { return raw(key, "null"); }
+  JsonObject& object(std::string_view key, const JsonObject& value) { return raw(key, value.text()); }
   std::string text() const { return body_ + "}"; }
 
  private:

@@ -716,6 +716,25 @@ class Keyway:
         return [r for r in self.records() if r.get("msg") == "access"]
 
 
+def kill_after_writes(proc, writes, timeout):
+    """SIGKILLs `proc` as soon as it has made `writes` write(2)-family calls (/proc/PID/io syscw):
+    a kill at a chosen point of a write protocol (an LMDB commit writes its pages, then its meta page).
+    Returns 1 if it was killed that way, 0 if it exited (or the deadline passed) first."""
+    deadline = time.monotonic() + timeout
+    path = "/proc/%d/io" % proc.pid
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            with open(path) as f:
+                match = re.search(r"^syscw:\s*(\d+)", f.read(), re.M)
+        except OSError:
+            break
+        if match and int(match.group(1)) >= writes:
+            proc.send_signal(signal.SIGKILL)
+            return 1
+    proc.send_signal(signal.SIGKILL)
+    return 0
+
+
 def with_tls(upstreams, tls=None):
     """Gives every https:// upstream in `upstreams` (name -> settings, changed in place and returned)
     `tls: <tls>` unless it has its own; default {"ca_file": <the test CA>}."""

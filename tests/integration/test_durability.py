@@ -31,7 +31,7 @@ import time
 import unittest
 from pathlib import Path
 
-from harness import ConnectionClosed, FakeUpstream, Keyway, Response, binary, request
+from harness import ConnectionClosed, FakeUpstream, Keyway, Response, binary, kill_after_writes, request
 
 ROUNDS = int(os.environ.get("KEYWAY_DURABILITY_ROUNDS", "50"))
 ROTATING = 4  # secrets dur.k0..k3, injected by upstreams rot0..rot3 as X-Dur-Key
@@ -58,24 +58,6 @@ def _listed(kw):
         if len(cols) >= 2:
             out.add((cols[0], cols[1][len("team:"):] if cols[1].startswith("team:") else ""))
     return out
-
-
-def _kill_after_writes(proc, writes, timeout):
-    """SIGKILLs `proc` as soon as it has made `writes` write(2)-family calls (/proc/PID/io syscw).
-    Returns 1 if it was killed that way, 0 if it exited (or the deadline passed) first."""
-    deadline = time.monotonic() + timeout
-    path = "/proc/%d/io" % proc.pid
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with open(path) as f:
-                match = re.search(r"^syscw:\s*(\d+)", f.read(), re.M)
-        except OSError:
-            break
-        if match and int(match.group(1)) >= writes:
-            proc.send_signal(signal.SIGKILL)
-            return 1
-    proc.send_signal(signal.SIGKILL)
-    return 0
 
 
 class KillNineTest(unittest.TestCase):
@@ -260,7 +242,7 @@ class KillNineTest(unittest.TestCase):
                 else:
                     # Inside the commit: right after its first or second write(2) (LMDB writes the
                     # data pages, fsyncs, then writes the meta page).
-                    outcomes["mid_commit"] += _kill_after_writes(proc, 1 + n % 3, life * 5)
+                    outcomes["mid_commit"] += kill_after_writes(proc, 1 + n % 3, life * 5)
                 rc = proc.wait(10)
                 # The environment opens and the writer lock is free: list, and another write.
                 self.assertIn(("dur.k0", ""), _listed(self.kw))

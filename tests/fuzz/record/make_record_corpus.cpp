@@ -135,6 +135,10 @@ int main(int argc, char** argv) {
   w.add("meta_key_check", kMeta, st::kMetaKeyCheck,
         st::encodeKeyCheck(ring->seal(st::kKeyCheckPlaintext, st::associatedData(st::table::kMeta, st::kMetaKeyCheck))));
   w.add("meta_unknown_key", kMeta, "favourite_colour", st::encodeSchemaVersion(1));
+  w.add("meta_key_id", kMeta, st::kMetaKeyId, st::encodeKeyId(ring->keyId()));
+  w.add("meta_key_id_short", kMeta, st::kMetaKeyId, st::encodeKeyId(ring->keyId().substr(1)));
+  w.add("meta_hash_keys", kMeta, st::kMetaHashKeys,
+        st::encodeHashKeys(ring->sealHashKeys(st::associatedData(st::table::kMeta, st::kMetaHashKeys))));
 
   // unknown tables
   w.add("unknown_table", kUnknown, "alpha", st::encodeTeam(all));

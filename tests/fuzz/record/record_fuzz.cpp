@@ -33,18 +33,7 @@ namespace fi = keyway::fuzz::record;
     if (!(cond)) violated(#cond, __LINE__); \
   } while (0)
 
-// The keyring of the seed generator (fi::kFuzzMasterKey), built once: SecureKey lives in
-// sodium_malloc'd pages, too slow to make per input.
-const st::Keyring& keyring() {
-  static const std::unique_ptr<st::Keyring> ring = [] {
-    auto master = st::MasterKey::fromBytes(fi::kFuzzMasterKey);
-    if (!master) violated("fixed master key rejected", __LINE__);
-    auto created = st::Keyring::create(*master);
-    if (!created) violated("Keyring::create failed", __LINE__);
-    return std::make_unique<st::Keyring>(std::move(created).value());
-  }();
-  return *ring;
-}
+const st::Keyring& keyring() { return fi::fuzzKeyring(); }
 
 // Messages end up in logs and on terminals: printable ASCII, bounded, whatever the input.
 void checkMessage(const std::string& message) {
@@ -131,6 +120,18 @@ void checkTable(std::string_view table, std::string_view key, std::string_view v
       checkDecoded(r, via_table);
       if (!r) return;
       FUZZ_CHECK(st::encodeKeyCheck(*r) == value);
+      checkSealed(*r, table, key);
+    } else if (key == st::kMetaKeyId) {
+      auto r = st::decodeKeyId(value);
+      checkDecoded(r, via_table);
+      if (!r) return;
+      FUZZ_CHECK(r->size() == st::kKeyIdSize);
+      FUZZ_CHECK(st::encodeKeyId(*r) == value);
+    } else if (key == st::kMetaHashKeys) {
+      auto r = st::decodeHashKeys(value);
+      checkDecoded(r, via_table);
+      if (!r) return;
+      FUZZ_CHECK(st::encodeHashKeys(*r) == value);
       checkSealed(*r, table, key);
     } else {
       FUZZ_CHECK(!via_table.ok() && via_table.error().code == ErrorCode::kInternal);

@@ -1,11 +1,16 @@
-// Input layout of the record fuzz target, shared by the target and the corpus generator.
+// Input layout of the record fuzz target, shared by the target and the corpus generator, and the
+// public fuzz key (also the backup target's).
 #pragma once
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
 #include <string>
 #include <string_view>
 
+#include "storage/crypto.hpp"
 #include "storage/record_codec.hpp"
 
 namespace keyway::fuzz::record {
@@ -13,6 +18,22 @@ namespace keyway::fuzz::record {
 // The master key the seeds are sealed under and the target opens with. Public test data: it
 // protects nothing.
 inline constexpr std::string_view kFuzzMasterKey = "keyway fuzz corpus key, public!!";
+
+// The keyring of kFuzzMasterKey, made once: SecureKey lives in sodium_malloc'd pages, too slow to
+// make per input. Aborts if it cannot be made (then no input can be checked).
+inline const storage::Keyring& fuzzKeyring() {
+  static const std::unique_ptr<storage::Keyring> ring = [] {
+    auto master = storage::MasterKey::fromBytes(kFuzzMasterKey);
+    auto created = master ? storage::Keyring::create(*master)
+                          : core::Result<storage::Keyring>(master.error());
+    if (!created) {
+      std::fprintf(stderr, "fuzz keyring: %s\n", created.error().message.c_str());
+      std::abort();
+    }
+    return std::make_unique<storage::Keyring>(std::move(created).value());
+  }();
+  return *ring;
+}
 
 // Input: [selector: 1 byte][key length: 2 bytes little-endian][key][value: the rest].
 // selector % kSelectors picks the table: the seven real ones, then an unknown table name, then

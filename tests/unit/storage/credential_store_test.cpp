@@ -28,21 +28,12 @@ using core::ErrorCode;
 using keyway::testing::contains;
 using keyway::testing::fileMode;
 using keyway::testing::listFiles;
+using keyway::testing::runInChild;
 using keyway::testing::readFile;
 using keyway::testing::TempDir;
 using keyway::testing::writeFile;
 
 core::SecretString secret(std::string_view v) { return core::SecretString(v); }
-
-// Runs fn in a forked child (a separate process, like keywayctl next to keywayd) and returns
-// its exit status (fn's return value), or -1 if it did not exit normally.
-int runInChild(const std::function<int()>& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(fn());
-  int status = 0;
-  if (pid < 0 || ::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
-}
 
 // --- record codec ------------------------------------------------------------------------------
 

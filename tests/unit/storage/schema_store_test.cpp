@@ -27,17 +27,8 @@ using core::StoredSchemas;
 using keyway::testing::contains;
 using keyway::testing::fileMode;
 using keyway::testing::listFiles;
+using keyway::testing::runInChild;
 using keyway::testing::TempDir;
-
-// Runs fn in a forked child (a separate process, like keywayctl next to keywayd) and returns its
-// exit status (fn's return value), or -1 if it did not exit normally.
-int runInChild(const std::function<int()>& fn) {
-  const pid_t pid = ::fork();
-  if (pid == 0) ::_exit(fn());
-  int status = 0;
-  if (pid < 0 || ::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
-  return WEXITSTATUS(status);
-}
 
 const char* kDoc = R"({"github":{"list_pull_requests":{"method":"POST","path":"/connectors/github/list_pull_requests"}}})";
 

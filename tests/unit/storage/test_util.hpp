@@ -4,10 +4,12 @@
 #include <ftw.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -81,6 +83,16 @@ inline std::vector<std::string> listFiles(const std::string& dir) {
        16, FTW_PHYS);
   out = nullptr;
   return files;
+}
+
+// Runs fn in a forked child (a separate process, like keywayctl next to keywayd) and returns its
+// exit status (fn's return value), or -1 if it did not exit normally (e.g. it killed itself).
+inline int runInChild(const std::function<int()>& fn) {
+  const pid_t pid = ::fork();
+  if (pid == 0) ::_exit(fn());
+  int status = 0;
+  if (pid < 0 || ::waitpid(pid, &status, 0) != pid || !WIFEXITED(status)) return -1;
+  return WEXITSTATUS(status);
 }
 
 inline bool contains(std::string_view haystack, std::string_view needle) {
