@@ -3,12 +3,9 @@
 
 #include "storage/byte_codec.hpp"
 #include "storage/record_codec.hpp"
+#include "storage/core_names.hpp"
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Result;
 
 namespace {
 

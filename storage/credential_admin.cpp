@@ -17,13 +17,9 @@
 #include "storage/master_key.hpp"
 #include "storage/names.hpp"
 #include "storage/record_codec.hpp"
+#include "storage/core_names.hpp"
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Result;
-using core::Status;
 
 namespace {
 

@@ -13,13 +13,9 @@
 #include "storage/master_key.hpp"
 #include "storage/record_codec.hpp"
 #include "storage/warning.hpp"
+#include "storage/core_names.hpp"
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Result;
-using core::Status;
 
 static_assert(kKeyIdSize == kKeyIdBytes, "record_codec and crypto agree on the key id's size");
 

@@ -1,15 +1,12 @@
 // libsodium-based record encryption, token hashing and token generation.
 #include "storage/crypto.hpp"
+#include "storage/core_names.hpp"
 
 #include <sodium.h>
 
 #include <cstring>
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Result;
 
 namespace {
 

@@ -8,13 +8,9 @@
 #include "storage/lmdb_env.hpp"
 #include "storage/master_key.hpp"
 #include "storage/record_codec.hpp"
+#include "storage/core_names.hpp"
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Result;
-using core::Status;
 
 std::string credentialEnvPath(const std::string& state_dir) {
   std::string path = state_dir;

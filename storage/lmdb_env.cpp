@@ -13,13 +13,9 @@
 #include <utility>
 
 #include "storage/file_util.hpp"
+#include "storage/core_names.hpp"
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Result;
-using core::Status;
 
 namespace {
 

@@ -7,12 +7,9 @@
 #include "storage/file_util.hpp"
 #include "storage/lmdb_env.hpp"
 #include "storage/names.hpp"
+#include "storage/core_names.hpp"
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Status;
 
 namespace {
 

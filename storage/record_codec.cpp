@@ -5,13 +5,9 @@
 #include <set>
 
 #include "storage/byte_codec.hpp"
+#include "storage/core_names.hpp"
 
 namespace keyway::storage {
-
-using core::Error;
-using core::ErrorCode;
-using core::Result;
-using core::Status;
 
 namespace {
 
