@@ -883,9 +883,11 @@ TEST_CASE_TEMPLATE_DEFINE("upstream client holds 2000 concurrent slow requests",
   const auto stats = client.stats();
   CHECK(stats.in_flight == 0);
   CHECK(stats.requests == kRequests);
-  // HTTP/1.1: each exchange opened a connection or reused one another had finished with.
+  // HTTP/1.1: each exchange opened a connection or reused one another had finished with. Most
+  // ran side by side (a serial client would need 2,000 s); on a loaded machine starting 2,000
+  // exchanges can take longer than the first ones' 1 s, and those connections are reused.
   CHECK(stats.connections_opened + stats.connections_reused == static_cast<uint64_t>(kRequests));
-  CHECK(stats.connections_opened >= static_cast<uint64_t>(kRequests / 2));
+  CHECK(stats.connections_opened >= static_cast<uint64_t>(kRequests / 4));
 }
 
 
