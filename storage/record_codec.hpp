@@ -46,7 +46,7 @@ struct StoredClient {
   std::string token_hash;     // keyed hash of its token (kTokenHashBytes)
   // Keyed hash of the token before the last rotation while it may still work (its grace period
   // ends at client.previous_token_until_unix); empty when there is none.
-  std::string previous_token_hash;
+  std::string previous_token_hash{};
 };
 
 struct StoredSecret {

@@ -40,7 +40,7 @@ struct Context {
   std::ostream& out;
   std::ostream& err;
   const core::Config* config = nullptr;
-  std::optional<std::string> config_file;  // the file `config` came from; none = embedded default
+  std::optional<std::string> config_file{};  // the file `config` came from, as found
   core::CredentialStore* store = nullptr;  // set for commands declared with Store::kCredentials
   std::string config_path{};               // the configuration file in use
   std::string config_source{};             // how it was found: "--config", "$KEYWAY_CONFIG", ...
