@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <ctime>
@@ -159,6 +160,22 @@ Result<RekeyReport> rekeyCredentialStore(const std::string& state_dir, const std
   auto step = [&](RekeyStep s) {
     if (after_step) after_step(s);
   };
+  // One rekey at a time, from before the store is opened until the new key file is in place.
+  // LMDB's write lock alone ends at the commit: a second rekey taking it then would settle this
+  // one's next key into place and write its own, and this one's rename would then put a key no
+  // commit used over the key the store is sealed under.
+  // The new key file is created by this process: owned by another user than the old one, it
+  // would be a key keywayd cannot read (e.g. `sudo keywayctl rekey` on a key the daemon's user owns).
+  struct stat key_stat {};
+  if (::stat(key_file.c_str(), &key_stat) == 0 && key_stat.st_uid != ::geteuid()) {
+    return Error::make(ErrorCode::kBadRequest,
+                       key_file + " is owned by uid " + std::to_string(key_stat.st_uid) +
+                           ", not by this user (uid " + std::to_string(::geteuid()) +
+                           "): run rekey as the key file's owner (the user keywayd runs as), so "
+                           "that the new key stays readable to keywayd. Nothing was changed.");
+  }
+  auto rekey_lock = FileLock::acquire(key_file + ".lock");
+  if (!rekey_lock) return rekeyKeyFileError(rekey_lock.error());
   auto env = openSettled(state_dir, key_file, /*must_exist=*/true);
   if (!env) return env.takeError();
   // The write lock from here to the commit: no other writer (another rekey, a restore, the

@@ -53,8 +53,8 @@ struct StoreKeyInfo {
   std::optional<uint32_t> schema_version;
   std::optional<std::string> key_check;      // the sealed check value
   std::optional<std::string> key_check_raw;  // the record as stored: identifies a keyring
-  std::optional<std::string> key_id;         // Keyring::keyId of the sealing key (rekey wrote it)
-  std::optional<std::string> hash_keys;      // sealed hashing subkeys (rekey wrote them)
+  std::optional<std::string> key_id;         // Keyring::keyId of the sealing key (init, rekey, restore)
+  std::optional<std::string> hash_keys;      // sealed hashing subkeys (init, rekey, restore)
 };
 // kInternal for a damaged meta record.
 core::Result<StoreKeyInfo> readKeyInfo(const LmdbTxn& txn, const CredentialDbis& dbis);

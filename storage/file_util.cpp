@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -175,6 +176,22 @@ core::Result<std::string> readWholeFile(const std::string& path, size_t max_byte
     }
   }
   return content;
+}
+
+core::Result<FileLock> FileLock::acquire(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return errnoError(core::ErrorCode::kInternal, "cannot open the lock file", path, errno);
+  while (::flock(fd, LOCK_EX) != 0) {
+    if (errno == EINTR) continue;
+    const int saved = errno;
+    ::close(fd);
+    return errnoError(core::ErrorCode::kInternal, "cannot lock", path, saved);
+  }
+  return FileLock(fd);
+}
+
+FileLock::~FileLock() {
+  if (fd_ >= 0) ::close(fd_);  // closing the only descriptor releases the flock
 }
 
 }  // namespace keyway::storage

@@ -38,4 +38,21 @@ core::Status writeFileAtomically(const std::string& path, std::string_view conte
 // larger than `max_bytes` (an input the caller was given), kInternal for I/O errors.
 core::Result<std::string> readWholeFile(const std::string& path, size_t max_bytes);
 
+// An exclusive flock(2) on `path` (created 0600 if missing), held until destruction; the kernel
+// drops it when the process dies, so a killed holder never leaves it taken. Blocks while another
+// process holds it.
+class FileLock {
+ public:
+  static core::Result<FileLock> acquire(const std::string& path);
+  FileLock(FileLock&& other) noexcept : fd_(other.fd_) { other.fd_ = -1; }
+  FileLock& operator=(FileLock&&) = delete;
+  FileLock(const FileLock&) = delete;
+  FileLock& operator=(const FileLock&) = delete;
+  ~FileLock();
+
+ private:
+  explicit FileLock(int fd) : fd_(fd) {}
+  int fd_;
+};
+
 }  // namespace keyway::storage

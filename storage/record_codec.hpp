@@ -28,9 +28,9 @@ inline constexpr std::string_view kMeta = "meta";
 // Keys of the meta table.
 inline constexpr std::string_view kMetaSchemaVersion = "schema_version";
 inline constexpr std::string_view kMetaKeyCheck = "key_check";
-// Written by rekey (and carried by backups): which master key seals the store (Keyring::keyId,
-// kKeyIdSize bytes, never the key) and the hashing subkeys carried over from the key the store
-// was initialised with, sealed. A store never re-keyed has neither.
+// Written at init, by rekey and by restore (and carried by backups): which master key seals the
+// store (Keyring::keyId, kKeyIdSize bytes, never the key) and the hashing subkeys of the key the
+// store was initialised with, sealed. Stores made before key ids have neither until a rekey.
 inline constexpr std::string_view kMetaKeyId = "key_id";
 inline constexpr std::string_view kMetaHashKeys = "hash_keys";
 inline constexpr size_t kKeyIdSize = 16;

@@ -279,7 +279,8 @@ class Doctor {
     add({"master_key", "", "", CheckResult::kOk, key + " (mode " + octal(st.st_mode) + ", owner " + userName(st.st_uid) + ")", ""});
   }
 
-  // The store check; the store is opened only when its directory exists (doctor creates nothing).
+  // The store check; the store is opened only when its directory exists (doctor makes no state
+  // directory; opening settles an interrupted rekey, as every command does).
   Check openStore() {
     const std::string path = storage::credentialEnvPath(absolutePath(c_.config->state_dir));
     struct stat st {};

@@ -5,10 +5,16 @@
 // --key-file, the saved copy, a kill before the commit, a store open across it).
 #include <doctest/doctest.h>
 #include <signal.h>
+#include <unistd.h>
 
+#include <chrono>
+#include <condition_variable>
 #include <memory>
+#include <mutex>
 #include <optional>
+#include <stdexcept>
 #include <string>
+#include <thread>
 
 #include "storage/backup_format.hpp"
 #include "storage/credential_admin.hpp"
@@ -291,6 +297,56 @@ TEST_CASE("rekey: a key file in a read-only place is refused before anything cha
   REQUIRE_FALSE(r.ok());
   CHECK(contains(r.error().message, "CREDENTIALS_DIRECTORY"));
   CHECK(contains(r.error().message, "Nothing was changed"));
+  checkAllRecords(*p.open(), p.token);
+}
+
+TEST_CASE("rekey: a second rekey waits for the first one's rename, so no key is lost") {
+  // A second rekey that got in between the first one's commit and its rename, and then died
+  // after writing its own next key, used to leave that uncommitted key as master.key.
+  Populated p;
+  std::mutex mu;
+  std::condition_variable cv;
+  bool second_wrote_next = false;
+  std::thread second;
+  auto first = rekeyCredentialStore(p.state, p.key, [&](RekeyStep s) {
+    if (s != RekeyStep::kCommitted) return;
+    second = std::thread([&] {
+      try {
+        (void)rekeyCredentialStore(p.state, p.key, [&](RekeyStep s2) {
+          if (s2 != RekeyStep::kNextKeyWritten) return;
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            second_wrote_next = true;
+          }
+          cv.notify_all();
+          throw std::runtime_error("the second rekey dies before its commit");
+        });
+      } catch (const std::runtime_error&) {
+      }
+    });
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait_for(lock, std::chrono::milliseconds(1500), [&] { return second_wrote_next; });
+    // With the rekey lock the second one is still waiting for it here.
+    CHECK_FALSE(second_wrote_next);
+  });
+  REQUIRE(first.ok());
+  second.join();
+  CHECK(second_wrote_next);  // it ran, after the first one finished
+  // The store opens under master.key (the next key the second one left is settled away).
+  checkAllRecords(*p.open(), p.token);
+  CHECK_FALSE(pathExists(p.key + ".next"));
+}
+
+TEST_CASE("rekey: a key file owned by another user is refused before anything changes") {
+  if (::geteuid() != 0) return;  // only root can make a file another user owns
+  Populated p;
+  REQUIRE(::chown(p.key.c_str(), 65534, 65534) == 0);
+  auto r = rekeyCredentialStore(p.state, p.key);
+  REQUIRE_FALSE(r.ok());
+  CHECK(r.error().code == ErrorCode::kBadRequest);
+  CHECK(contains(r.error().message, "owned by uid 65534"));
+  CHECK(contains(r.error().message, "Nothing was changed"));
+  REQUIRE(::chown(p.key.c_str(), 0, 0) == 0);
   checkAllRecords(*p.open(), p.token);
 }
 
