@@ -160,10 +160,6 @@ Result<RekeyReport> rekeyCredentialStore(const std::string& state_dir, const std
   auto step = [&](RekeyStep s) {
     if (after_step) after_step(s);
   };
-  // One rekey at a time, from before the store is opened until the new key file is in place.
-  // LMDB's write lock alone ends at the commit: a second rekey taking it then would settle this
-  // one's next key into place and write its own, and this one's rename would then put a key no
-  // commit used over the key the store is sealed under.
   // The new key file is created by this process: owned by another user than the old one, it
   // would be a key keywayd cannot read (e.g. `sudo keywayctl rekey` on a key the daemon's user owns).
   struct stat key_stat {};
@@ -174,10 +170,14 @@ Result<RekeyReport> rekeyCredentialStore(const std::string& state_dir, const std
                            "): run rekey as the key file's owner (the user keywayd runs as), so "
                            "that the new key stays readable to keywayd. Nothing was changed.");
   }
-  auto rekey_lock = FileLock::acquire(key_file + ".lock");
-  if (!rekey_lock) return rekeyKeyFileError(rekey_lock.error());
   auto env = openSettled(state_dir, key_file, /*must_exist=*/true);
   if (!env) return env.takeError();
+  // One rekey at a time, from before the write lock until the new key file is in place. LMDB's
+  // write lock alone ends at the commit: a second rekey taking it then would settle this one's
+  // next key into place and write its own, and this one's rename would then put a key no commit
+  // used over the key the store is sealed under.
+  auto rekey_lock = FileLock::acquire(key_file + ".lock");
+  if (!rekey_lock) return rekeyKeyFileError(rekey_lock.error());
   // The write lock from here to the commit: no other writer (another rekey, a restore, the
   // daemon minting a token) runs between the check of the key and the commit.
   auto txn = env->env->beginWrite();
