@@ -197,8 +197,9 @@ class RekeyTest(_StoreCase):
                 self.ctl("rekey")
                 self.assert_serving()
         _note("test_rekey: 16 kill -9 of keywayctl rekey (one takes %.0f ms): %r" % (life * 1000, outcomes))
-        self.assertGreater(outcomes["rolled back"] + outcomes["completed"], 0,
-                           "no kill landed between the next key's write and its rename: %r" % outcomes)
+        # Where the kills land depends on the machine (under ASan on a loaded host all of them
+        # can land before the next key is written); test_4 reaches every step deterministically.
+        # Here the invariant is checked after every kill, wherever it landed.
 
     def test_4_crash_at_each_rekey_step(self):
         """keywayctl rekey killed at each named step while keywayd serves: keywayd keeps injecting the
