@@ -4,6 +4,8 @@
 
 #include <string_view>
 
+#include "core/text.hpp"
+
 namespace keyway::core {
 
 std::string ListenAddress::toString() const {
@@ -63,6 +65,33 @@ const char* protocolName(Protocol protocol) {
       break;
   }
   return "generic";
+}
+
+bool isLoopbackAddress(std::string_view peer) {
+  if (peer == "::1" || peer == "[::1]") return true;
+  for (std::string_view prefix : {"::ffff:", "[::ffff:"}) {
+    if (startsWithNoCase(peer, prefix)) {
+      peer.remove_prefix(prefix.size());
+      if (!peer.empty() && peer.back() == ']') peer.remove_suffix(1);
+      break;
+    }
+  }
+  // Dotted IPv4 whose first octet is 127: four decimal octets, nothing else.
+  if (peer.substr(0, 4) != "127.") return false;
+  int octets = 0;
+  size_t digits = 0;
+  for (char c : peer) {
+    if (c == '.') {
+      if (digits == 0) return false;
+      ++octets;
+      digits = 0;
+    } else if (c >= '0' && c <= '9' && digits < 3) {
+      ++digits;
+    } else {
+      return false;
+    }
+  }
+  return octets == 3 && digits != 0;
 }
 
 }  // namespace keyway::core

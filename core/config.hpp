@@ -7,6 +7,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "core/cache_policy.hpp"
@@ -14,6 +15,11 @@
 #include "core/upstream_tls.hpp"
 
 namespace keyway::core {
+
+// True when `address` (a host without port: a client's address as ListenerContext::peer holds
+// it, or a configured host) is this host's: 127.0.0.0/8 as a dotted quad, ::1, or either
+// IPv4-mapped (::ffff:127.x.y.z). Names ("localhost") and "-" (unknown) are not.
+bool isLoopbackAddress(std::string_view address);
 
 // host:port as written in the config, already checked.
 struct ListenAddress {

@@ -550,12 +550,7 @@ Status validateConfig(const Config& config) {
 
 namespace {
 
-bool isLoopbackHost(std::string_view host) {
-  if (host == "localhost" || host == "::1" || host == "[::1]") return true;
-  // 127.0.0.0/8 as a dotted quad: "127." and then only digits and dots.
-  if (host.substr(0, 4) != "127.") return false;
-  return host.find_first_not_of("0123456789.") == std::string_view::npos;
-}
+bool isLoopbackHost(std::string_view host) { return host == "localhost" || isLoopbackAddress(host); }
 
 // The host of a normalised base URL: after "scheme://", up to the port or path.
 std::string_view urlHost(std::string_view url) {

@@ -79,32 +79,6 @@ std::string_view presentedToken(const Headers& headers, const UpstreamConfig& up
   return tokenInField(headers, tokenHeaderOf(upstream), prefix);
 }
 
-bool isLoopbackPeer(std::string_view peer) {
-  if (peer == "::1" || peer == "[::1]") return true;
-  for (std::string_view prefix : {"::ffff:", "[::ffff:"}) {
-    if (startsWithNoCase(peer, prefix)) {
-      peer.remove_prefix(prefix.size());
-      if (!peer.empty() && peer.back() == ']') peer.remove_suffix(1);
-      break;
-    }
-  }
-  // Dotted IPv4 whose first octet is 127: four decimal octets, nothing else.
-  if (peer.substr(0, 4) != "127.") return false;
-  int octets = 0;
-  size_t digits = 0;
-  for (char c : peer) {
-    if (c == '.') {
-      if (digits == 0) return false;
-      ++octets;
-      digits = 0;
-    } else if (c >= '0' && c <= '9' && digits < 3) {
-      ++digits;
-    } else {
-      return false;
-    }
-  }
-  return octets == 3 && digits != 0;
-}
 
 namespace {
 // Config generations, unique in the process, so that a per-thread copy cached for one Gateway is
@@ -323,7 +297,7 @@ void Gateway::serveKeywayEndpoint(const HttpRequest& request, std::string_view p
   } else if (path == "/_keyway/status" && deps_.status) {
     // It names files and hosts (never a secret): for the host's operators, not for whoever can
     // reach a listener bound beyond loopback.
-    if (!isLoopbackPeer(listener.peer)) {
+    if (!isLoopbackAddress(listener.peer)) {
       ctx->respondError(Error::make(ErrorCode::kForbidden,
                                     "/_keyway/status answers only clients on this host (loopback); run "
                                     "`keywayctl status` on the host keywayd runs on"));

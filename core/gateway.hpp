@@ -199,8 +199,5 @@ class Gateway {
 // Returns "" when none is present.
 std::string_view presentedToken(const Headers& headers, const UpstreamConfig& upstream);
 
-// True when `peer` (a client address as ListenerContext::peer holds it, without port) is on this
-// host: 127.0.0.0/8, ::1, or either IPv4-mapped (::ffff:127.x.y.z). "-" (unknown) is not.
-bool isLoopbackPeer(std::string_view peer);
 
 }  // namespace keyway::core

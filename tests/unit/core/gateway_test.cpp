@@ -538,16 +538,16 @@ TEST_CASE("gateway: /_keyway/status answers loopback clients only, and 404 witho
   CHECK(f.upstream->requests.empty());
 }
 
-TEST_CASE("gateway: loopback peers") {
+TEST_CASE("config: loopback addresses") {
   for (const char* yes : {"127.0.0.1", "127.255.255.254", "::1", "[::1]", "::ffff:127.0.0.1", "[::ffff:127.0.0.9]",
                           "::FFFF:127.0.0.1"}) {
     CAPTURE(yes);
-    CHECK(isLoopbackPeer(yes));
+    CHECK(isLoopbackAddress(yes));
   }
   for (const char* no : {"", "-", "128.0.0.1", "10.127.0.1", "127.0.0", "127.0.0.1.5", "127..0.1", "127.0.0.1:80",
                          "127.0.0.1 ", "::2", "::ffff:10.0.0.1", "127.0.0.1234", "localhost"}) {
     CAPTURE(no);
-    CHECK_FALSE(isLoopbackPeer(no));
+    CHECK_FALSE(isLoopbackAddress(no));
   }
 }
 
