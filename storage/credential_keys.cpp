@@ -17,6 +17,18 @@
 
 namespace keyway::storage {
 
+MDB_dbi credentialDbi(const CredentialDbis& dbis, RecordTable table) {
+  switch (table) {
+    case RecordTable::kTeams: return dbis.teams;
+    case RecordTable::kClients: return dbis.clients;
+    case RecordTable::kClientTokens: return dbis.client_tokens;
+    case RecordTable::kSecrets: return dbis.secrets;
+    case RecordTable::kBosaUsers: return dbis.bosa_users;
+    case RecordTable::kUserTokens: return dbis.user_tokens;
+  }
+  return dbis.meta;
+}
+
 static_assert(kKeyIdSize == kKeyIdBytes, "record_codec and crypto agree on the key id's size");
 
 namespace {

@@ -23,6 +23,7 @@
 #include "core/result.hpp"
 #include "storage/crypto.hpp"
 #include "storage/lmdb_env.hpp"
+#include "storage/table_records.hpp"
 #include "storage/warning.hpp"
 
 namespace keyway::storage {
@@ -44,6 +45,9 @@ struct CredentialEnv {
   // Every table, in the layout's order (lmdb_credential_store.hpp).
   std::vector<CredentialTable> tables() const;
 };
+
+// The handle of a record table.
+MDB_dbi credentialDbi(const CredentialDbis& dbis, RecordTable table);
 
 // Opens <state_dir>/credentials and its named databases, creating what is absent.
 core::Result<CredentialEnv> openCredentialEnv(const std::string& state_dir);

@@ -8,6 +8,7 @@
 #include "storage/lmdb_env.hpp"
 #include "storage/master_key.hpp"
 #include "storage/record_codec.hpp"
+#include "storage/table_records.hpp"
 #include "storage/core_names.hpp"
 
 namespace keyway::storage {
@@ -21,187 +22,26 @@ std::string credentialEnvPath(const std::string& state_dir) {
 
 namespace {
 
-// Decodes every record of `dbi` with `decode(key, value) -> Result<T>` and maps it with `take`.
-template <class T, class Decode, class Take>
-Status collectAll(const LmdbTxn& txn, MDB_dbi dbi, Decode decode, Take take,
-                  std::vector<T>* out) {
-  Status scan = core::okStatus();
-  auto iterated = txn.forEach(dbi, {}, [&](std::string_view k, std::string_view v) {
-    auto decoded = decode(k, v);
-    if (!decoded) {
-      scan = decoded.takeError();
-      return false;
-    }
-    out->push_back(take(std::move(decoded).value()));
-    return true;
-  });
-  if (!iterated) return iterated;
-  return scan;
-}
-
-// One LMDB transaction seen as credential records.
-class LmdbRecordsTxn final : public CredentialRecordsTxn {
+// The credential environment's tables in one LMDB transaction.
+class LmdbTables final : public RecordTables {
  public:
-  LmdbRecordsTxn(LmdbTxn& txn, const CredentialDbis& dbis, const Keyring& keyring)
-      : txn_(txn), dbis_(dbis), keyring_(keyring) {}
-
-  const Keyring& keyring() const override { return keyring_; }
-
-  Result<std::optional<core::TeamRecord>> team(std::string_view name) override {
-    return get(dbis_.teams, name, decodeTeam);
+  LmdbTables(LmdbTxn& txn, const CredentialDbis& dbis) : txn_(txn), dbis_(dbis) {}
+  Result<std::optional<std::string_view>> get(RecordTable table, std::string_view key) override {
+    return txn_.get(dbi(table), key);
   }
-  Result<std::vector<core::TeamRecord>> teams() override {
-    std::vector<core::TeamRecord> out;
-    auto status = collectAll(
-        txn_, dbis_.teams, decodeTeam, [](core::TeamRecord t) { return t; }, &out);
-    if (!status) return status.takeError();
-    return out;
+  Status put(RecordTable table, std::string_view key, std::string_view value) override {
+    return txn_.put(dbi(table), key, value);
   }
-  Status putTeam(const core::TeamRecord& team) override {
-    return txn_.put(dbis_.teams, team.name, encodeTeam(team));
+  Result<bool> del(RecordTable table, std::string_view key) override { return txn_.del(dbi(table), key); }
+  Status forEach(RecordTable table, std::string_view prefix,
+                 const std::function<bool(std::string_view, std::string_view)>& fn) override {
+    return txn_.forEach(dbi(table), prefix, fn);
   }
-  Status deleteTeam(std::string_view name) override { return del(dbis_.teams, name); }
-
-  Result<std::optional<StoredClient>> client(std::string_view name) override {
-    return get(dbis_.clients, name, decodeClient);
-  }
-  Result<std::vector<StoredClient>> clients() override {
-    std::vector<StoredClient> out;
-    auto status = collectAll(
-        txn_, dbis_.clients, decodeClient, [](StoredClient c) { return c; }, &out);
-    if (!status) return status.takeError();
-    return out;
-  }
-  Status putClient(const StoredClient& client) override {
-    return txn_.put(dbis_.clients, client.client.name, encodeClient(client));
-  }
-  Status deleteClient(std::string_view name) override { return del(dbis_.clients, name); }
-  Result<std::optional<std::string>> tokenOwner(std::string_view token_hash) override {
-    return get(dbis_.client_tokens, token_hash, decodeClientTokenRef);
-  }
-  Status putTokenOwner(std::string_view token_hash, std::string_view client) override {
-    return txn_.put(dbis_.client_tokens, token_hash, encodeClientTokenRef(client));
-  }
-  Status deleteTokenOwner(std::string_view token_hash) override {
-    return del(dbis_.client_tokens, token_hash);
-  }
-
-  Result<std::optional<core::SecretString>> secret(std::string_view team,
-                                                   std::string_view name) override {
-    const std::string key = secretKey(team, name);
-    auto stored = get(dbis_.secrets, key, decodeSecret);
-    if (!stored) return stored.takeError();
-    if (!*stored) return std::optional<core::SecretString>();
-    return open((*stored)->sealed, table::kSecrets, key);
-  }
-  Result<std::vector<core::SecretInfo>> secrets() override {
-    std::vector<core::SecretInfo> out;
-    auto status = collectAll(  // never decrypted: listing shows no values
-        txn_, dbis_.secrets, decodeSecret,
-        [](StoredSecret s) { return core::SecretInfo{s.name, s.team, s.updated_unix}; }, &out);
-    if (!status) return status.takeError();
-    return out;
-  }
-  Result<std::vector<std::string>> secretNamesOf(std::string_view team) override {
-    std::vector<std::string> out;
-    const std::string prefix = secretKey(team, "");
-    auto iterated = txn_.forEach(dbis_.secrets, prefix, [&](std::string_view k, std::string_view) {
-      out.emplace_back(k.substr(prefix.size()));
-      return true;
-    });
-    if (!iterated) return iterated.takeError();
-    return out;
-  }
-  Status putSecret(std::string_view team, std::string_view name, int64_t updated_unix,
-                   const core::SecretString& value) override {
-    const std::string key = secretKey(team, name);
-    return txn_.put(
-        dbis_.secrets, key,
-        encodeSecret(updated_unix,
-                     keyring_.seal(value.view(), associatedData(table::kSecrets, key))));
-  }
-  Result<bool> deleteSecret(std::string_view team, std::string_view name) override {
-    return txn_.del(dbis_.secrets, secretKey(team, name));
-  }
-
-  Result<std::optional<core::BosaUserRecord>> user(std::string_view id) override {
-    auto stored = get(dbis_.bosa_users, id, decodeBosaUser);
-    if (!stored) return stored.takeError();
-    if (!*stored) return std::optional<core::BosaUserRecord>();
-    return std::optional<core::BosaUserRecord>(std::move((*stored)->user));
-  }
-  Result<std::vector<core::BosaUserRecord>> users() override {
-    std::vector<core::BosaUserRecord> out;
-    auto status = collectAll(txn_, dbis_.bosa_users, decodeBosaUser,
-                             [](StoredBosaUser u) { return std::move(u.user); }, &out);
-    if (!status) return status.takeError();
-    return out;
-  }
-  Result<std::optional<core::SecretString>> userSecret(std::string_view id) override {
-    auto stored = get(dbis_.bosa_users, id, decodeBosaUser);
-    if (!stored) return stored.takeError();
-    if (!*stored) return std::optional<core::SecretString>();
-    return open((*stored)->sealed_secret, table::kBosaUsers, id);
-  }
-  Status putUser(const core::BosaUserRecord& user, const core::SecretString& secret) override {
-    StoredBosaUser record{
-        user, keyring_.seal(secret.view(), associatedData(table::kBosaUsers, user.identifier))};
-    return txn_.put(dbis_.bosa_users, user.identifier, encodeBosaUser(record));
-  }
-  // The sealed secret's associated data is its own key, so it stays valid re-encoded.
-  Status putUserTeams(std::string_view id, const std::vector<std::string>& teams) override {
-    auto stored = get(dbis_.bosa_users, id, decodeBosaUser);
-    if (!stored) return stored.takeError();
-    if (!*stored) return core::okStatus();
-    (*stored)->user.teams = teams;
-    return txn_.put(dbis_.bosa_users, id, encodeBosaUser(**stored));
-  }
-  Result<bool> deleteUser(std::string_view id) override { return txn_.del(dbis_.bosa_users, id); }
-  Result<std::optional<core::UserToken>> userToken(std::string_view id) override {
-    auto stored = get(dbis_.user_tokens, id, decodeUserToken);
-    if (!stored) return stored.takeError();
-    if (!*stored) return std::optional<core::UserToken>();
-    auto token = open((*stored)->sealed_token, table::kUserTokens, id);
-    if (!token) return token.takeError();
-    return std::optional<core::UserToken>(
-        core::UserToken{std::move(**token), (*stored)->expires_unix});
-  }
-  Status putUserToken(std::string_view id, const core::UserToken& token) override {
-    StoredUserToken stored{token.expires_unix,
-                           keyring_.seal(token.token.view(),
-                                         associatedData(table::kUserTokens, id))};
-    return txn_.put(dbis_.user_tokens, id, encodeUserToken(stored));
-  }
-  Status deleteUserToken(std::string_view id) override { return del(dbis_.user_tokens, id); }
 
  private:
-  // The record under `key` decoded, or nullopt.
-  template <class Decode>
-  auto get(MDB_dbi dbi, std::string_view key, Decode decode)
-      -> Result<std::optional<std::decay_t<decltype(*decode(key, key))>>> {
-    using T = std::decay_t<decltype(*decode(key, key))>;
-    auto raw = txn_.get(dbi, key);
-    if (!raw) return raw.takeError();
-    if (!*raw) return std::optional<T>();
-    auto decoded = decode(key, **raw);
-    if (!decoded) return decoded.takeError();
-    return std::optional<T>(std::move(decoded).value());
-  }
-  Status del(MDB_dbi dbi, std::string_view key) {
-    auto deleted = txn_.del(dbi, key);
-    if (!deleted) return deleted.takeError();
-    return core::okStatus();
-  }
-  Result<std::optional<core::SecretString>> open(std::string_view sealed, std::string_view table,
-                                                 std::string_view key) {
-    auto value = keyring_.open(sealed, associatedData(table, key));
-    if (!value) return value.takeError();
-    return std::optional<core::SecretString>(std::move(value).value());
-  }
-
+  MDB_dbi dbi(RecordTable table) const { return credentialDbi(dbis_, table); }
   LmdbTxn& txn_;
   const CredentialDbis& dbis_;
-  const Keyring& keyring_;
 };
 
 class LmdbCredentialRecords final : public CredentialRecords {
@@ -237,8 +77,9 @@ class LmdbCredentialRecords final : public CredentialRecords {
   Status run(LmdbTxn& txn, const Unit& fn) {
     auto keyring = keyrings_.forSnapshot(txn, env_.dbis, /*live=*/true);
     if (!keyring) return keyring.takeError();
-    LmdbRecordsTxn records(txn, env_.dbis, **keyring);
-    return fn(records);
+    LmdbTables tables(txn, env_.dbis);
+    auto records = tableRecordsTxn(tables, **keyring);
+    return fn(*records);
   }
 
   CredentialEnv env_;
