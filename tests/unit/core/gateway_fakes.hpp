@@ -17,6 +17,7 @@ class RecordingResponder final : public Responder {
   void send(HttpResponse r) override {
     ++sends;
     response = std::move(r);
+    if (on_send) on_send();
   }
   void startStream(int status, std::string_view reason, Headers headers) override {
     streamed = true;
@@ -44,6 +45,8 @@ class RecordingResponder final : public Responder {
   bool streamed = false, ended = false, aborted = false, is_http10 = false;
   bool pause_next = false, client_gone = false;
   std::function<void()> on_drained;
+  // Runs once the response is sent, on the thread that sent it: a client asking again at once.
+  std::function<void()> on_send;
 };
 
 struct ScriptedCall final : UpstreamCall {

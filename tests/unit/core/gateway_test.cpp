@@ -411,6 +411,22 @@ TEST_CASE("cache: stale-while-revalidate refreshes once; stale-if-error serves s
   CHECK(xcache(t->response) == "STALE");
 }
 
+TEST_CASE("cache: a client that asks again the moment it has its stale answer finds the refresh running") {
+  Fixture f(true);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  f.upstream->respond(0, 200, "[1]");
+  f.clock->advance(std::chrono::seconds(70));  // stale, within swr
+  std::shared_ptr<RecordingResponder> again;
+  auto first = std::make_shared<RecordingResponder>();
+  first->on_send = [&] { again = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth)); };
+  f.gateway->handle(Fixture::get("/bundleup-api/v1/webhooks", auth), {}, first);
+  CHECK(xcache(first->response) == "STALE");
+  REQUIRE(again.get() != nullptr);
+  CHECK(xcache(again->response) == "STALE");
+  CHECK(f.upstream->requests.size() == 2);  // one refresh, not one per stale answer
+}
+
 TEST_CASE("gateway: the access record names whom it refused and why") {
   Fixture f;
   f.call(Fixture::get("/bundleup-api/v1/x", {{"X-Keyway-Token", f.token_iq}}));
