@@ -208,7 +208,12 @@ class CacheTest(CacheTestBase):
         self.assertIn(second.header("X-Keyway-Cache"), ("STALE", "HIT"), second)
         self.fake.wait_for_requests(2, timeout=3)
         time.sleep(0.3)
-        self.assertEqual(self.upstream_count(p), 2, "expected exactly one background refresh")
+        seen = self.fake.find(lambda r: r.target.startswith(p))
+        self.assertEqual(len(seen), 2, "expected exactly one background refresh; the fake saw %s, answers %s / %s; "
+                         "keywayd said: %s" % (
+                             [(r.conn_id, r.seq, round(r.received_at - seen[0].received_at, 3)) for r in seen],
+                             stale.header("X-Keyway-Cache"), second.header("X-Keyway-Cache"),
+                             self.kw.stderr_tail(15)))
         refreshed = self.assertCache(self.get("/bundleup-api" + p), "HIT")
         self.assertEqual(json.loads(refreshed.body)["n"], 2)
         self.assertEqual(self.upstream_count(p), 2)
