@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -105,6 +106,18 @@ struct LogConfig {
   std::string audit = "summary";
 };
 
+// `fleet:` (docs/fleet.md): the credential store of record is etcd; this host serves from its
+// LMDB copy. Absent: a single host.
+struct FleetConfig {
+  std::vector<std::string> endpoints;  // http(s)://host:port of etcd's client URLs
+  std::string prefix = "/keyway/";     // starts and ends with '/'
+  std::chrono::milliseconds dial_timeout{2000};
+  std::chrono::milliseconds request_timeout{5000};
+  std::string username;       // empty: etcd without authentication
+  std::string password_file;  // required with username; the password is read when used
+  UpstreamTls tls;            // ca_file, client_cert, client_key for https:// endpoints
+};
+
 struct Config {
   ListenAddress listen;                 // main listener
   std::string state_dir;                // resolved: config, else $STATE_DIRECTORY, else ./keyway-state
@@ -115,6 +128,7 @@ struct Config {
   ServerConfig server;
   LogConfig log;
   CachePolicyConfig cache = defaultCachePolicy();  // `cache:` section (docs/cache.md)
+  std::optional<FleetConfig> fleet;
 
   const UpstreamConfig* findUpstream(std::string_view name) const;
 };

@@ -12,6 +12,7 @@
 #include "daemon/timer_scheduler.hpp"
 #include "daemon/yaml_config_loader.hpp"
 #include "storage/lmdb_cache_store.hpp"
+#include "storage/fleet_replica.hpp"
 #include "storage/lmdb_credential_store.hpp"
 #include "storage/lmdb_schema_store.hpp"
 
@@ -98,6 +99,12 @@ int Daemon::run() {
     return kExitRuntime;
   }
   std::shared_ptr<core::CredentialStore> credential_store = std::move(store.value());
+  if (config.fleet) {
+    if (auto st = startFleet(*config.fleet); !st.ok()) {
+      logger_->error("cannot set up the fleet replica", {field("component", "fleet"), field("error", st.error().message)});
+      return kExitRuntime;
+    }
+  }
 
   CurlUpstreamClientOptions curl_options;
   // One event loop per reactor thread of the main listener, run by that thread: a forwarded
@@ -158,7 +165,8 @@ int Daemon::run() {
   events_->setAuditEveryUse(config.log.audit == "every");
   deps.events = events_;
   deps.clock = std::make_shared<core::RealClock>();
-  deps.ready = [this] { return ready_.load(std::memory_order_relaxed); };
+  // A fleet host that never held the fleet's records would answer with the wrong ones.
+  deps.ready = [this] { return ready_.load(std::memory_order_relaxed) && (!fleet_ || fleet_->synced()); };
   // BOSA schemas survive restarts so validation keeps working while BOSA is down (docs/bosa.md).
   if (auto schemas = storage::LmdbSchemaStore::open(config.state_dir); schemas.ok()) {
     deps.schemas = std::move(schemas.value());
@@ -176,7 +184,13 @@ int Daemon::run() {
   armAuditFlush(deps.scheduler, events_);
   gateway_ = std::make_shared<core::Gateway>(config_, deps);
   registerBosaMetrics(*metrics_, gateway_);
-  status->setSources({gateway_, credential_store, cache, metrics_, upstream, deps.ready});
+  StatusReport::Sources sources{gateway_, credential_store, cache, metrics_, upstream, deps.ready, nullptr};
+  if (fleet_) {
+    FleetReplicator* fleet = fleet_.get();
+    sources.fleet = [fleet] { return fleetStatusJson(*fleet); };
+    registerFleetMetrics(*metrics_, fleet);
+  }
+  status->setSources(std::move(sources));
 
   // Main listener, then one compat listener per upstream that asks for one.
   std::vector<ServerOptions> listeners;
@@ -274,6 +288,13 @@ void Daemon::reload() {
   if (next.state_dir != cur.state_dir) restart_needed.push_back("state_dir");
   if (next.master_key_file != cur.master_key_file) restart_needed.push_back("master_key_file");
   if (next.server.threads != cur.server.threads) restart_needed.push_back("server.threads");
+  const auto fleetId = [](const core::Config& c) {
+    if (!c.fleet) return std::string();
+    std::string id = c.fleet->prefix + "|" + c.fleet->username + "|" + c.fleet->password_file;
+    for (const auto& e : c.fleet->endpoints) id += "|" + e;
+    return id;
+  };
+  if (fleetId(next) != fleetId(cur)) restart_needed.push_back("fleet");
   if (next.server.listen_backlog != cur.server.listen_backlog) restart_needed.push_back("server.listen_backlog");
   for (const auto& u : next.upstreams) {
     const auto* old = cur.findUpstream(u.name);
@@ -302,6 +323,23 @@ void Daemon::reload() {
   }
   if (level) logger_->setLevel(*level);
   notify("READY=1\nSTATUS=" + statusLine());
+}
+
+core::Status Daemon::startFleet(const core::FleetConfig& fleet) {
+  auto etcd = EtcdClient::create(fleet);
+  if (!etcd) return etcd.takeError();
+  auto replica = storage::openFleetReplica(config_->state_dir, config_->master_key_file, fleet.prefix);
+  if (!replica) return replica.takeError();
+  fleet_ = std::make_unique<FleetReplicator>(fleet, std::move(etcd).value(), std::move(replica).value(), logger_);
+  if (fleet_->synced()) {
+    logger_->info("fleet replica present; serving it while etcd is asked for changes",
+                  {field("component", "fleet"), field("replica_revision", fleet_->replicaRevision())});
+  } else {
+    logger_->info("fleet replica empty; ready once the first snapshot is loaded",
+                  {field("component", "fleet"), field("prefix", fleet.prefix)});
+  }
+  fleet_->start();
+  return core::okStatus();
 }
 
 int64_t Daemon::drainPending() const {
@@ -357,6 +395,7 @@ int Daemon::drainAndStop() {
   // Exchanges abandoned by the grace's end complete now (cancelled): their observers hold the
   // metrics, the gateway and the connections, which hold the client.
   upstream_->shutdown();
+  if (fleet_) fleet_->stop();
   events_->flushAudit();
   const std::initializer_list<LogField> fields = {
       field("reason", reason), field("abandoned_requests", static_cast<int64_t>(in_flight)),

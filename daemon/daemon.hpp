@@ -16,6 +16,7 @@
 #include "daemon/http_server.hpp"
 #include "daemon/log.hpp"
 #include "daemon/tls_trust.hpp"
+#include "daemon/fleet_replicator.hpp"
 #include "daemon/watchdog.hpp"
 
 namespace keyway::daemon {
@@ -39,6 +40,7 @@ class Daemon {
  private:
   void reload();
   int drainAndStop();
+  core::Status startFleet(const core::FleetConfig& fleet);
   std::string statusLine() const;
   // WATCHDOG=1 from the serving path (daemon/watchdog.hpp). No-op without WATCHDOG_USEC.
   void startWatchdog();
@@ -56,6 +58,7 @@ class Daemon {
   std::shared_ptr<TrustStores> trust_;
   std::atomic<bool> ready_{false};
   std::unique_ptr<Watchdog> watchdog_;
+  std::unique_ptr<FleetReplicator> fleet_;  // null for a single host
 };
 
 }  // namespace keyway::daemon

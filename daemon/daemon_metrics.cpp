@@ -5,9 +5,11 @@
 #include <sys/stat.h>
 
 #include <array>
+#include <cstdio>
 #include <chrono>
 #include <mutex>
 
+#include "daemon/fleet_replicator.hpp"
 #include "storage/lmdb_credential_store.hpp"
 
 namespace keyway::daemon {
@@ -146,6 +148,31 @@ void registerBosaMetrics(core::Metrics& metrics, const std::shared_ptr<core::Gat
     });
   }
 
+}
+
+void registerFleetMetrics(core::Metrics& metrics, const FleetReplicator* fleet) {
+  metrics.addRenderer([fleet](std::string& out) {
+    const auto series = [&out](const char* name, const char* type, const char* help, const std::string& value) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " + value + "\n";
+    };
+    char lag[32];
+    std::snprintf(lag, sizeof lag, "%.3f", fleet->lagSeconds());
+    series("keyway_fleet_replica_revision", "gauge", "The etcd revision this host's replica holds.",
+           std::to_string(fleet->replicaRevision()));
+    series("keyway_fleet_lag_seconds", "gauge",
+           "0 while the watch is connected and its member answers; else seconds since the replica was last known current.",
+           lag);
+    series("keyway_fleet_watch_connected", "gauge", "1 while the watch on etcd is connected.",
+           fleet->watchConnected() ? "1" : "0");
+    series("keyway_fleet_reconnects_total", "counter", "Watches that ended and were set up again.",
+           std::to_string(fleet->reconnects()));
+    series("keyway_fleet_snapshots_total", "counter", "Snapshots of the fleet loaded into the replica.",
+           std::to_string(fleet->snapshots()));
+    series("keyway_fleet_events_applied_total", "counter", "Watch events applied to the replica.",
+           std::to_string(fleet->eventsApplied()));
+    series("keyway_fleet_errors_total", "counter",
+           "etcd calls that failed and records that could not be applied (see the log).", std::to_string(fleet->errors()));
+  });
 }
 
 }  // namespace keyway::daemon

@@ -21,5 +21,8 @@ void registerStoreMetrics(core::Metrics& metrics, const std::shared_ptr<core::Cr
 void registerCacheMetrics(core::Metrics& metrics, const std::shared_ptr<core::CacheStore>& cache);
 // Age, actions and unenforced constructs of the BOSA schemas in use, per BOSA upstream.
 void registerBosaMetrics(core::Metrics& metrics, const std::shared_ptr<core::Gateway>& gateway);
+// The fleet replica's revision, lag, watch and counters (docs/fleet.md); `fleet` outlives the metrics' use.
+class FleetReplicator;
+void registerFleetMetrics(core::Metrics& metrics, const FleetReplicator* fleet);
 
 }  // namespace keyway::daemon

@@ -166,6 +166,14 @@ std::string StatusReport::render() const {
   }
   w.EndObject();
 
+  key(w, "fleet");
+  if (sources && sources->fleet) {
+    const std::string fleet = sources->fleet();
+    w.RawValue(fleet.data(), fleet.size(), rapidjson::kObjectType);
+  } else {
+    w.Null();
+  }
+
   key(w, "listeners");
   w.StartArray();
   if (listeners) {

@@ -51,6 +51,8 @@ class StatusReport {
     std::weak_ptr<core::Metrics> metrics;
     std::weak_ptr<CurlUpstreamClient> upstream;
     std::function<bool()> ready;
+    // The `fleet` object (a JSON object's text), or null for a single host.
+    std::function<std::string()> fleet;
   };
 
   explicit StatusReport(StatusPaths paths);

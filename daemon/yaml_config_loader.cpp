@@ -471,6 +471,90 @@ Status parseTls(const Ctx& ctx, const Entry& section, core::UpstreamTls& out) {
   return parseMap(ctx, section, kNullIsEmpty, fields);
 }
 
+// `fleet: { etcd: {...} }` (docs/fleet.md). The password is named by a file, never written here.
+Status parseFleetEtcd(const Ctx& ctx, const Entry& section, core::FleetConfig& out) {
+  int endpoints_line = section.key_line;
+  int username_line = 0;
+  const std::vector<Field> fields = {
+      {"endpoints",
+       [&](const Entry& e) -> Status {
+         endpoints_line = e.key_line;
+         if (!e.value.IsSequence() || e.value.size() == 0) {
+           return ctx.error(e, "expected a list of etcd client URLs (http://host:port), got " + describe(e.value));
+         }
+         for (const auto& item : e.value) {
+           if (!item.IsScalar()) return ctx.error(e, "expected a list of URLs");
+           const std::string url = item.Scalar();
+           const bool http = url.rfind("http://", 0) == 0, https = url.rfind("https://", 0) == 0;
+           const std::string rest = url.substr(http ? 7 : https ? 8 : 0);
+           if ((!http && !https) || rest.empty() || rest.find_first_of("/?#@ ") != std::string::npos ||
+               rest.find(':') == std::string::npos) {
+             return ctx.error(lineOf(item, e.value_line), e.path,
+                              "'" + url + "' is not an etcd client URL: expected http://host:port or https://host:port");
+           }
+           out.endpoints.push_back(url);
+         }
+         return core::okStatus();
+       }},
+      {"prefix",
+       [&](const Entry& e) -> Status {
+         if (auto s = readScalar(ctx, e, "a key prefix such as /keyway/", out.prefix); !s) return s;
+         if (out.prefix.size() < 2 || out.prefix.front() != '/' || out.prefix.back() != '/' ||
+             out.prefix.find_first_of(" \t\r\n") != std::string::npos) {
+           return ctx.error(e, "must start and end with '/' and hold no spaces, e.g. /keyway/ or /keyway/prod/");
+         }
+         return core::okStatus();
+       }},
+      {"dial_timeout",
+       [&](const Entry& e) -> Status { return readDuration(ctx, e, milliseconds(10), milliseconds(60000), out.dial_timeout); }},
+      {"request_timeout",
+       [&](const Entry& e) -> Status {
+         return readDuration(ctx, e, milliseconds(100), milliseconds(300000), out.request_timeout);
+       }},
+      {"username",
+       [&](const Entry& e) -> Status {
+         username_line = e.key_line;
+         return readScalar(ctx, e, "an etcd user name", out.username);
+       }},
+      {"password",
+       [&](const Entry& e) -> Status {
+         return ctx.error(e, "a password is never written in the configuration: put it in a file (mode 0600) "
+                             "and name it with password_file");
+       }},
+      {"password_file",
+       [&](const Entry& e) -> Status {
+         if (auto s = readString(ctx, e, false, out.password_file); !s) return s;
+         return check(ctx, e, core::checkPath(out.password_file));
+       }},
+      {"tls", [&](const Entry& e) -> Status { return parseTls(ctx, e, out.tls); }},
+  };
+  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
+  if (out.endpoints.empty()) return ctx.error(endpoints_line, section.path, "endpoints: required, e.g. [http://127.0.0.1:2379]");
+  if (!out.username.empty() && out.password_file.empty()) {
+    return ctx.error(username_line, section.path + ".password_file", "required with username");
+  }
+  if (!out.tls.client_cert.empty() != !out.tls.client_key.empty()) {
+    return ctx.error(section, "tls: client_cert and client_key go together");
+  }
+  return core::okStatus();
+}
+
+Status parseFleet(const Ctx& ctx, const Entry& section, std::optional<core::FleetConfig>& out) {
+  core::FleetConfig fleet;
+  bool have_etcd = false;
+  const std::vector<Field> fields = {
+      {"etcd",
+       [&](const Entry& e) -> Status {
+         have_etcd = true;
+         return parseFleetEtcd(ctx, e, fleet);
+       }},
+  };
+  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
+  if (!have_etcd) return ctx.error(section, "etcd: required (the fleet's store of record)");
+  out = std::move(fleet);
+  return core::okStatus();
+}
+
 Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
   core::UpstreamConfig up;
   up.name = entry.key.Scalar();
@@ -655,6 +739,7 @@ Status parseTop(const Ctx& ctx, const YAML::Node& root, State& state, const EnvL
       {"log", [&](const Entry& e) -> Status { return parseLog(ctx, e, state.config.log); }},
       {"cache", [&](const Entry& e) -> Status { return parseCache(ctx, e, state.config.cache); }},
       {"upstreams", [&](const Entry& e) -> Status { return parseUpstreams(ctx, e, state); }},
+      {"fleet", [&](const Entry& e) -> Status { return parseFleet(ctx, e, state.config.fleet); }},
   };
   Entry top;
   top.value = root;

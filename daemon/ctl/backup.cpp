@@ -53,6 +53,11 @@ int cmdBackup(Context& c) {
 }
 
 int cmdRestore(Context& c) {
+  if (c.config->fleet) {
+    return c.fail("keywayctl restore works on a single host's store; this configuration has a fleet (etcd is the "
+                  "store of record): see docs/fleet.md, \"Keys, backups and restores\"",
+                  kCtlExitUsage);
+  }
   const std::string& file = c.word(1);
   storage::RestoreOptions options;
   options.backup_key_file = c.option("--key-file").value_or("");

@@ -4,6 +4,8 @@
 #include <iostream>
 #include <memory>
 
+#include "daemon/etcd_client.hpp"
+#include "storage/fleet_store.hpp"
 #include "storage/lmdb_credential_store.hpp"
 #include "storage/names.hpp"
 
@@ -63,6 +65,12 @@ std::string Context::whereHint() const {
          "); if keywayd runs with another configuration, pass it with --config FILE";
 }
 
+core::Result<std::unique_ptr<core::CredentialStore>> openFleetStore(const core::Config& config) {
+  auto etcd = EtcdClient::create(*config.fleet);
+  if (!etcd) return etcd.takeError();
+  return storage::openFleetCredentialStore(std::move(etcd).value(), config.fleet->prefix, config.master_key_file);
+}
+
 int runCommand(const Command& command, const Args& args, std::istream& in, std::ostream& out,
                std::ostream& err, const CtlConfigLoader& load_config,
                const CtlConfigSearch& search) {
@@ -85,7 +93,8 @@ int runCommand(const Command& command, const Args& args, std::istream& in, std::
   ctx.config_file = choice->path;  // the file found, also through $KEYWAY_CONFIG or the installed one
   std::unique_ptr<core::CredentialStore> store;
   if (command.store == Store::kCredentials) {
-    auto opened = storage::openLmdbCredentialStore(config->state_dir, config->master_key_file);
+    // A fleet's store of record is etcd (docs/fleet.md): every command reads and writes it there.
+    auto opened = config->fleet ? openFleetStore(*config) : storage::openLmdbCredentialStore(config->state_dir, config->master_key_file);
     if (!opened) {
       err << "keywayctl: cannot open the credential store: " << opened.error().message << " ("
           << ctx.whereHint() << ")\n";

@@ -87,6 +87,9 @@ struct CommandGroup {
   std::vector<Command> commands;  // in the order usage errors list their actions
 };
 
+// The fleet's credential store in etcd, for a configuration with `fleet:`.
+core::Result<std::unique_ptr<core::CredentialStore>> openFleetStore(const core::Config& config);
+
 // Finds and loads the configuration, opens the credential store when `command` needs it and
 // runs it.
 int runCommand(const Command& command, const Args& args, std::istream& in, std::ostream& out,

@@ -53,6 +53,7 @@ constexpr const char* kGlobalUsage =
     "  rekey                                       rotate the master key (re-seal the store)\n"
     "  backup FILE [--force]                       write a sealed copy of the credential store\n"
     "  restore FILE [--key-file OLD_KEY]           replace the credential store with a backup\n"
+    "  fleet status [--json] | fleet import        the etcd cluster of a fleet; push a store into it\n"
     "\n"
     "options:\n"
     "  --config FILE   the configuration keywayd runs with; default: $KEYWAY_CONFIG, else\n"
@@ -69,7 +70,7 @@ const std::vector<const CommandGroup*>& groups() {
       &ctl::initGroup(),     &ctl::teamGroup(),  &ctl::clientGroup(),   &ctl::secretGroup(),
       &ctl::bosaUserGroup(), &ctl::cacheGroup(), &ctl::schemasGroup(),
       &ctl::statusGroup(),   &ctl::doctorGroup(),
-      &ctl::rekeyGroup(),    &ctl::backupGroup(), &ctl::restoreGroup(),
+      &ctl::rekeyGroup(),    &ctl::backupGroup(), &ctl::restoreGroup(), &ctl::fleetGroup(),
   };
   return all;
 }

@@ -17,5 +17,6 @@ const CommandGroup& doctorGroup();    // doctor.cpp
 const CommandGroup& rekeyGroup();     // rekey.cpp
 const CommandGroup& backupGroup();    // backup.cpp
 const CommandGroup& restoreGroup();   // backup.cpp
+const CommandGroup& fleetGroup();     // fleet.cpp
 
 }  // namespace keyway::daemon::ctl

@@ -21,6 +21,11 @@ bool keyFromCredentialsDirectory(const std::string& key_file) {
 }
 
 int cmdRekey(Context& c) {
+  if (c.config->fleet) {
+    return c.fail("keywayctl rekey works on a single host's store; this configuration has a fleet (etcd is the "
+                  "store of record): see docs/fleet.md, \"Keys, backups and restores\"",
+                  kCtlExitUsage);
+  }
   const std::string& key_file = c.config->master_key_file;
   auto report = storage::rekeyCredentialStore(
       c.config->state_dir, key_file, [](storage::RekeyStep step) {
