@@ -3,7 +3,9 @@
 
 #include <sodium.h>
 
+#include <chrono>
 #include <mutex>
+#include <thread>
 
 #include "storage/core_names.hpp"
 #include "storage/credential_rules.hpp"
@@ -131,6 +133,11 @@ std::vector<FleetWrite> fleetMetaWrites(const std::string& prefix, const Keyring
 
 namespace {
 
+void backoff(int attempt) {
+  const uint32_t ms = randombytes_uniform(static_cast<uint32_t>(10 * (attempt + 1))) + 1;
+  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+}
+
 std::string newHeadValue() {
   unsigned char bytes[16];
   randombytes_buf(bytes, sizeof bytes);
@@ -185,7 +192,9 @@ class FleetCredentialRecords final : public CredentialRecords {
         generation_.fetch_add(1);
         return core::okStatus();
       }
-      // Another writer committed since our read: run the unit again on what is there now.
+      // Another writer committed since our read: run the unit again on what is there now,
+      // after a random pause that grows, so that writers racing in a loop spread out.
+      backoff(attempt);
     }
     return Error::make(ErrorCode::kUnavailable,
                        "the fleet store kept changing under this command (" +

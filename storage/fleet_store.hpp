@@ -115,9 +115,10 @@ std::vector<FleetWrite> fleetMetaWrites(const std::string& prefix, const Keyring
 // A fleet's credential store for keywayctl: every command is one unit run on the records as
 // read from etcd, its writes committed in one transaction guarded by the head's revision. On a
 // conflict (another writer committed in between) the unit runs again on the new records, so its
-// rules see the other change; after kMaxAttempts it fails (kUnavailable). `key` is the master
+// rules see the other change, after a short random pause; after kFleetMaxAttempts it fails
+// (kUnavailable). `key` is the master
 // key; on an empty prefix the first write makes the store with Keyring::create(key).
-inline constexpr int kFleetMaxAttempts = 5;
+inline constexpr int kFleetMaxAttempts = 10;
 core::Result<std::unique_ptr<core::CredentialStore>> openFleetCredentialStore(
     std::shared_ptr<FleetKv> kv, std::string prefix, const std::string& master_key_file,
     std::shared_ptr<const core::Clock> clock = nullptr);
