@@ -233,7 +233,8 @@ class EtcdCluster:
             dead = [i for i in want if not self.members[i].running]
             if dead:
                 raise EtcdError("etcd member(s) %s exited while starting:\n%s" % (dead, self._tails()))
-            sick = [i for i in want if not self.member_health(i, timeout=min(2.0, max(0.2, deadline - time.monotonic())))]
+            probe = min(2.0, max(0.2, deadline - time.monotonic()))
+            sick = [i for i in want if not self.member_health(i, timeout=probe)]
             if not sick:
                 return self
             if time.monotonic() > deadline:
