@@ -97,7 +97,8 @@ def encoded_forms(needle):
 
 
 class _Member:
-    def __init__(self, index, name, client_port, peer_port, data_dir, log_path):
+    def __init__(self, index, name, client_port, peer_port, data_dir, log_path, scheme):
+        self.scheme = scheme  # of the client URL; peers always talk plain http
         self.index = index
         self.name = name
         self.client_port = client_port
@@ -111,7 +112,7 @@ class _Member:
 
     @property
     def client_url(self):
-        return "http://127.0.0.1:%d" % self.client_port
+        return "%s://127.0.0.1:%d" % (self.scheme, self.client_port)
 
     @property
     def peer_url(self):
@@ -126,9 +127,14 @@ class EtcdCluster:
     """A real etcd cluster of `size` members on loopback. start() (done by the constructor unless
     start=False) waits until every member is healthy; stop() ends every member and removes the data."""
 
-    def __init__(self, size=3, start=True, start_timeout=60.0, quota_bytes=64 * 1024 * 1024):
+    def __init__(self, size=3, start=True, start_timeout=60.0, quota_bytes=64 * 1024 * 1024, tls=None):
+        """tls: a tls_ca.TestPki: the client URLs are https with its "server-client" certificate, and a
+        client certificate of its CA is required (the harness presents "client")."""
         self.exe = etcd_binary()
         self.size = size
+        self.tls = tls
+        self._ssl = tls.client_context("client") if tls is not None else None
+        self._auth = None   # (root password, token) once enable_auth() ran
         self.quota_bytes = quota_bytes
         self.dir = Path(tempfile.mkdtemp(prefix="keyway-etcd-"))
         self.token = "keyway-it-" + uuid.uuid4().hex
@@ -147,8 +153,9 @@ class EtcdCluster:
         gen = len(list(self.dir.glob("gen*")))
         base = self.dir / ("gen%d" % gen)
         base.mkdir()
+        scheme = "https" if self.tls is not None else "http"
         self.members = [_Member(i, "m%d" % i, ports[2 * i], ports[2 * i + 1], base / ("m%d.etcd" % i),
-                                base / ("m%d.log" % i)) for i in range(self.size)]
+                                base / ("m%d.log" % i), scheme) for i in range(self.size)]
 
     def _argv(self, m):
         initial = ",".join("%s=%s" % (o.name, o.peer_url) for o in self.members)
@@ -168,7 +175,11 @@ class EtcdCluster:
                 "--quota-backend-bytes", str(self.quota_bytes),
                 "--logger", "zap",
                 "--log-outputs", "stderr",
-                "--log-level", "error"]
+                "--log-level", "error"] + ([
+                    "--cert-file", self.tls.path("server-client.pem"),
+                    "--key-file", self.tls.path("server-client.key"),
+                    "--trusted-ca-file", self.tls.ca_file,
+                    "--client-cert-auth"] if self.tls is not None else [])
 
     def _spawn(self, m):
         m.log = open(m.log_path, "ab")
@@ -218,7 +229,8 @@ class EtcdCluster:
     def member_health(self, i, timeout=2.0):
         """True when member i answers /health with {"health": "true"} (it has a leader, no alarm)."""
         try:
-            with urllib.request.urlopen(self.members[i].client_url + "/health", timeout=timeout) as r:
+            with urllib.request.urlopen(self.members[i].client_url + "/health", timeout=timeout,
+                                        context=self._ssl) as r:
                 return json.loads(r.read().decode()).get("health") in ("true", True)
         except (OSError, ValueError):
             return False
@@ -333,17 +345,48 @@ class EtcdCluster:
         data = json.dumps(body).encode()
         for i in order:
             url = "%s/v3/%s" % (self.members[i].client_url, path)
-            req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+            headers = {"Content-Type": "application/json"}
+            if self._auth is not None and path != "auth/authenticate":
+                headers["Authorization"] = self._root_token(i, timeout)
+            req = urllib.request.Request(url, data=data, headers=headers)
             try:
-                with urllib.request.urlopen(req, timeout=timeout) as r:
+                with urllib.request.urlopen(req, timeout=timeout, context=self._ssl) as r:
                     return json.loads(r.read().decode())
             except urllib.error.HTTPError as e:
                 detail = e.read().decode(errors="replace")[:500]
+                if self._auth is not None and "invalid auth token" in detail:
+                    self._auth = (self._auth[0], None)  # expired (simple tokens last 5 min): once more
+                    return self.call(path, body, timeout, endpoint=i)
                 # An answer from etcd itself (bad request, compacted, ...): no other member would differ.
                 raise EtcdError("etcd %s: HTTP %d: %s" % (url, e.code, detail)) from None
             except (OSError, ValueError) as e:
                 errors.append("%s: %s" % (url, e))
         raise EtcdError("no etcd member answered /v3/%s: %s" % (path, "; ".join(errors) or "none running"))
+
+    # -- authentication --
+    def enable_auth(self, users):
+        """Turns etcd's authentication on. users: {name: (password, key prefix bytes)}; each gets a
+        role with read and write access to its prefix only. The harness itself goes on as root."""
+        root_password = uuid.uuid4().hex
+        self.call("auth/user/add", {"name": "root", "password": root_password})
+        self.call("auth/role/add", {"name": "root"})
+        self.call("auth/user/grant", {"user": "root", "role": "root"})
+        for name, (password, prefix) in users.items():
+            self.call("auth/role/add", {"name": name})
+            self.call("auth/role/grant", {"name": name, "perm": {
+                "key": _b64(prefix), "range_end": _b64(_prefix_end(prefix)), "permType": "READWRITE"}})
+            self.call("auth/user/add", {"name": name, "password": password})
+            self.call("auth/user/grant", {"user": name, "role": name})
+        self.call("auth/enable", {})
+        self._auth = (root_password, None)
+
+    def _root_token(self, i, timeout):
+        password, token = self._auth
+        if token is None:
+            doc = self.call("auth/authenticate", {"name": "root", "password": password}, timeout, endpoint=i)
+            token = doc["token"]
+            self._auth = (password, token)
+        return token
 
     def revision(self, endpoint=None):
         """The cluster's current revision (header.revision of a linearizable range)."""
@@ -355,6 +398,11 @@ class EtcdCluster:
         """Puts bytes under bytes; returns the revision of the write."""
         doc = self.call("kv/put", {"key": _b64(key), "value": _b64(value)})
         return int(doc["header"]["revision"])
+
+    def mod_revision(self, key):
+        """The revision of the last write to key (0 when it does not exist)."""
+        kvs = self.call("kv/range", {"key": _b64(key)}).get("kvs") or []
+        return int(kvs[0].get("mod_revision", 0)) if kvs else 0
 
     def get(self, key):
         """The value of key (bytes), or None."""

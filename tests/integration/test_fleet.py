@@ -22,7 +22,7 @@ import unittest
 import uuid
 
 from etcd_cluster import EtcdCluster
-from harness import FakeUpstream, Keyway, binary, closed_port, request, to_yaml
+from harness import FakeUpstream, Keyway, binary, closed_port, request, test_pki, to_yaml
 
 PREFIX = "/keyway/"
 TABLES = ("teams", "clients", "client_tokens", "secrets", "bosa_users")
@@ -105,44 +105,38 @@ class Load:
         self._thread.join(10)
 
 
-class FleetTest(unittest.TestCase):
+class FleetCase(unittest.TestCase):
+    """What the fleet test classes share: hosts made with the fleet's key, requests through them and
+    what the fake received, waiting for the replicas, the record of every plaintext of the test."""
+
     etcd = None
     fake = None
     hosts = []
+    needles = set()          # every plaintext the scan must not find in etcd
+    secret_values = set()    # those of them that no log line may hold either
 
-    # ---------------------------------------------------------------------------------------------
-    # set-up
-    # ---------------------------------------------------------------------------------------------
     @classmethod
-    def setUpClass(cls):
-        super().setUpClass()
-        cls.needles = set()   # every plaintext the scan must not find in etcd
-        cls.etcd = EtcdCluster(size=3)
+    def start_cluster(cls, size, **kw):
+        cls.needles, cls.secret_values = set(), set()
+        cls.etcd = EtcdCluster(size=size, **kw)
         cls.addClassCleanup(cls.etcd.stop)
         cls.fake = FakeUpstream().start()
         cls.addClassCleanup(cls.fake.stop)
-        cls.hosts = [cls.make_host(copy_key_from=None if i == 0 else 0) for i in range(3)]
-        # A fourth host with the fleet's key, initialised but not started: the never-synced start.
-        cls.spare = cls.make_host(copy_key_from=0)
-        cls.provision()
-        for kw in cls.hosts:
-            kw.start()
-        cls.wait_synced(cls.hosts)
 
     @classmethod
     def upstreams(cls):
         return {"bundleiq": {"base_url": cls.fake.url}, "bosa": {"base_url": cls.fake.url}}
 
     @classmethod
-    def make_host(cls, copy_key_from=None, endpoints=None, prefix=PREFIX):
-        """A Keyway with the fleet section; its master key is host copy_key_from's (None: its own,
-        made by init)."""
-        kw = Keyway(cls.upstreams(), extra={"fleet": fleet_section(endpoints or cls.etcd.endpoints(), prefix)})
+    def make_host(cls, copy_key_from=None, fleet=None):
+        """A Keyway with a fleet section (default: the cluster's endpoints, PREFIX), initialised; its
+        master key is a copy of Keyway copy_key_from's (None: its own, made by init)."""
+        kw = Keyway(cls.upstreams(), extra={"fleet": fleet or fleet_section(cls.etcd.endpoints())})
         cls.addClassCleanup(kw.cleanup)
         if copy_key_from is not None:
-            cls.copy_key(cls.hosts[copy_key_from], kw)
+            cls.copy_key(copy_key_from, kw)
         kw.init()
-        cls.needles.add(cls.key_file(kw).read_bytes())
+        cls.remember(cls.key_file(kw).read_bytes(), secret=True)
         return kw
 
     @staticmethod
@@ -157,34 +151,22 @@ class FleetTest(unittest.TestCase):
         os.chmod(cls.key_file(dst), 0o600)
 
     @classmethod
-    def remember(cls, *values):
+    def remember(cls, *values, secret=False):
+        """Records plaintexts (names, values, tokens) that must appear nowhere in etcd; secret=True:
+        nor in any keywayd log line."""
         for v in values:
-            cls.needles.add(v.encode() if isinstance(v, str) else v)
-
-    @classmethod
-    def provision(cls):
-        h1 = cls.hosts[0]
-        u = _uid()
-        cls.team_a, cls.team_b = "alpha-" + u, "beta-" + u
-        cls.values = {"shared": "iq-shared-" + _uid() + _uid(), "beta": "iq-beta-" + _uid() + _uid()}
-        cls.client_a, cls.client_b = "app-a-" + u, "app-b-" + u
-        cls.user_id, cls.user_secret = "user-%s@example.com" % u, "sk-user-" + _uid() + _uid()
-        h1.add_team(cls.team_a)
-        h1.add_team(cls.team_b, upstreams=["bundleiq"])
-        h1.set_secret("bundleiq.api_key", cls.values["shared"])
-        h1.set_secret("bundleiq.api_key", cls.values["beta"], team=cls.team_b)
-        cls.tokens = {cls.client_a: h1.add_client(cls.client_a, cls.team_a),
-                      cls.client_b: h1.add_client(cls.client_b, cls.team_b)}
-        h1.ctl("bosa-user", "add", cls.user_id, "--team", cls.team_a, input=cls.user_secret + "\n")
-        cls.remember("bundleiq.api_key", cls.team_a, cls.team_b, cls.client_a, cls.client_b, cls.user_id,
-                     cls.user_secret,
-                     *cls.values.values(), *cls.tokens.values())
+            b = v.encode() if isinstance(v, str) else v
+            cls.needles.add(b)
+            if secret:
+                cls.secret_values.add(b)
 
     @classmethod
     def wait_synced(cls, hosts, revision=None, timeout=20.0):
-        """Waits until every host watches etcd with a replica at `revision` (default: the cluster's
-        revision now) or later."""
-        rev = revision if revision is not None else cls.etcd.revision()
+        """Waits until every host watches etcd with a replica at `revision` or later. The default is
+        the revision of the fleet's last write (<prefix>head's mod_revision), not the cluster's: etcd
+        counts revisions cluster-wide, and writes outside the prefix (the import test's) send the
+        hosts no event."""
+        rev = revision if revision is not None else cls.etcd.mod_revision((PREFIX + "head").encode())
         for kw in hosts:
             def synced():
                 return (metric(kw, "keyway_fleet_watch_connected") == 1
@@ -194,21 +176,6 @@ class FleetTest(unittest.TestCase):
 
     def setUp(self):
         self.fake.reset()
-        # Whatever an earlier test left stopped comes back.
-        down = False
-        for m in self.etcd.members:
-            if m.paused:
-                self.etcd.resume(m.index)
-            if not m.running:
-                self.etcd.start(m.index, wait=False)
-                down = True
-        self.etcd.wait_healthy(60)
-        for kw in self.hosts:
-            if not kw.running:
-                kw.start()
-                down = True
-        if down:
-            self.wait_synced(self.hosts)
 
     # ---------------------------------------------------------------------------------------------
     # helpers
@@ -240,7 +207,8 @@ class FleetTest(unittest.TestCase):
     def new_client(self, team=None, via=0):
         name = "app-" + _uid()
         token = self.hosts[via].add_client(name, team or self.team_a)
-        self.remember(name, token)
+        self.remember(name)
+        self.remember(token, secret=True)
         return name, token
 
     def rc(self, kw, *args, input=None, timeout=60):
@@ -277,6 +245,61 @@ class FleetTest(unittest.TestCase):
         path.write_text(to_yaml(cfg) + "\n")
         return path
 
+class FleetTest(FleetCase):
+
+    # ---------------------------------------------------------------------------------------------
+    # set-up
+    # ---------------------------------------------------------------------------------------------
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.start_cluster(3)
+        cls.hosts = []
+        for _ in range(3):
+            cls.hosts.append(cls.make_host(copy_key_from=cls.hosts[0] if cls.hosts else None))
+        # A fourth host with the fleet's key, initialised but not started: the never-synced start.
+        cls.spare = cls.make_host(copy_key_from=cls.hosts[0])
+        cls.provision()
+        for kw in cls.hosts:
+            kw.start()
+        cls.wait_synced(cls.hosts)
+
+    @classmethod
+    def provision(cls):
+        h1 = cls.hosts[0]
+        u = _uid()
+        cls.team_a, cls.team_b = "alpha-" + u, "beta-" + u
+        cls.values = {"shared": "iq-shared-" + _uid() + _uid(), "beta": "iq-beta-" + _uid() + _uid()}
+        cls.client_a, cls.client_b = "app-a-" + u, "app-b-" + u
+        cls.user_id, cls.user_secret = "user-%s@example.com" % u, "sk-user-" + _uid() + _uid()
+        h1.add_team(cls.team_a)
+        h1.add_team(cls.team_b, upstreams=["bundleiq"])
+        h1.set_secret("bundleiq.api_key", cls.values["shared"])
+        h1.set_secret("bundleiq.api_key", cls.values["beta"], team=cls.team_b)
+        cls.tokens = {cls.client_a: h1.add_client(cls.client_a, cls.team_a),
+                      cls.client_b: h1.add_client(cls.client_b, cls.team_b)}
+        h1.ctl("bosa-user", "add", cls.user_id, "--team", cls.team_a, input=cls.user_secret + "\n")
+        cls.remember("bundleiq.api_key", cls.team_a, cls.team_b, cls.client_a, cls.client_b, cls.user_id)
+        cls.remember(cls.user_secret, *cls.values.values(), *cls.tokens.values(), secret=True)
+
+    def setUp(self):
+        super().setUp()
+        # Whatever an earlier test left stopped comes back.
+        down = False
+        for m in self.etcd.members:
+            if m.paused:
+                self.etcd.resume(m.index)
+            if not m.running:
+                self.etcd.start(m.index, wait=False)
+                down = True
+        self.etcd.wait_healthy(60)
+        for kw in self.hosts:
+            if not kw.running:
+                kw.start()
+                down = True
+        if down:
+            self.wait_synced(self.hosts)
+
     # ---------------------------------------------------------------------------------------------
     # 10-59: a healthy cluster
     # ---------------------------------------------------------------------------------------------
@@ -289,7 +312,7 @@ class FleetTest(unittest.TestCase):
     def test_11_secret_set_on_one_host_is_injected_by_all(self):
         for via in (0, 2):
             value = "iq-rot-%d-%s%s" % (via, _uid(), _uid())
-            self.remember(value)
+            self.remember(value, secret=True)
             self.hosts[via].set_secret("bundleiq.api_key", value)
             self.values["shared"] = value
             took = self.wait_injected_everywhere(self.tokens[self.client_a], value)
@@ -297,7 +320,7 @@ class FleetTest(unittest.TestCase):
                 via + 1, ", ".join("%.3f" % t for t in took)))
         # A team secret set on host 2 overrides the shared one for that team only, everywhere.
         value = "iq-beta-rot-" + _uid() + _uid()
-        self.remember(value)
+        self.remember(value, secret=True)
         self.hosts[1].set_secret("bundleiq.api_key", value, team=self.team_b)
         self.values["beta"] = value
         self.wait_injected_everywhere(self.tokens[self.client_b], value)
@@ -416,7 +439,8 @@ class FleetTest(unittest.TestCase):
         single.set_secret("bundleiq.api_key", value)
         token = single.add_client(client, team)
         single.ctl("bosa-user", "add", user, "--team", team, input=user_secret + "\n")
-        self.remember(team, client, user, value, user_secret, token, self.key_file(single).read_bytes())
+        self.remember(team, client, user)
+        self.remember(value, user_secret, token, self.key_file(single).read_bytes(), secret=True)
         prefix = "/import-%s/" % u
         path = self.other_config(single, fleet_section(self.etcd.endpoints(), prefix))
         ctl = ["--config", path, "fleet", "import"]
@@ -481,9 +505,9 @@ class FleetTest(unittest.TestCase):
         stranger = Keyway(self.upstreams(), extra={"fleet": fleet_section(self.etcd.endpoints())})
         self.addCleanup(stranger.cleanup)
         stranger.init()
-        self.remember(self.key_file(stranger).read_bytes())
+        self.remember(self.key_file(stranger).read_bytes(), secret=True)
         value = "stranger-" + _uid() + _uid()
-        self.remember(value)
+        self.remember(value, secret=True)
         cp = stranger.ctl("secret", "set", "bundleiq.api_key", input=value + "\n", check=False)
         self.assertNotEqual(cp.returncode, 0, cp.stdout)
         self.assertUnchanged(before, "rekey, restore or a write under another key")
@@ -519,7 +543,8 @@ class FleetTest(unittest.TestCase):
             kw = self.hosts[side]
             for i in range(20):
                 name, value = "w%d.%s.%d" % (side, u, i), "wval-%d-%d-%s%s" % (side, i, _uid(), _uid())
-                self.remember(name, value)
+                self.remember(name)
+                self.remember(value, secret=True)
                 cp = kw.ctl("secret", "set", name, input=value + "\n", check=False)
                 results[side].append((name, cp.returncode, cp.stderr.strip()[-300:]))
         threads = [threading.Thread(target=writer, args=(s,)) for s in (0, 1)]
@@ -544,7 +569,7 @@ class FleetTest(unittest.TestCase):
             time.sleep(0.3)
             self.etcd.kill(victim)
             value = "iq-kill-" + _uid() + _uid()
-            self.remember(value)
+            self.remember(value, secret=True)
             t = time.monotonic()
             cp = self.rc(self.hosts[0], "secret", "set", "bundleiq.api_key", input=value + "\n")
             self.assertEqual(cp.returncode, 0, cp.stderr)
@@ -573,7 +598,7 @@ class FleetTest(unittest.TestCase):
         self.etcd.pause(victim)
         try:
             value = "iq-pause-" + _uid() + _uid()
-            self.remember(value)
+            self.remember(value, secret=True)
             t = time.monotonic()
             cp = self.rc(self.hosts[0], "secret", "set", "bundleiq.api_key", input=value + "\n")
             took = time.monotonic() - t
@@ -611,7 +636,8 @@ class FleetTest(unittest.TestCase):
                 self.assertIn(st["state"], ("connecting", "unreachable"))
             # keywayctl: exit 2, one clear line, nothing changed anywhere.
             lost_value, lost_name = "iq-lost-" + _uid() + _uid(), "lost." + _uid()
-            self.remember(lost_value, lost_name)
+            self.remember(lost_name)
+            self.remember(lost_value, secret=True)
             for args, stdin in ((("secret", "set", "bundleiq.api_key"), lost_value + "\n"),
                                 (("secret", "set", lost_name), lost_value + "\n"),
                                 (("client", "add", "lost-" + _uid(), "--team", self.team_a), None),
@@ -665,7 +691,7 @@ class FleetTest(unittest.TestCase):
         self.assertEqual(self.injected(spare, token), (200, self.values["shared"]))
         self.assertEqual(self.secret_names(self.hosts[0]), names_before)
         value = "iq-after-" + _uid() + _uid()
-        self.remember(value)
+        self.remember(value, secret=True)
         self.hosts[1].set_secret("bundleiq.api_key", value)
         self.values["shared"] = value
         self.wait_injected_everywhere(token, value, timeout=10, hosts=self.hosts + [spare])
@@ -683,7 +709,7 @@ class FleetTest(unittest.TestCase):
         self.wait_synced(self.hosts)
         h3.stop()
         value = "iq-compact-" + _uid() + _uid()
-        self.remember(value)
+        self.remember(value, secret=True)
         self.hosts[0].set_secret("bundleiq.api_key", value)
         self.values["shared"] = value
         self.hosts[1].revoke_client(gone_name)
@@ -713,7 +739,7 @@ class FleetTest(unittest.TestCase):
             self.etcd.kill(2)
             wait_until(lambda: metric(h3, "keyway_fleet_watch_connected") == 0, 10, what="host 3's watch lost")
             value = "iq-compact2-" + _uid() + _uid()
-            self.remember(value)
+            self.remember(value, secret=True)
             self.hosts[0].set_secret("bundleiq.api_key", value)
             self.values["shared"] = value
             self.hosts[1].revoke_client(gone_name)
@@ -758,6 +784,144 @@ class FleetTest(unittest.TestCase):
         self.assertIn(planted, found, "the file scan misses a planted plaintext")
         del found[planted]
         self.assertEqual(found, {}, "plaintext found in etcd's files (database or WAL)")
+        # Nor in what the hosts logged, with the same positive control: the client names are there.
+        for kw in self.hosts:
+            self.assertEqual(self.injected(kw, self.tokens[self.client_a]), (200, self.values["shared"]))
+            wait_until(lambda: self.client_a.encode() in kw.stderr_text().encode(), 5,
+                       what="the access line naming the client")
+            log = kw.stderr_text().encode()
+            leaked = sum(1 for v in self.secret_values if v in log)
+            self.assertEqual(leaked, 0, "%d secret values or tokens in keywayd's log" % leaked)
+
+
+class _OneHostFleet(FleetCase):
+    """A one-member cluster, one host on it, one team, client and secret: for what changes how keyway
+    reaches etcd (a password, TLS) rather than what it does there."""
+
+    @classmethod
+    def provision_and_start(cls, kw):
+        u = _uid()
+        cls.team, cls.client = "team-" + u, "app-" + u
+        cls.value = "iq-" + _uid() + _uid()
+        kw.add_team(cls.team)
+        kw.set_secret("bundleiq.api_key", cls.value)
+        cls.token = kw.add_client(cls.client, cls.team)
+        cls.remember(cls.team, cls.client)
+        cls.remember(cls.value, cls.token, secret=True)
+        kw.start()
+        cls.wait_synced([kw])
+
+    def assertServes(self, kw):
+        self.assertEqual(self.injected(kw, self.token), (200, self.value))
+        self.assertEqual(self.etcd.scan_for(sorted(self.needles)), {})
+
+
+class FleetAuthTest(_OneHostFleet):
+    """etcd with authentication: keyway's user may use its prefix only; the password comes from
+    password_file and is never in argv, the environment, a log line or keywayctl's output."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.start_cluster(1)
+        cls.password = "etcd-pw-" + _uid() + _uid()
+        cls.etcd.enable_auth({"keyway": (cls.password, PREFIX.encode())})
+        cls.kw = cls.make_host(fleet=cls.auth_fleet("password", cls.password))
+        cls.remember(cls.password, secret=True)
+        cls.provision_and_start(cls.kw)
+
+    @classmethod
+    def auth_fleet(cls, name, password, prefix=PREFIX):
+        """A fleet section with user keyway and a password file `name` holding `password`."""
+        f = cls.etcd.dir / ("%s-%s" % (name, _uid()))
+        f.write_text(password + "\n")
+        os.chmod(f, 0o600)
+        section = fleet_section(cls.etcd.endpoints(), prefix)
+        section["etcd"].update(username="keyway", password_file=str(f))
+        return section
+
+    def test_writes_and_serves_with_the_password(self):
+        self.assertServes(self.kw)
+        value = "iq-rot-" + _uid() + _uid()
+        self.remember(value, secret=True)
+        self.kw.set_secret("bundleiq.api_key", value)
+        type(self).value = value
+        self.wait_injected_everywhere(self.token, value, hosts=[self.kw])
+        pid = self.kw.proc.pid
+        for what in ("cmdline", "environ"):
+            with open("/proc/%d/%s" % (pid, what), "rb") as f:
+                self.assertNotIn(self.password.encode(), f.read(), "the etcd password in keywayd's %s" % what)
+        self.assertNotIn(self.password, self.kw.stderr_text())
+        code, doc = self.fleet_status(self.kw)
+        self.assertEqual(code, 0, doc)
+        self.assertTrue(doc["endpoints"][0]["ok"], doc)
+
+    def test_wrong_password_or_prefix_is_exit_2_and_changes_nothing(self):
+        before = self.etcd.dump()
+        wrong = "wrong-pw-" + _uid()
+        for fleet in (self.auth_fleet("wrong", wrong), self.auth_fleet("other", self.password, "/other/")):
+            with self.subTest(fleet=fleet["etcd"]["prefix"]):
+                path = self.other_config(self.kw, fleet)
+                cp = self.kw.ctl("--config", path, "secret", "set", "bundleiq.api_key", input="v-" + _uid() + "\n",
+                                 config=False, check=False)
+                self.assertEqual(cp.returncode, 2, cp.stderr)
+                self.assertTrue(cp.stderr.startswith("keywayctl: "), cp.stderr)
+                for pw in (wrong, self.password):
+                    self.assertNotIn(pw, cp.stdout + cp.stderr)
+                cp = self.kw.ctl("--config", path, "fleet", "status", "--json", config=False, check=False)
+                for pw in (wrong, self.password):
+                    self.assertNotIn(pw, cp.stdout + cp.stderr)
+        self.assertEqual(self.etcd.dump(), before)
+
+    def test_missing_password_file_is_a_config_error(self):
+        fleet = fleet_section(self.etcd.endpoints())
+        fleet["etcd"].update(username="keyway", password_file=str(self.etcd.dir / "no-such-file"))
+        path = self.other_config(self.kw, fleet)
+        cp = self.kw.ctl("--config", path, "secret", "list", config=False, check=False)
+        self.assertEqual(cp.returncode, 1, cp.stderr)
+        self.assertRegex(cp.stderr, r"%s:\d+: fleet\.etcd\.password_file" % re.escape(path.name))
+
+
+class FleetTlsTest(_OneHostFleet):
+    """etcd over https with client certificates required (fleet.etcd.tls)."""
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.pki = test_pki()
+        cls.start_cluster(1, tls=cls.pki)
+        cls.kw = cls.make_host(fleet=cls.tls_fleet())
+        cls.provision_and_start(cls.kw)
+
+    @classmethod
+    def tls_fleet(cls, **tls):
+        section = fleet_section(cls.etcd.endpoints())
+        section["etcd"]["tls"] = dict({"ca_file": cls.pki.ca_file, "client_cert": cls.pki.path("client.pem"),
+                                       "client_key": cls.pki.path("client.key")}, **tls)
+        return section
+
+    def test_writes_and_serves_over_tls(self):
+        self.assertTrue(all(ep.startswith("https://") for ep in self.etcd.endpoints()))
+        self.assertServes(self.kw)
+        code, doc = self.fleet_status(self.kw)
+        self.assertEqual(code, 0, doc)
+        self.assertTrue(doc["endpoints"][0]["ok"], doc)
+
+    def test_untrusted_server_or_no_client_certificate_is_exit_2(self):
+        before = self.etcd.dump()
+        no_cert = self.tls_fleet()
+        del no_cert["etcd"]["tls"]["client_cert"], no_cert["etcd"]["tls"]["client_key"]
+        for name, fleet in (("other CA", self.tls_fleet(ca_file=self.pki.other_ca_file)),
+                            ("another CA's client", self.tls_fleet(client_cert=self.pki.path("other-client.pem"),
+                                                                   client_key=self.pki.path("other-client.key"))),
+                            ("no client certificate", no_cert)):
+            with self.subTest(name):
+                path = self.other_config(self.kw, fleet)
+                cp = self.kw.ctl("--config", path, "team", "add", "t-" + _uid(), config=False, check=False)
+                self.assertEqual(cp.returncode, 2, cp.stderr)
+                self.assertIn("keywayctl: etcd is unreachable", cp.stderr)
+                self.assertNotIn(self.pki.tag, cp.stdout + cp.stderr)  # no certificate contents
+        self.assertEqual(self.etcd.dump(), before)
 
 
 if __name__ == "__main__":
