@@ -394,9 +394,11 @@ class EtcdCluster:
                         endpoint=endpoint)
         return int(doc["header"]["revision"])
 
-    def put(self, key, value):
-        """Puts bytes under bytes; returns the revision of the write."""
-        doc = self.call("kv/put", {"key": _b64(key), "value": _b64(value)})
+    def put(self, key, value, timeout=5.0):
+        """Puts bytes under bytes; returns the revision of the write. A put sent while the leader
+        is being replaced may wait for etcd's own request timeout: a short timeout and a retry is
+        quicker (a put is idempotent)."""
+        doc = self.call("kv/put", {"key": _b64(key), "value": _b64(value)}, timeout=timeout)
         return int(doc["header"]["revision"])
 
     def mod_revision(self, key):

@@ -2,10 +2,17 @@
 tests run against: it comes up, answers through each member, finds what was put (the positive control
 of the fleet's keyspace scan), survives a killed and a paused member, restarts one, compacts."""
 
+import base64
+import json
+import os
 import time
 import unittest
+import urllib.error
+import urllib.request
+from unittest import mock
 
 from etcd_cluster import EtcdCluster, EtcdError, encoded_forms
+from harness import test_pki
 
 
 class EtcdClusterTest(unittest.TestCase):
@@ -28,7 +35,7 @@ class EtcdClusterTest(unittest.TestCase):
         deadline = time.monotonic() + timeout
         while True:
             try:
-                return self.etcd.put(key, value)
+                return self.etcd.put(key, value, timeout=1.0)
             except EtcdError:
                 if time.monotonic() > deadline:
                     raise
@@ -79,7 +86,6 @@ class EtcdClusterTest(unittest.TestCase):
 
     def test_scan_finds_encoded_forms(self):
         needle = b"encoded-canary-" + str(time.time_ns()).encode()
-        import base64
         import binascii
         self.etcd.put(b"/selftest/hex", b"x" + binascii.hexlify(needle))
         self.etcd.put(b"/selftest/b64", b"y:" + base64.urlsafe_b64encode(b"ab" + needle + b"tail"))
@@ -140,6 +146,48 @@ class EtcdClusterTest(unittest.TestCase):
         self.etcd.start_all()
         self.assertEqual(self.etcd.get(b"/selftest/durable"), b"kept")
 
+
+class EtcdClusterOptionsTest(unittest.TestCase):
+    """A missing binary, TLS with client certificates, authentication."""
+
+    def test_missing_etcd_is_an_error_not_a_skip(self):
+        with mock.patch.dict(os.environ, {"KEYWAY_ETCD": "/nonexistent/etcd"}):
+            with self.assertRaisesRegex(EtcdError, "etcd-server"):
+                EtcdCluster(size=1)
+
+    def _raw_put(self, url, context=None, headers=None, key=b"x"):
+        body = json.dumps({"key": base64.b64encode(key).decode(), "value": "eQ=="}).encode()
+        req = urllib.request.Request(url + "/v3/kv/put", data=body,
+                                     headers=dict({"Content-Type": "application/json"}, **(headers or {})))
+        with urllib.request.urlopen(req, timeout=5, context=context) as r:
+            return json.loads(r.read().decode())
+
+    def test_tls_requires_a_client_certificate(self):
+        pki = test_pki()
+        with EtcdCluster(size=1, tls=pki) as etcd:
+            self.assertTrue(etcd.endpoints()[0].startswith("https://127.0.0.1:"))
+            etcd.put(b"/tls/a", b"1")
+            self.assertEqual(etcd.dump(), [(b"/tls/a", b"1")])
+            self._raw_put(etcd.endpoints()[0], pki.client_context("client"))
+            for ctx in (pki.client_context(), pki.client_context("other-client")):
+                with self.assertRaises(OSError):
+                    self._raw_put(etcd.endpoints()[0], ctx)
+
+    def test_auth_limits_a_user_to_its_prefix(self):
+        password = "pw-%d" % time.time_ns()
+        with EtcdCluster(size=1) as etcd:
+            etcd.enable_auth({"app": (password, b"/app/")})
+            etcd.put(b"/elsewhere", b"root may")
+            url = etcd.endpoints()[0]
+            with self.assertRaises(urllib.error.HTTPError):
+                self._raw_put(url, key=b"/app/a")  # no token
+            token = etcd.call("auth/authenticate", {"name": "app", "password": password}, endpoint=0)["token"]
+            self._raw_put(url, headers={"Authorization": token}, key=b"/app/a")
+            with self.assertRaises(urllib.error.HTTPError):
+                self._raw_put(url, headers={"Authorization": token}, key=b"/elsewhere")
+            with self.assertRaisesRegex(EtcdError, "authentication failed"):
+                etcd.call("auth/authenticate", {"name": "app", "password": "wrong"}, endpoint=0)
+            self.assertEqual(dict(etcd.dump()), {b"/app/a": b"y", b"/elsewhere": b"root may"})
 
 if __name__ == "__main__":
     unittest.main()
