@@ -352,7 +352,9 @@ class FleetTest(FleetCase):
             self.assertIn(conn.get("endpoint"), self.etcd.endpoints())
             self.assertEqual(conn.get("from_revision"), snap.get("revision") + 1)
         events = [metric(kw, "keyway_fleet_events_applied_total") for kw in self.hosts]
-        self.hosts[0].ctl("team", "add", "metrics-" + _uid())
+        team = "metrics-" + _uid()
+        self.remember(team)
+        self.hosts[0].ctl("team", "add", team)
         rev = self.wait_synced(self.hosts)
         for kw, b, e in zip(self.hosts, before, events):
             self.assertGreater(metric(kw, "keyway_fleet_replica_revision"), b)
@@ -569,6 +571,7 @@ class FleetTest(FleetCase):
     # ---------------------------------------------------------------------------------------------
     def test_60_one_member_killed_under_load(self):
         victim = self.etcd.leader()
+        self.assertIsNotNone(victim, "no etcd leader")
         with Load(self.hosts, self.tokens[self.client_a]) as load:
             time.sleep(0.3)
             self.etcd.kill(victim)
