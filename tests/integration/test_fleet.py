@@ -362,8 +362,9 @@ class FleetTest(FleetCase):
             self.assertGreater(metric(kw, "keyway_fleet_events_applied_total"), e)
 
     def test_13_revocation_on_host2_refused_everywhere_within_1s(self):
+        # KEYWAY_FLEET_REVOCATIONS=50 gives the measure (p99 over 50 changes) for a test report.
         latencies = []
-        for _ in range(3):
+        for _ in range(int(os.environ.get("KEYWAY_FLEET_REVOCATIONS", "3"))):
             name, token = self.new_client()
             for kw in self.hosts:
                 wait_until(lambda: self.status_of(kw, token) == 200, 5, what="new client accepted")
@@ -388,8 +389,10 @@ class FleetTest(FleetCase):
             latencies += took
             print("test_fleet: revocation refused by the hosts %s s after keywayctl exited (all %.3f s after it "
                   "started)" % (", ".join("%.3f" % t for t in took), max(refused_at.values()) - started))
-        print("test_fleet: revocation latency over %d host-revocations: median %.3f s, max %.3f s"
-              % (len(latencies), statistics.median(latencies), max(latencies)))
+        ordered = sorted(latencies)
+        print("test_fleet: revocation latency over %d host-revocations: median %.3f s, p99 %.3f s, max %.3f s"
+              % (len(latencies), statistics.median(latencies), ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))],
+                 ordered[-1]))
         self.assertLess(max(latencies), 1.0, latencies)
 
     def test_14_fleet_status(self):
@@ -456,7 +459,7 @@ class FleetTest(FleetCase):
 
         cp = single.ctl(*ctl, config=False, check=False)
         self.assertEqual(cp.returncode, 0, cp.stderr)
-        m = re.search(r"imported (\d+) records into (\S+)", cp.stdout)
+        m = re.search(r"imported (\d+) records into (/\S*/)", cp.stdout)
         self.assertTrue(m, cp.stdout)
         self.assertEqual(m.group(2), prefix)
         stored = self.etcd.dump(prefix=prefix.encode())
