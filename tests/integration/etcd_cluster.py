@@ -19,6 +19,7 @@ The binary: $KEYWAY_ETCD, else `etcd` on PATH. Missing, EtcdCluster() raises Etc
 failure, not a skip: scripts/test installs etcd-server).
 """
 
+import atexit
 import base64
 import binascii
 import json
@@ -135,11 +136,15 @@ class EtcdCluster:
         self.tls = tls
         self._ssl = tls.client_context("client") if tls is not None else None
         self._auth = None   # (root password, token) once enable_auth() ran
+        self._stopped = False
         self.quota_bytes = quota_bytes
         self.dir = Path(tempfile.mkdtemp(prefix="keyway-etcd-"))
         self.token = "keyway-it-" + uuid.uuid4().hex
         self.members = []
         self._new_members()
+        # The members run in their own sessions (a ^C of the tests does not reach them): whatever
+        # ends this process without stop() still ends them.
+        atexit.register(self.stop)
         if start:
             try:
                 self._start_fresh(start_timeout)
@@ -322,7 +327,11 @@ class EtcdCluster:
                 m.log = None
 
     def stop(self):
-        """Ends every member and removes the data (kept with KEYWAY_IT_KEEP=1)."""
+        """Ends every member and removes the data (kept with KEYWAY_IT_KEEP=1). Idempotent."""
+        if self._stopped:
+            return
+        self._stopped = True
+        atexit.unregister(self.stop)
         self._stop_members()
         if os.environ.get("KEYWAY_IT_KEEP"):
             print("keyway-it: kept etcd data in %s" % self.dir, file=sys.stderr)
