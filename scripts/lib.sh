@@ -12,9 +12,12 @@ KEYWAY_BUILD_PACKAGES=(meson ninja-build pkg-config g++ libpistache-dev libcurl4
 # Only to test it: json-schema-test-suite (the validator's conformance cases); python3 (the
 # integration tests, stdlib only); procps (/bin/kill, which the unit's ExecReload names and the
 # install check runs); openssl (its CLI makes the tests' PKI, tests/fakes/tls_ca.py); nginx (the
-# real HTTP/2 TLS upstream test_tls.py starts; its `return` directive answers, so no echo module).
+# real HTTP/2 TLS upstream test_tls.py starts; its `return` directive answers, so no echo module);
+# etcd-server and etcd-client (the real 3-member etcd cluster of the fleet tests,
+# tests/integration/etcd_cluster.py; the policy-rc.d below keeps the package's own etcd service from
+# starting on port 2379).
 # The sanitizer runtimes (libasan8, libubsan1, libtsan2) come with g++ through libgcc-12-dev.
-KEYWAY_TEST_PACKAGES=(json-schema-test-suite python3 procps openssl nginx)
+KEYWAY_TEST_PACKAGES=(json-schema-test-suite python3 procps openssl nginx etcd-server etcd-client)
 
 # keyway_install_missing PACKAGE...: installs those not installed (apt-get, as root or via sudo).
 keyway_install_missing() {
@@ -39,8 +42,9 @@ keyway_install_missing() {
   fi
   say "installing missing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # Debian's nginx package starts its own service on port 80 when installed; a policy-rc.d that
-  # denies service starts (the Debian mechanism for this) keeps the machine as it was.
+  # Debian's nginx and etcd-server packages start their own services (ports 80 and 2379) when
+  # installed; a policy-rc.d that denies service starts (the Debian mechanism for this) keeps the
+  # machine as it was.
   local made_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null \

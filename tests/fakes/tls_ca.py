@@ -26,6 +26,9 @@ CERTS (name -> what it is; files <name>.pem and <name>.key):
     client        client certificate (extendedKeyUsage clientAuth) signed by the CA
     other-client  client certificate signed by the second CA
     client-combined.pem   client.pem followed by client.key (one file for both settings)
+    server-client serverAuth and clientAuth, SAN IP:127.0.0.1: the etcd members of the fleet tests
+                  with client certificates required (etcd's JSON gateway dials the member's own TLS
+                  port with the server certificate, which must then pass as a client's too)
 """
 
 import atexit
@@ -39,7 +42,7 @@ import threading
 
 __all__ = ["TestPki", "test_pki", "CERTS"]
 
-CERTS = ("server", "wrong-host", "cn-only", "expired", "other-ca", "client", "other-client")
+CERTS = ("server", "wrong-host", "cn-only", "expired", "other-ca", "client", "other-client", "server-client")
 
 _REQ_CNF = """\
 [ req ]
@@ -74,6 +77,13 @@ keyUsage = critical,digitalSignature
 extendedKeyUsage = serverAuth
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
+[ server_client ]
+basicConstraints = critical,CA:FALSE
+keyUsage = critical,digitalSignature
+extendedKeyUsage = serverAuth,clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid
+subjectAltName = IP:127.0.0.1,DNS:localhost
 [ client ]
 basicConstraints = critical,CA:FALSE
 keyUsage = critical,digitalSignature
@@ -118,6 +128,7 @@ class TestPki:
         self._leaf("client", "ca", "client")
         self._leaf("other-client", "other-ca-root", "client")
         self._expired("expired", "ca")
+        self._leaf("server-client", "ca", "server_client")
         with open(self.path("client-combined.pem"), "w", encoding="ascii") as out:
             for part in ("client.pem", "client.key"):
                 with open(self.path(part), encoding="ascii") as f:

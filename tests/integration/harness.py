@@ -602,8 +602,12 @@ class Keyway:
                 self._cond.notify_all()
         stream.close()
 
-    def start(self, timeout=20.0, args=None):
-        """Starts keywayd and waits for its "ready" line; fills main_port and compat_ports."""
+    def start(self, timeout=20.0, args=None, wait_ready=True):
+        """Starts keywayd and waits for its "ready" line; fills main_port and compat_ports.
+
+        wait_ready=False waits for the main "listening" line only (a keywayd that binds its listeners
+        but is not ready yet, e.g. a fleet host that never synced while etcd is down); the compat
+        ports logged by then are filled."""
         exe = binary("keywayd")
         if not os.access(exe, os.X_OK):
             raise KeywayError("keywayd not found at %s (build it, or set KEYWAYD / KEYWAY_BUILD_DIR)" % exe)
@@ -617,12 +621,18 @@ class Keyway:
                          threading.Thread(target=self._reader, args=(self.proc.stdout, "stdout"), daemon=True)]
         for t in self._readers:
             t.start()
-        rec = self.wait_for_record(lambda r: r.get("msg") == "ready", timeout, stop_on_exit=True)
+        if wait_ready:
+            awaited = "ready"
+            rec = self.wait_for_record(lambda r: r.get("msg") == "ready", timeout, stop_on_exit=True)
+        else:
+            awaited = "listening"
+            rec = self.wait_for_record(lambda r: r.get("msg") == "listening" and r.get("listener") == "main",
+                                       timeout, stop_on_exit=True)
         if rec is None:
             code = self.proc.poll()
             self.stop(timeout=2)
-            raise KeywayError("keywayd did not log \"ready\" within %.0fs (exit code %s); stderr tail:\n%s"
-                              % (timeout, code, self.stderr_tail()))
+            raise KeywayError("keywayd did not log \"%s\" within %.0fs (exit code %s); stderr tail:\n%s"
+                              % (awaited, timeout, code, self.stderr_tail()))
         self.compat_ports = {}
         self.main_port = None
         for r in self.records():

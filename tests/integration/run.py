@@ -65,7 +65,9 @@ class LineResult(unittest.TestResult):
 
     def addError(self, test, err):
         super().addError(test, err)
-        # Class/module set-up errors arrive as _ErrorHolder objects, not tests.
+        # Class/module set-up errors arrive as _ErrorHolder objects, not tests (no startTest: no time).
+        if not isinstance(test, unittest.TestCase):
+            self._start = time.monotonic()
         self._line("ERROR", test)
 
     def addSkip(self, test, reason):
@@ -133,6 +135,8 @@ def main(argv=None):
     total = _count_tests(suite)
     print("keyway integration tests: %d tests; keywayd=%s keywayctl=%s"
           % (total, harness.binary("keywayd"), harness.binary("keywayctl")), flush=True)
+    # Taken before the run: a TestSuite drops each test once it has run.
+    by_class = _classes(suite, {})
     started = time.monotonic()
     result = LineResult(sys.stdout, args.verbose, started + args.deadline)
     suite.run(result)
@@ -140,7 +144,6 @@ def main(argv=None):
 
     # A class whose setUpClass failed (e.g. keywayd did not start) ran none of its tests: count each
     # of them as failed, so the totals cover every test. Other errors count once.
-    by_class = _classes(suite, {})
     failed_ids = set()
     for test, err in result.failures + result.errors:
         kind = "FAIL" if any(test is t for t, _ in result.failures) else "ERROR"
