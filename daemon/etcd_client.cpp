@@ -260,7 +260,8 @@ Result<std::string> EtcdClient::authToken(const std::string& endpoint) {
   doc.Parse(reply->body.c_str());
   if (reply->status != 200 || doc.HasParseError()) {
     const auto e = doc.HasParseError() ? std::nullopt : gatewayError(doc);
-    return Error::make(ErrorCode::kUnauthorized,
+    // Exit 2 in keywayctl, like any other failure to reach the store: the command was right.
+    return Error::make(ErrorCode::kInternal,
                        endpoint + ": etcd refused user " + config_.username +
                            (e ? " (" + e->message + ")" : "") + "; check fleet.etcd.username and its password_file");
   }
@@ -283,7 +284,7 @@ Result<std::string> EtcdClient::call(const std::string& path, const std::string&
       const std::string& endpoint = config_.endpoints[i];
       auto reply = post(endpoint, path, body, config_.request_timeout);
       if (!reply) {
-        if (reply.error().code == ErrorCode::kUnauthorized) return reply.takeError();
+        if (reply.error().message.find("etcd refused user") != std::string::npos) return reply.takeError();
         failures += (failures.empty() ? "" : "; ") + reply.error().message;
         continue;
       }

@@ -191,6 +191,10 @@ void FleetReplicator::watchOnce() {
   }
   auto status = etcd_->watch(config_.prefix, from, on_batch, keep_going, &endpoint);
   const bool was_connected = watch_connected_.exchange(false);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ == "watching") state_ = "connecting";
+  }
   if (stop_.load()) return;
   if (was_connected) {
     // The replica was current until now.

@@ -524,7 +524,17 @@ Status parseFleetEtcd(const Ctx& ctx, const Entry& section, core::FleetConfig& o
       {"password_file",
        [&](const Entry& e) -> Status {
          if (auto s = readString(ctx, e, false, out.password_file); !s) return s;
-         return check(ctx, e, core::checkPath(out.password_file));
+         if (auto s = check(ctx, e, core::checkPath(out.password_file)); !s) return s;
+         // Checked now, like the TLS files, so that --check-config finds it; read when used.
+         struct stat st {};
+         if (::stat(out.password_file.c_str(), &st) != 0) {
+           return ctx.error(e, out.password_file + ": " + std::error_code(errno, std::generic_category()).message());
+         }
+         if (!S_ISREG(st.st_mode)) return ctx.error(e, out.password_file + ": not a regular file");
+         if ((st.st_mode & S_IROTH) != 0) {
+           return ctx.error(e, out.password_file + " can be read by every user: chmod o-r it (0600 or 0640)");
+         }
+         return core::okStatus();
        }},
       {"tls", [&](const Entry& e) -> Status { return parseTls(ctx, e, out.tls); }},
   };

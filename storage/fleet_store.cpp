@@ -158,9 +158,18 @@ class FleetCredentialRecords final : public CredentialRecords {
   }
 
   Status update(const Unit& fn) override {
+    // The head value this command wrote last: seeing it in etcd means that commit landed, even
+    // if its answer was lost (a timeout, or a member that failed after applying it and before
+    // answering, whose request the client then sent to another member, which found its own
+    // head and said "conflict").
+    std::string written_head;
     for (int attempt = 0; attempt < kFleetMaxAttempts; ++attempt) {
       auto loaded = load();
       if (!loaded) return loaded.takeError();
+      if (!written_head.empty() && loaded->head_value == written_head) {
+        generation_.fetch_add(1);
+        return core::okStatus();
+      }
       auto records = tableRecordsTxn(loaded->tables, loaded->codec.keyring());
       auto status = fn(*records);
       if (!status) return status;
@@ -185,9 +194,22 @@ class FleetCredentialRecords final : public CredentialRecords {
         guards.push_back({prefix_ + std::string(kFleetKeyId), 0});
         for (auto& w : fleetMetaWrites(prefix_, loaded->codec.keyring())) writes.push_back(std::move(w));
       }
-      writes.push_back({prefix_ + std::string(kFleetHead), newHeadValue()});
+      written_head = newHeadValue();
+      writes.push_back({prefix_ + std::string(kFleetHead), written_head});
       auto committed = kv_->commit(guards, writes);
-      if (!committed) return committed.takeError();
+      if (!committed) {
+        // Unknown outcome: look once more for our head before saying what happened.
+        auto again = load();
+        if (again && again->head_value == written_head) {
+          generation_.fetch_add(1);
+          return core::okStatus();
+        }
+        if (again) return committed.takeError();  // etcd answers now and the change is not there
+        return Error::make(committed.error().code,
+                           committed.error().message +
+                               "; whether this change was made is unknown until etcd answers again: check with "
+                               "the list commands then");
+      }
       if (*committed) {
         generation_.fetch_add(1);
         return core::okStatus();
@@ -213,6 +235,7 @@ class FleetCredentialRecords final : public CredentialRecords {
     FleetCodec codec;
     int64_t head_revision = 0;
     bool initialised = false;
+    std::string head_value;
   };
 
   Result<Loaded> load() {
@@ -233,9 +256,10 @@ class FleetCredentialRecords final : public CredentialRecords {
       std::lock_guard<std::mutex> lock(mu_);
       keyring_ = keyring;
     }
-    Loaded loaded{MapTables(), FleetCodec(prefix_, keyring), 0, initialised};
+    Loaded loaded{MapTables(), FleetCodec(prefix_, keyring), 0, initialised, {}};
     if (const FleetEntry* head = findFleetEntry(*range, prefix_ + std::string(kFleetHead))) {
       loaded.head_revision = head->mod_revision;
+      loaded.head_value = head->value;
     }
     for (const auto& e : range->entries) {
       auto record = loaded.codec.open(e.key, e.value);

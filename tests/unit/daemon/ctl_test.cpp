@@ -16,6 +16,7 @@
 #include <sstream>
 
 #include "core/cache_store.hpp"
+#include "daemon/etcd_client.hpp"
 #include "core/config.hpp"
 #include "storage/crypto.hpp"
 #include "storage/file_util.hpp"
@@ -1297,3 +1298,23 @@ TEST_CASE("schema fetch: size bound, timeout, bad URLs") {
 
 }  // namespace
 }  // namespace keyway::daemon
+
+TEST_CASE("etcd gateway encoding: standard base64 both ways, and prefix range ends") {
+  using keyway::daemon::base64Decode;
+  using keyway::daemon::base64Encode;
+  using keyway::daemon::prefixRangeEnd;
+  CHECK(base64Encode("") == "");
+  CHECK(base64Encode("f") == "Zg==");
+  CHECK(base64Encode("fo") == "Zm8=");
+  CHECK(base64Encode("foo") == "Zm9v");
+  CHECK(base64Encode("/keyway/") == "L2tleXdheS8=");
+  std::string all;
+  for (int i = 0; i < 256; ++i) all.push_back(static_cast<char>(i));
+  CHECK(base64Decode(base64Encode(all)) == all);
+  CHECK(base64Decode("Zm9v") == std::string("foo"));
+  CHECK_FALSE(base64Decode("Zm9v!").has_value());
+  CHECK_FALSE(base64Decode("Z").has_value());
+  CHECK(prefixRangeEnd("/keyway/") == "/keyway0");
+  CHECK(prefixRangeEnd(std::string("a\xff", 2)) == "b");
+  CHECK(prefixRangeEnd(std::string("\xff", 1)) == std::string(1, '\0'));
+}
