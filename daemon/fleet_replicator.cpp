@@ -170,6 +170,11 @@ void FleetReplicator::watchOnce() {
       logger_->info("fleet watch connected",
                     {field("component", "fleet"), field("endpoint", endpoint), field("from_revision", from)});
     }
+    if (logger_->enabled(LogLevel::kDebug)) {
+      logger_->log(LogLevel::kDebug, "fleet watch response",
+                   {field("component", "fleet"), field("revision", batch.revision),
+                    field("events", static_cast<int64_t>(batch.events.size()))});
+    }
     if (batch.events.empty()) return true;
     int64_t last = 0;
     for (const auto& ev : batch.events) last = std::max(last, ev.mod_revision);

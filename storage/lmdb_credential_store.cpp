@@ -63,8 +63,10 @@ class LmdbCredentialRecords final : public CredentialRecords {
   Status update(const Unit& fn) override {
     return env_.env->update([&](LmdbTxn& txn) { return run(txn, fn); });
   }
-  // An update that wrote nothing commits no new transaction id.
-  uint64_t generation() override { return env_.env->lastTxnId(); }
+  // An update that wrote nothing commits no new transaction id. The id of a snapshot, not of the
+  // newest meta page: during a commit by another writer (keywayctl, the fleet replica) the meta
+  // page moves first, and a cache labelled with it could keep what a read still saw before.
+  uint64_t generation() override { return env_.env->snapshotTxnId(); }
   std::shared_ptr<const Keyring> keyring() const override { return keyrings_.latest(); }
 
  private:

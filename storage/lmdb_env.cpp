@@ -537,6 +537,14 @@ uint64_t LmdbEnv::lastTxnId() const {
   return static_cast<uint64_t>(info.me_last_txnid);
 }
 
+uint64_t LmdbEnv::snapshotTxnId() {
+  auto txn = beginRead();
+  if (!txn) return 0;
+  const uint64_t id = static_cast<uint64_t>(mdb_txn_id(txn->raw()));
+  txn->abort();
+  return id;
+}
+
 Status LmdbEnv::sync(bool force) {
   const int rc = mdb_env_sync(env_, force ? 1 : 0);
   if (rc != MDB_SUCCESS) return lmdbError(rc, "sync", path_);

@@ -189,6 +189,10 @@ class LmdbEnv : public std::enable_shared_from_this<LmdbEnv> {
 
   // The id of the last committed transaction of any process (mdb_env_info me_last_txnid).
   uint64_t lastTxnId() const;
+  // The id of the snapshot a read transaction begun now sees. Unlike lastTxnId (the newest meta
+  // page), never ahead of what a read begun after it sees: a cache labelled with it holds data
+  // at least that new. 0 when no read transaction can begin.
+  uint64_t snapshotTxnId();
   // Flushes buffers to disk (meaningful for non-durable environments).
   core::Status sync(bool force = true);
   // Grows (or adopts another process's) map size; waits for this process's transactions.

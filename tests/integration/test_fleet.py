@@ -131,7 +131,8 @@ class FleetCase(unittest.TestCase):
     def make_host(cls, copy_key_from=None, fleet=None):
         """A Keyway with a fleet section (default: the cluster's endpoints, PREFIX), initialised; its
         master key is a copy of Keyway copy_key_from's (None: its own, made by init)."""
-        kw = Keyway(cls.upstreams(), extra={"fleet": fleet or fleet_section(cls.etcd.endpoints())})
+        kw = Keyway(cls.upstreams(), extra={"fleet": fleet or fleet_section(cls.etcd.endpoints())},
+                    log_level=os.environ.get("KEYWAY_FLEET_LOG_LEVEL", "info"))
         cls.addClassCleanup(kw.cleanup)
         if copy_key_from is not None:
             cls.copy_key(copy_key_from, kw)
@@ -196,8 +197,14 @@ class FleetCase(unittest.TestCase):
         took = []
         start = time.monotonic()
         for kw in hosts or self.hosts:
-            wait_until(lambda: self.injected(kw, token) == (200, value), timeout - (time.monotonic() - start),
-                       what="host %s injecting the new value" % kw.main_port)
+            try:
+                wait_until(lambda: self.injected(kw, token) == (200, value), timeout - (time.monotonic() - start),
+                           what="host %s injecting the new value" % kw.main_port)
+            except AssertionError as e:
+                raise AssertionError("%s; it injects %r; its fleet status %s; its log:\n%s" % (
+                    e, self.injected(kw, token),
+                    request(kw.main_port, "GET", "/_keyway/status").json().get("fleet"),
+                    "\n".join(line for line in kw.stderr_text().splitlines() if '"msg":"access"' not in line))) from None
             took.append(time.monotonic() - start)
         return took
 
