@@ -544,6 +544,11 @@ Status EtcdClient::watch(const std::string& prefix, int64_t from_revision,
   SlistPtr headers(curl_slist_append(nullptr, "Content-Type: application/json"));
   std::string auth;
   if (password_) {
+    // A fresh token per watch: an expired one shows only inside the stream, as an error.
+    {
+      std::lock_guard<std::mutex> lock(token_mu_);
+      token_.reset();
+    }
     auto token = authToken(endpoint);
     if (!token) return token.takeError();
     auth = "Authorization: " + *token;

@@ -154,6 +154,15 @@ void FleetReplicator::watchOnce() {
       return false;
     }
     if (batch.canceled) return false;
+    if (batch.created && batch.revision < revision_.load()) {
+      // The cluster is behind the replica: etcd was restored from a backup. Its revisions up to
+      // ours are other changes than the ones applied: start again from a snapshot.
+      logger_->warn("fleet cluster revision is behind the replica (etcd restored from a backup?); taking a new snapshot",
+                    {field("component", "fleet"), field("cluster_revision", batch.revision),
+                     field("replica_revision", revision_.load())});
+      need_snapshot_ = true;
+      return false;
+    }
     if (batch.created) {
       watch_connected_.store(true);
       synced_at_ms_.store(steadyMs());

@@ -472,7 +472,7 @@ Status parseTls(const Ctx& ctx, const Entry& section, core::UpstreamTls& out) {
 }
 
 // `fleet: { etcd: {...} }` (docs/fleet.md). The password is named by a file, never written here.
-Status parseFleetEtcd(const Ctx& ctx, const Entry& section, core::FleetConfig& out) {
+Status parseFleetEtcd(const Ctx& ctx, const Entry& section, const EnvLookup& env, core::FleetConfig& out) {
   int endpoints_line = section.key_line;
   int username_line = 0;
   const std::vector<Field> fields = {
@@ -525,6 +525,19 @@ Status parseFleetEtcd(const Ctx& ctx, const Entry& section, core::FleetConfig& o
        [&](const Entry& e) -> Status {
          if (auto s = readString(ctx, e, false, out.password_file); !s) return s;
          if (auto s = check(ctx, e, core::checkPath(out.password_file)); !s) return s;
+         // A bare file name is a systemd credential (LoadCredential=NAME:...) for keywayd, and
+         // the file next to the configuration for keywayctl (docs/fleet.md).
+         if (out.password_file.find('/') == std::string::npos) {
+           std::string dir;
+           if (auto creds = env ? env("CREDENTIALS_DIRECTORY") : std::nullopt; creds && !creds->empty()) {
+             dir = *creds;
+           } else if (const size_t slash = ctx.source().rfind('/'); slash != std::string::npos) {
+             dir = ctx.source().substr(0, slash);
+           } else {
+             dir = ".";
+           }
+           out.password_file = dir + "/" + out.password_file;
+         }
          // Checked now, like the TLS files, so that --check-config finds it; read when used.
          struct stat st {};
          if (::stat(out.password_file.c_str(), &st) != 0) {
@@ -549,14 +562,14 @@ Status parseFleetEtcd(const Ctx& ctx, const Entry& section, core::FleetConfig& o
   return core::okStatus();
 }
 
-Status parseFleet(const Ctx& ctx, const Entry& section, std::optional<core::FleetConfig>& out) {
+Status parseFleet(const Ctx& ctx, const Entry& section, const EnvLookup& env, std::optional<core::FleetConfig>& out) {
   core::FleetConfig fleet;
   bool have_etcd = false;
   const std::vector<Field> fields = {
       {"etcd",
        [&](const Entry& e) -> Status {
          have_etcd = true;
-         return parseFleetEtcd(ctx, e, fleet);
+         return parseFleetEtcd(ctx, e, env, fleet);
        }},
   };
   if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
@@ -749,7 +762,7 @@ Status parseTop(const Ctx& ctx, const YAML::Node& root, State& state, const EnvL
       {"log", [&](const Entry& e) -> Status { return parseLog(ctx, e, state.config.log); }},
       {"cache", [&](const Entry& e) -> Status { return parseCache(ctx, e, state.config.cache); }},
       {"upstreams", [&](const Entry& e) -> Status { return parseUpstreams(ctx, e, state); }},
-      {"fleet", [&](const Entry& e) -> Status { return parseFleet(ctx, e, state.config.fleet); }},
+      {"fleet", [&](const Entry& e) -> Status { return parseFleet(ctx, e, env, state.config.fleet); }},
   };
   Entry top;
   top.value = root;

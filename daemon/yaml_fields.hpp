@@ -54,6 +54,8 @@ class Ctx {
   Error error(const Entry& at, const std::string& what) const {
     return error(at.value_line, at.path, what);
   }
+  // The file being read (or a <name> for text that is not one).
+  const std::string& source() const { return source_; }
 
  private:
   std::string source_;
