@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "daemon/embedded_default.hpp"
+#include "tests/unit/storage/test_util.hpp"
 
 using namespace keyway;
 using core::Config;
@@ -1038,4 +1039,65 @@ TEST_CASE("tls: the key file's content never reaches an error message") {
                   "upstreams.bosa.tls.client_key");
   CHECK(message.find("SECRETKEYMATERIAL") == std::string::npos);
   CHECK(message.find("no PEM private key") != std::string::npos);
+}
+
+TEST_CASE("fleet section: endpoints, prefix, timeouts, password file, errors with key and line") {
+  using keyway::testing::TempDir;
+  using keyway::testing::writeFile;
+  TempDir dir;
+  writeFile(dir / "etcd.password", "pw\n", 0600);
+  writeFile(dir / "open.password", "pw\n", 0644);
+  const std::string ok = "fleet:\n  etcd:\n    endpoints: [http://127.0.0.1:2379, https://e2:2379]\n"
+                         "    prefix: /kw/prod/\n    dial_timeout: 500ms\n    request_timeout: 3s\n"
+                         "    username: keyway\n    password_file: " + (dir / "etcd.password") + "\n" + kMinimal;
+  auto cfg = parse(ok);
+  REQUIRE(cfg.ok());
+  REQUIRE(cfg->fleet.has_value());
+  CHECK(cfg->fleet->endpoints == std::vector<std::string>{"http://127.0.0.1:2379", "https://e2:2379"});
+  CHECK(cfg->fleet->prefix == "/kw/prod/");
+  CHECK(cfg->fleet->dial_timeout == milliseconds(500));
+  CHECK(cfg->fleet->request_timeout == milliseconds(3000));
+  CHECK(cfg->fleet->username == "keyway");
+  // Absent: a single host.
+  REQUIRE(parse(kMinimal).ok());
+  CHECK_FALSE(parse(kMinimal)->fleet.has_value());
+  // Defaults.
+  auto d = parse("fleet:\n  etcd:\n    endpoints: [http://127.0.0.1:2379]\n" + kMinimal);
+  REQUIRE(d.ok());
+  CHECK(d->fleet->prefix == "/keyway/");
+  CHECK(d->fleet->dial_timeout == milliseconds(2000));
+  CHECK(d->fleet->request_timeout == milliseconds(5000));
+  // A bare password file name: the systemd credential, else next to the configuration.
+  auto bare = parse("fleet:\n  etcd:\n    endpoints: [http://e:2379]\n    username: u\n    password_file: etcd.password\n" +
+                        kMinimal,
+                    envOf({{"CREDENTIALS_DIRECTORY", dir.path()}}));
+  REQUIRE(bare.ok());
+  CHECK(bare->fleet->password_file == dir / "etcd.password");
+  auto beside = daemon::parseConfig(
+      "fleet:\n  etcd:\n    endpoints: [http://e:2379]\n    username: u\n    password_file: etcd.password\n" + kMinimal,
+      dir / "keyway.yaml", kNoEnv);
+  REQUIRE(beside.ok());
+  CHECK(beside->fleet->password_file == dir / "etcd.password");
+
+  expectError("fleet:\n  etcd:\n    prefix: /k/\n" + kMinimal, 2, "fleet.etcd");
+  expectError("fleet:\n  etcd:\n    endpoints: [etcd1:2379]\n" + kMinimal, 3, "fleet.etcd.endpoints");
+  expectError("fleet:\n  etcd:\n    endpoints: []\n" + kMinimal, 3, "fleet.etcd.endpoints");
+  expectError("fleet:\n  etcd:\n    endpoints: [http://e:1/path]\n" + kMinimal, 3, "fleet.etcd.endpoints");
+  expectError("fleet:\n  etcd:\n    endpoints: [http://e:1]\n    prefix: keyway\n" + kMinimal, 4, "fleet.etcd.prefix");
+  expectError("fleet:\n  etcd:\n    endpoints: [http://e:1]\n    dial_timeout: 0s\n" + kMinimal, 4,
+              "fleet.etcd.dial_timeout");
+  const std::string inline_pw =
+      expectError("fleet:\n  etcd:\n    endpoints: [http://e:1]\n    password: hunter2\n" + kMinimal, 4,
+                  "fleet.etcd.password");
+  CHECK(inline_pw.find("hunter2") == std::string::npos);
+  expectError("fleet:\n  etcd:\n    endpoints: [http://e:1]\n    username: u\n" + kMinimal, 4,
+              "fleet.etcd.password_file");
+  expectError("fleet:\n  etcd:\n    endpoints: [http://e:1]\n    username: u\n    password_file: " +
+                  (dir / "open.password") + "\n" + kMinimal,
+              5, "fleet.etcd.password_file");
+  expectError("fleet:\n  etcd:\n    endpoints: [http://e:1]\n    username: u\n    password_file: " +
+                  (dir / "missing") + "\n" + kMinimal,
+              5, "fleet.etcd.password_file");
+  expectError("fleet:\n  etcd:\n    endpoints: [http://e:1]\n    colour: blue\n" + kMinimal, 4, "fleet.etcd.colour");
+  expectError("fleet:\n  zookeeper: {}\n" + kMinimal, 2, "fleet.zookeeper");
 }
