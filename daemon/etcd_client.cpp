@@ -84,6 +84,10 @@ size_t collect(char* data, size_t size, size_t n, void* user) {
   return size * n;
 }
 
+int stopWhenCancelled(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
+  return static_cast<std::atomic<bool>*>(user)->load() ? 1 : 0;
+}
+
 void jitteredPause(std::chrono::milliseconds base) {
   thread_local std::mt19937 rng(std::random_device{}());
   std::uniform_int_distribution<int64_t> d(base.count() / 2, base.count() * 3 / 2);
@@ -228,6 +232,9 @@ Result<EtcdClient::Reply> EtcdClient::post(const std::string& endpoint, const st
   curl_easy_setopt(easy.get(), CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
   curl_easy_setopt(easy.get(), CURLOPT_WRITEFUNCTION, collect);
   curl_easy_setopt(easy.get(), CURLOPT_WRITEDATA, &reply.body);
+  curl_easy_setopt(easy.get(), CURLOPT_NOPROGRESS, 0L);
+  curl_easy_setopt(easy.get(), CURLOPT_XFERINFOFUNCTION, stopWhenCancelled);
+  curl_easy_setopt(easy.get(), CURLOPT_XFERINFODATA, &cancelled_);
   struct curl_slist* raw = curl_slist_append(nullptr, "Content-Type: application/json");
   SlistPtr headers(raw);
   std::string auth;
@@ -275,11 +282,11 @@ Result<std::string> EtcdClient::authToken(const std::string& endpoint) {
 Result<std::string> EtcdClient::call(const std::string& path, const std::string& body) {
   std::string failures;
   const size_t n = config_.endpoints.size();
-  for (int round = 0; round < 2; ++round) {
+  for (int round = 0; round < 2 && !cancelled_.load(); ++round) {
     if (round > 0) jitteredPause(std::chrono::milliseconds(200));
     failures.clear();
     const size_t first = preferred_.load();
-    for (size_t k = 0; k < n; ++k) {
+    for (size_t k = 0; k < n && !cancelled_.load(); ++k) {
       const size_t i = (first + k) % n;
       const std::string& endpoint = config_.endpoints[i];
       auto reply = post(endpoint, path, body, config_.request_timeout);

@@ -67,6 +67,9 @@ class EtcdClient final : public storage::FleetKv {
 
   // The next call starts with another endpoint than `endpoint` (it stopped answering).
   void avoid(const std::string& endpoint);
+  // Ends every call in progress and every later one at once (kUnavailable): keywayd's shutdown
+  // does not wait for an etcd that does not answer.
+  void cancel() { cancelled_.store(true); }
   const std::vector<std::string>& endpoints() const { return config_.endpoints; }
 
  private:
@@ -87,6 +90,7 @@ class EtcdClient final : public storage::FleetKv {
   core::FleetConfig config_;
   std::optional<core::SecretString> password_;
   std::atomic<size_t> preferred_{0};
+  std::atomic<bool> cancelled_{false};
   std::mutex token_mu_;
   std::optional<core::SecretString> token_;  // etcd's auth token (simple tokens are per member)
   std::string token_endpoint_;

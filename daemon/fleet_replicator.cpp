@@ -56,6 +56,7 @@ void FleetReplicator::stop() {
     std::lock_guard<std::mutex> lock(mu_);
     stop_.store(true);
   }
+  etcd_->cancel();
   cv_.notify_all();
   if (worker_.joinable()) worker_.join();
   if (prober_.joinable()) prober_.join();

@@ -675,7 +675,10 @@ class FleetTest(FleetCase):
 
             # A host restarted now serves from its replica at once and says so.
             h3 = self.hosts[2]
+            t = time.monotonic()
             h3.stop()
+            # Its replicator was waiting on etcd: the stop does not wait for etcd's timeouts.
+            self.assertLess(time.monotonic() - t, 2.5, h3.stderr_tail())
             t = time.monotonic()
             h3.start()
             wait_until(lambda: request(h3.main_port, "GET", "/_keyway/ready").status == 200, 10, 0.005,
