@@ -26,15 +26,6 @@ bool scanRaw(std::string_view text) {
   return false;
 }
 
-int base64Value(char c) {
-  if (c >= 'A' && c <= 'Z') return c - 'A';
-  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-  if (c >= '0' && c <= '9') return c - '0' + 52;
-  if (c == '+' || c == '-') return 62;
-  if (c == '/' || c == '_') return 63;
-  return -1;
-}
-
 // Standard or URL-safe base64, padding optional; stops at the first character outside both
 // alphabets (a lenient decoder, as the servers that read Basic credentials are).
 std::string base64Decoded(std::string_view text) {

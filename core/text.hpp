@@ -146,6 +146,16 @@ inline int hexValue(char c) {
 }
 
 // Appends the two lower-case hex digits of `byte`: the HH of a "\xHH" or "\u00HH" escape.
+// The value of a base64 digit, standard ('+', '/') or URL-safe ('-', '_') alphabet; -1 otherwise.
+inline int base64Value(char c) {
+  if (c >= 'A' && c <= 'Z') return c - 'A';
+  if (c >= 'a' && c <= 'z') return c - 'a' + 26;
+  if (c >= '0' && c <= '9') return c - '0' + 52;
+  if (c == '+' || c == '-') return 62;
+  if (c == '/' || c == '_') return 63;
+  return -1;
+}
+
 inline void appendHexByte(std::string& out, unsigned char byte) {
   constexpr char kHex[] = "0123456789abcdef";
   out.push_back(kHex[byte >> 4]);

@@ -14,6 +14,7 @@
 #include <random>
 #include <thread>
 
+#include "core/text.hpp"
 #include "daemon/curl_internal.hpp"
 
 namespace keyway::daemon {
@@ -82,6 +83,12 @@ size_t collect(char* data, size_t size, size_t n, void* user) {
   if (out->size() + size * n > kMaxReplyBytes) return 0;
   out->append(data, size * n);
   return size * n;
+}
+
+SlistPtr jsonHeaders(const std::string& auth_line) {
+  SlistPtr headers(curl_slist_append(nullptr, "Content-Type: application/json"));
+  if (!auth_line.empty()) headers.reset(curl_slist_append(headers.release(), auth_line.c_str()));
+  return headers;
 }
 
 int stopWhenCancelled(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
@@ -170,14 +177,6 @@ std::string base64Encode(std::string_view bytes) {
 }
 
 std::optional<std::string> base64Decode(std::string_view text) {
-  auto value = [](char c) -> int {
-    if (c >= 'A' && c <= 'Z') return c - 'A';
-    if (c >= 'a' && c <= 'z') return c - 'a' + 26;
-    if (c >= '0' && c <= '9') return c - '0' + 52;
-    if (c == '+' || c == '-') return 62;
-    if (c == '/' || c == '_') return 63;
-    return -1;
-  };
   while (!text.empty() && text.back() == '=') text.remove_suffix(1);
   if (text.size() % 4 == 1) return std::nullopt;
   std::string out;
@@ -185,7 +184,7 @@ std::optional<std::string> base64Decode(std::string_view text) {
   uint32_t acc = 0;
   int bits = 0;
   for (char c : text) {
-    const int v = value(c);
+    const int v = core::base64Value(c);
     if (v < 0) return std::nullopt;
     acc = (acc << 6) | static_cast<uint32_t>(v);
     bits += 6;
@@ -219,6 +218,15 @@ Result<std::shared_ptr<EtcdClient>> EtcdClient::create(const core::FleetConfig& 
   return std::shared_ptr<EtcdClient>(new EtcdClient(config, std::move(password)));
 }
 
+Result<std::string> EtcdClient::authLine(const std::string& endpoint) {
+  if (!password_) return std::string();
+  auto token = authToken(endpoint);
+  if (!token) return token.takeError();
+  std::string line = "Authorization: " + *token;
+  core::secureWipe(token->data(), token->size());
+  return line;
+}
+
 Result<EtcdClient::Reply> EtcdClient::post(const std::string& endpoint, const std::string& path,
                                            const std::string& body, std::chrono::milliseconds timeout) {
   EasyPtr easy(curl_easy_init());
@@ -235,18 +243,12 @@ Result<EtcdClient::Reply> EtcdClient::post(const std::string& endpoint, const st
   curl_easy_setopt(easy.get(), CURLOPT_NOPROGRESS, 0L);
   curl_easy_setopt(easy.get(), CURLOPT_XFERINFOFUNCTION, stopWhenCancelled);
   curl_easy_setopt(easy.get(), CURLOPT_XFERINFODATA, &cancelled_);
-  struct curl_slist* raw = curl_slist_append(nullptr, "Content-Type: application/json");
-  SlistPtr headers(raw);
-  std::string auth;
-  if (password_ && path != "/v3/auth/authenticate") {
-    auto token = authToken(endpoint);
-    if (!token) return token.takeError();
-    auth = "Authorization: " + *token;
-    headers.reset(curl_slist_append(headers.release(), auth.c_str()));
-  }
+  auto auth = path == "/v3/auth/authenticate" ? Result<std::string>(std::string()) : authLine(endpoint);
+  if (!auth) return auth.takeError();
+  SlistPtr headers = jsonHeaders(*auth);
   curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, headers.get());
   const CURLcode rc = curl_easy_perform(easy.get());
-  core::secureWipe(auth.data(), auth.size());
+  core::secureWipe(auth->data(), auth->size());
   if (rc != CURLE_OK) {
     return Error::make(rc == CURLE_OPERATION_TIMEDOUT ? ErrorCode::kUpstreamTimeout : ErrorCode::kUpstreamUnreachable,
                        endpoint + ": " + curl_easy_strerror(rc));
@@ -548,22 +550,17 @@ Status EtcdClient::watch(const std::string& prefix, int64_t from_revision,
   curl_easy_setopt(easy.get(), CURLOPT_XFERINFOFUNCTION, watchProgress);
   curl_easy_setopt(easy.get(), CURLOPT_XFERINFODATA, &stream);
   curl_easy_setopt(easy.get(), CURLOPT_TCP_KEEPALIVE, 1L);
-  SlistPtr headers(curl_slist_append(nullptr, "Content-Type: application/json"));
-  std::string auth;
   if (password_) {
     // A fresh token per watch: an expired one shows only inside the stream, as an error.
-    {
-      std::lock_guard<std::mutex> lock(token_mu_);
-      token_.reset();
-    }
-    auto token = authToken(endpoint);
-    if (!token) return token.takeError();
-    auth = "Authorization: " + *token;
-    headers.reset(curl_slist_append(headers.release(), auth.c_str()));
+    std::lock_guard<std::mutex> lock(token_mu_);
+    token_.reset();
   }
+  auto auth = authLine(endpoint);
+  if (!auth) return auth.takeError();
+  SlistPtr headers = jsonHeaders(*auth);
   curl_easy_setopt(easy.get(), CURLOPT_HTTPHEADER, headers.get());
   const CURLcode rc = curl_easy_perform(easy.get());
-  core::secureWipe(auth.data(), auth.size());
+  core::secureWipe(auth->data(), auth->size());
   if (stream.stopped) return core::okStatus();
   if (stream.error) return Error::make(ErrorCode::kUpstreamUnreachable, endpoint + ": " + *stream.error);
   if (rc != CURLE_OK) return Error::make(ErrorCode::kUpstreamUnreachable, endpoint + ": " + curl_easy_strerror(rc));

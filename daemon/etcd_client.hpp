@@ -86,6 +86,8 @@ class EtcdClient final : public storage::FleetKv {
   // POST to the endpoints in failover order until one answers with a parsable JSON reply.
   core::Result<std::string> call(const std::string& path, const std::string& body);
   core::Result<std::string> authToken(const std::string& endpoint);
+  // "Authorization: <token>" when etcd wants one, else "" (the caller wipes it after the transfer).
+  core::Result<std::string> authLine(const std::string& endpoint);
 
   core::FleetConfig config_;
   std::optional<core::SecretString> password_;
