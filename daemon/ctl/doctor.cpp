@@ -389,7 +389,12 @@ class Doctor {
     Check check{"reach", u.name, scope, CheckResult::kOk, "", ""};
     if (got.error) {
       check.result = CheckResult::kFail;
+      // By origin only, as everywhere else: a base_url's path may carry a token.
       check.message = got.error->message;
+      for (size_t at = check.message.find(u.base_url); at != std::string::npos;
+           at = check.message.find(u.base_url, at + origin.size())) {
+        check.message.replace(at, u.base_url.size(), origin);
+      }
       if (got.tls_problem && core::isCertificateVerification(*got.tls_problem)) {
         check.message = origin + ": its TLS certificate does not verify against " + trust + ": " +
                         std::string(core::tlsProblemText(*got.tls_problem));

@@ -507,10 +507,12 @@ class DoctorUpstreamFaultsTest(unittest.TestCase):
         cls.tls_fake = FakeUpstream(ssl_context=cls.pki.server_context()).start()
         cls.addClassCleanup(cls.tls_fake.stop)
         cls.dead_port = closed_port()
+        cls.path_tag = os.urandom(6).hex()
         cls.kw = Keyway({
             "bundleup-api": {"base_url": "https://127.0.0.1:%d" % cls.tls_fake.port,
                              "tls": {"ca_file": cls.pki.other_ca_file}},
-            "bundleiq": {"base_url": "http://127.0.0.1:%d" % cls.dead_port},
+            # A path with a token in it, as some users mount: reported by origin only.
+            "bundleiq": {"base_url": "http://127.0.0.1:%d/tok-in-path-%s" % (cls.dead_port, cls.path_tag)},
         }, extra={"listen": "127.0.0.1:%d" % closed_port()})
         cls.addClassCleanup(cls.kw.cleanup)
         cls.kw.init()
@@ -538,6 +540,7 @@ class DoctorUpstreamFaultsTest(unittest.TestCase):
         for text in (cp.stdout, cp.stderr, human.stdout, human.stderr):
             self.assertNotIn(self.secret, text)
             self.assertNotIn(self.pki.tag, text)
+            self.assertNotIn(self.path_tag, text)
 
     def test_daemon_view_in_status(self):
         # keywayd met the same faults: its status says when and why, in the words its clients got.
