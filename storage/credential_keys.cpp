@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <iterator>
 
 #include "storage/file_util.hpp"
@@ -272,6 +273,13 @@ Result<std::shared_ptr<const Keyring>> StoreKeyrings::load(const StoreKeyInfo& i
                          : "no key could be read (" + file_problem + ")";
   if (!live) {
     message += "; use the key file the store was initialised or last re-keyed with";
+    // Under systemd's LoadCredential= keywayd sees a copy of the key file only, never the next
+    // key an interrupted `keywayctl rekey` left beside the original.
+    if (const char* creds = std::getenv("CREDENTIALS_DIRECTORY");
+        creds != nullptr && *creds != '\0' && key_file_.rfind(creds, 0) == 0) {
+      message += "; if a keywayctl rekey was interrupted, run any keywayctl command as root (e.g. "
+                 "`keywayctl status`: it finishes the rekey) and restart keyway";
+    }
     return Error::make(ErrorCode::kInternal, message);
   }
   message += "; the store was re-keyed while keywayd ran and keywayd cannot read the new key: if "
