@@ -135,6 +135,12 @@ class LmdbFleetReplica final : public FleetReplica {
         if (auto st = txn.put(credentialDbi(env_.dbis, (*record)->table), (*record)->key, (*record)->value); !st) {
           return st;
         }
+        if ((*record)->table == RecordTable::kBosaUsers) {
+          // A user's record changes with its secret (or its grants): the token this host minted
+          // may be the old secret's, so the next request mints one again, as on a single host.
+          auto dropped = txn.del(env_.dbis.user_tokens, (*record)->key);
+          if (!dropped) return dropped.takeError();
+        }
       }
       return writeState(txn, std::max(revision, *current));
     });

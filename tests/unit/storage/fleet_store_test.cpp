@@ -176,7 +176,17 @@ TEST_CASE("fleet replica: a snapshot, then events in order, into the host's LMDB
   CHECK((*(*host)->resolveSecret("k", "ops"))->value.view() == "v1");
   REQUIRE((*host)->storeUserToken("alice", {secret("jwt"), 1'900'000'000}).ok());  // this host's own
 
-  const size_t from = f.kv->log.size();
+  // A new user secret: the token this host minted with the old one goes.
+  size_t from = f.kv->log.size();
+  REQUIRE(admin->setBosaUserSecret("alice", secret("sk-new")).ok());
+  REQUIRE((*replica)->applyEvents({f.kv->log.begin() + static_cast<std::ptrdiff_t>(from), f.kv->log.end()},
+                                  f.kv->revision())
+              .ok());
+  CHECK_FALSE((*(*host)->findUserToken("alice")).has_value());
+  CHECK((*(*host)->bosaUserSecret("alice"))->view() == "sk-new");
+  REQUIRE((*host)->storeUserToken("alice", {secret("jwt-2"), 1'900'000'000}).ok());
+
+  from = f.kv->log.size();
   REQUIRE(admin->revokeClient("app").ok());
   REQUIRE(admin->removeSecret("k", "").ok());
   REQUIRE(admin->removeBosaUser("alice").ok());
