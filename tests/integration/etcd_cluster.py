@@ -10,13 +10,18 @@ Fault injection: kill(i) (SIGKILL), start(i) (the same member again, on its data
 (SIGSTOP: a hung endpoint whose TCP connections still open) and resume(i) (SIGCONT), kill_all(),
 start_all().
 
+Backups: snapshot_save(path) (etcdctl snapshot save against one member) and restore_all(path) (every
+member stopped, restored from that file by etcdctl snapshot restore with its own name and URLs into a
+new data dir, and started on it: etcd's own procedure for a cluster restored from a backup).
+
 Data, through the v3 JSON gateway (urllib): revision(), put(), get(), delete(), compact(), dump()
 (every key and value of the whole keyspace), scan_for() (which of some byte strings appear anywhere in
 the keyspace, raw or hex or base64-encoded) and scan_files() (the same over every file of every
 member's data dir: the bbolt database and the WAL, so history and deleted values count too).
 
-The binary: $KEYWAY_ETCD, else `etcd` on PATH. Missing, EtcdCluster() raises EtcdError (a test
-failure, not a skip: scripts/test installs etcd-server).
+The binaries: $KEYWAY_ETCD, else `etcd` on PATH; $KEYWAY_ETCDCTL, else `etcdctl` on PATH (only for
+the backups). Missing, EtcdCluster() raises EtcdError (a test failure, not a skip: scripts/test
+installs etcd-server and etcd-client).
 """
 
 import atexit
@@ -54,6 +59,16 @@ def etcd_binary():
         raise EtcdError("etcd not found (KEYWAY_ETCD unset and no `etcd` on PATH): the fleet tests need a "
                         "real etcd; install Debian's etcd-server (scripts/test does: apt-get install "
                         "etcd-server etcd-client)")
+    return exe
+
+
+def etcdctl_binary():
+    """Path of etcdctl, or raises EtcdError saying how to get one."""
+    exe = os.environ.get("KEYWAY_ETCDCTL") or shutil.which("etcdctl") or (
+        "/usr/bin/etcdctl" if os.access("/usr/bin/etcdctl", os.X_OK) else None)
+    if not exe or not os.access(exe, os.X_OK):
+        raise EtcdError("etcdctl not found (KEYWAY_ETCDCTL unset and no `etcdctl` on PATH): install "
+                        "Debian's etcd-client (scripts/test does)")
     return exe
 
 
@@ -186,14 +201,18 @@ class EtcdCluster:
                     "--trusted-ca-file", self.tls.ca_file,
                     "--client-cert-auth"] if self.tls is not None else [])
 
+    def _env(self):
+        # The members' own environment: no ETCD_* or ETCDCTL_* variables of the caller change flags.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
+        env["ETCDCTL_API"] = "3"
+        return env
+
     def _spawn(self, m):
         m.log = open(m.log_path, "ab")
         m.log.write(b"--- start %s\n" % time.strftime("%H:%M:%S").encode())
         m.log.flush()
-        # The members' own environment: no ETCD_* variables of the caller change their flags.
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         m.proc = subprocess.Popen(self._argv(m), stdin=subprocess.DEVNULL, stdout=m.log, stderr=m.log,
-                                  env=env, cwd=str(self.dir), start_new_session=True)
+                                  env=self._env(), cwd=str(self.dir), start_new_session=True)
         m.paused = False
         m.killed = False
 
@@ -308,6 +327,50 @@ class EtcdCluster:
         if wait:
             self.wait_healthy(timeout)
         return self
+
+    # -- backups --
+    def _etcdctl(self, *args, timeout=60.0):
+        argv = [etcdctl_binary()] + list(args)
+        if self.tls is not None:
+            argv += ["--cacert", self.tls.ca_file, "--cert", self.tls.path("client.pem"),
+                     "--key", self.tls.path("client.key")]
+        cp = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                            env=self._env(), cwd=str(self.dir), timeout=timeout)
+        if cp.returncode != 0:
+            raise EtcdError("%s exited %d: %s%s" % (" ".join(argv[:3]), cp.returncode, cp.stdout[-2000:],
+                                                    cp.stderr[-2000:]))
+        return cp
+
+    def snapshot_save(self, path, endpoint=None):
+        """Saves a snapshot of the keyspace (etcd's backup) to `path` from member `endpoint` (default:
+        the first running, unpaused one); returns the revision it holds."""
+        if self._auth is not None:
+            # etcdctl would need the root password in argv: no test needs this, so it is refused.
+            raise EtcdError("snapshot_save() does not support a cluster with authentication")
+        i = endpoint if endpoint is not None else next(
+            m.index for m in self.members if m.running and not m.paused)
+        self._etcdctl("--endpoints", self.members[i].client_url, "snapshot", "save", str(path))
+        cp = self._etcdctl("snapshot", "status", str(path), "--write-out", "json")
+        return int(json.loads(cp.stdout)["revision"])
+
+    def restore_all(self, path, wait=True, timeout=60.0):
+        """Restores the whole cluster from the snapshot file `path`: every member stopped, restored by
+        `etcdctl snapshot restore` with its own name, peer URL, the cluster's members and token into a
+        new data dir, and started on that dir (the old one stays under the temp dir, unused). The
+        keyspace and its revision are the snapshot's; what was written after it is gone."""
+        self._stop_members()
+        initial = ",".join("%s=%s" % (o.name, o.peer_url) for o in self.members)
+        restored = []
+        for m in self.members:
+            n = len(list(m.data_dir.parent.glob("%s.restored*" % m.name)))
+            new_dir = m.data_dir.parent / ("%s.restored%d.etcd" % (m.name, n))
+            self._etcdctl("snapshot", "restore", str(path), "--name", m.name, "--initial-cluster", initial,
+                          "--initial-cluster-token", self.token, "--initial-advertise-peer-urls", m.peer_url,
+                          "--data-dir", str(new_dir))
+            restored.append(new_dir)
+        for m, new_dir in zip(self.members, restored):
+            m.data_dir = new_dir
+        return self.start_all(wait=wait, timeout=timeout)
 
     def _stop_members(self):
         for m in self.members:

@@ -1,6 +1,6 @@
 """test_etcd_cluster.py: the self-test of etcd_cluster.EtcdCluster, the real 3-member etcd the fleet
 tests run against: it comes up, answers through each member, finds what was put (the positive control
-of the fleet's keyspace scan), survives a killed and a paused member, restarts one, compacts."""
+of the fleet's keyspace scan), survives a killed and a paused member, restarts one, compacts, restores every member from a backup."""
 
 import base64
 import json
@@ -145,6 +145,41 @@ class EtcdClusterTest(unittest.TestCase):
             self.etcd.revision()
         self.etcd.start_all()
         self.assertEqual(self.etcd.get(b"/selftest/durable"), b"kept")
+
+    def test_snapshot_save_and_restore_all(self):
+        self.etcd.put(b"/selftest/restore/kept", b"before")
+        self.etcd.put(b"/selftest/restore/changed", b"before")
+        backup = self.etcd.dir / ("backup-%d.db" % time.time_ns())
+        rev = self.etcd.snapshot_save(backup)
+        self.assertGreaterEqual(rev, self.etcd.mod_revision(b"/selftest/restore/changed"))
+        before = self.etcd.dump()
+        old_dirs = [m.data_dir for m in self.etcd.members]
+        self.etcd.put(b"/selftest/restore/changed", b"after")
+        self.etcd.put(b"/selftest/restore/added", b"after")
+        self.assertGreater(self.etcd.revision(), rev)
+        self.etcd.restore_all(backup)
+        # Every member on a new data dir, the keyspace and the revision of the backup, on each member.
+        for m, old in zip(self.etcd.members, old_dirs):
+            self.assertTrue(m.running)
+            self.assertNotEqual(m.data_dir, old)
+            self.assertTrue((m.data_dir / "member").is_dir(), m.data_dir)
+        for i in range(3):
+            self.assertEqual(self.etcd.revision(endpoint=i), rev)
+        self.assertEqual(self.etcd.dump(), before)
+        self.assertIsNone(self.etcd.get(b"/selftest/restore/added"))
+        self.assertEqual(self.etcd.get(b"/selftest/restore/changed"), b"before")
+        # A working cluster: writes go on from the backup's revision; a member restarts on its new dir.
+        self.assertEqual(self._put_retrying(b"/selftest/restore/next", b"1"), rev + 1)
+        self.etcd.kill(1)
+        self.etcd.start(1)
+        self.assertEqual(self.etcd.call("kv/range", {"key": base64.b64encode(b"/selftest/restore/next").decode()},
+                                        endpoint=1)["kvs"][0]["value"], "MQ==")
+        self.etcd.delete(b"/selftest/", prefix=True)
+
+    def test_snapshot_save_refuses_a_missing_etcdctl(self):
+        with mock.patch.dict(os.environ, {"KEYWAY_ETCDCTL": "/nonexistent/etcdctl"}):
+            with self.assertRaisesRegex(EtcdError, "etcd-client"):
+                self.etcd.snapshot_save(self.etcd.dir / "never.db")
 
 
 class EtcdClusterOptionsTest(unittest.TestCase):
