@@ -2,7 +2,8 @@
 cluster (etcd_cluster.py) and three keywayd hosts that share one master key and one FakeUpstream.
 
 FleetTest shares one cluster and the hosts across its tests; the tests run in name order and the
-destructive ones (a member killed, paused, all killed, compaction) come last. setUp brings every
+destructive ones (a member killed, paused, all killed, compaction, the cluster restored from a
+backup) come last. setUp brings every
 member and host back, so a failed test does not take the next ones down with it. The last test scans
 etcd's whole keyspace and every member file for every secret value, token, team, client and user name
 and user secret the class made, with a planted plaintext as the positive control.
@@ -29,6 +30,7 @@ TABLES = ("teams", "clients", "client_tokens", "secrets", "bosa_users")
 # A hung endpoint costs a keywayctl command one request_timeout before it moves on.
 REQUEST_TIMEOUT_S = 2
 STATUS_KEYS = {"prefix", "endpoints", "cluster_revision", "replica_revision", "lag_revisions", "replica_problem"}
+BEHIND_MSG = "fleet cluster revision is behind the replica (etcd restored from a backup?); taking a new snapshot"
 ENDPOINT_KEYS = {"endpoint", "ok", "version", "revision", "leader", "error"}
 
 
@@ -776,6 +778,103 @@ class FleetTest(FleetCase):
             h3.stop()
             h3.config["fleet"] = fleet_section(self.etcd.endpoints())
             h3.write_config()
+
+    def test_85_etcd_restored_from_a_backup(self):
+        # etcd restored from a backup taken before some changes: its revision is below the hosts'
+        # replicas, and its revisions up to theirs will be other changes than the ones they applied.
+        # Each host must see it, load the restored keyspace and follow what is written after.
+        token = self.tokens[self.client_a]
+        old_value = self.values["shared"]
+        self.addCleanup(self._follow_the_cluster_again)
+        self.wait_synced(self.hosts)
+        backup = self.etcd.dir / ("backup-%s.db" % _uid())
+        backup_rev = self.etcd.snapshot_save(backup)
+        backed_up = self.etcd.dump(prefix=PREFIX.encode())
+
+        # After the backup: a new client and a new value of the shared secret, served everywhere.
+        lost_name, lost_token = self.new_client(via=1)
+        lost_value = "iq-lost-" + _uid() + _uid()
+        self.remember(lost_value, secret=True)
+        self.hosts[2].set_secret("bundleiq.api_key", lost_value)
+        self.values["shared"] = lost_value
+        self.wait_injected_everywhere(token, lost_value)
+        for kw in self.hosts:
+            self.assertEqual(self.status_of(kw, lost_token), 200)
+        head_rev = self.wait_synced(self.hosts)
+        self.assertGreater(head_rev, backup_rev)
+        snapshots = [metric(kw, "keyway_fleet_snapshots_total") for kw in self.hosts]
+        marks = [len(kw.records()) for kw in self.hosts]
+
+        with Load(self.hosts, token) as load:
+            time.sleep(0.3)
+            self.etcd.restore_all(backup)
+            self.values["shared"] = old_value
+            self.assertEqual(self.etcd.dump(prefix=PREFIX.encode()), backed_up)
+            for kw, mark in zip(self.hosts, marks):
+                behind = self.record_after(kw, mark, lambda r: r.get("msg") == BEHIND_MSG, 30)
+                self.assertEqual(behind.get("level"), "warn", behind)
+                self.assertEqual(behind.get("cluster_revision"), backup_rev, behind)
+                self.assertGreaterEqual(behind.get("replica_revision"), head_rev, behind)
+                loaded = self.record_after(kw, kw.records().index(behind),
+                                           lambda r: r.get("msg") == "fleet snapshot loaded", 10)
+                self.assertEqual(loaded.get("revision"), backup_rev, loaded)
+            took = self.wait_injected_everywhere(token, old_value, timeout=10)
+            print("test_fleet: restored state injected by all %s s after the cluster was back" % (
+                ", ".join("%.3f" % t for t in took)))
+            time.sleep(0.3)
+        print("test_fleet: %d requests served while etcd was restored, %d failed" % (load.ok, len(load.failures)))
+        self.assertEqual(load.failures, [])
+        self.assertGreater(load.ok, 20)
+        for kw, before in zip(self.hosts, snapshots):
+            self.assertEqual(self.status_of(kw, lost_token), 401)
+            self.assertEqual(self.injected(kw, self.tokens[self.client_b]), (200, self.values["beta"]))
+            self.assertGreater(metric(kw, "keyway_fleet_snapshots_total"), before)
+            self.assertEqual(metric(kw, "keyway_fleet_replica_revision"), backup_rev)
+            self.assertEqual(metric(kw, "keyway_fleet_watch_connected"), 1)
+            self.assertEqual(request(kw.main_port, "GET", "/_keyway/ready").status, 200)
+            self.assertNotIn(lost_value, kw.stderr_text())
+
+        # Writes after the restore reuse the revisions the hosts had seen: they reach every host.
+        value = "iq-restored-" + _uid() + _uid()
+        self.remember(value, secret=True)
+        self.hosts[0].set_secret("bundleiq.api_key", value)
+        self.values["shared"] = value
+        new_name, new_token = self.new_client(via=2)
+        self.assertLessEqual(self.etcd.revision(), head_rev, "the writes after the restore went past the "
+                             "revisions the hosts had seen: the test no longer covers their reuse")
+        self.wait_injected_everywhere(token, value, timeout=10)
+        self.wait_synced(self.hosts)
+        for kw in self.hosts:
+            self.assertEqual(self.status_of(kw, new_token), 200)
+            self.assertEqual(self.status_of(kw, lost_token), 401)
+
+    def record_after(self, kw, mark, pred, timeout):
+        """The first log record of kw after its first `mark` ones that matches pred, waiting up to
+        timeout; fails with the host's fleet log lines when none comes."""
+        def find():
+            return next((r for r in kw.records()[mark:] if pred(r)), None)
+        try:
+            return wait_until(find, timeout, interval=0.05, what="a log record of host %s" % kw.main_port)[0]
+        except AssertionError as e:
+            raise AssertionError("%s; its fleet log since:\n%s" % (e, "\n".join(
+                json.dumps(r) for r in kw.records()[mark:] if r.get("component") == "fleet"))) from None
+
+    def _follow_the_cluster_again(self):
+        """After a failed restore test, a host may keep a replica ahead of the cluster and miss the
+        writes at revisions it has already seen: for the next tests, the cluster's revision is moved
+        past every replica's (writes outside the prefix) and the shared secret set once more."""
+        try:
+            self.wait_injected_everywhere(self.tokens[self.client_a], self.values["shared"], timeout=3)
+            return
+        except AssertionError:
+            pass
+        top = max(metric(kw, "keyway_fleet_replica_revision") or 0 for kw in self.hosts)
+        while self.etcd.revision() <= top:
+            self.etcd.put(b"/keyway-it/revision-bump", b"x")
+        value = "iq-after-restore-" + _uid() + _uid()
+        self.remember(value, secret=True)
+        self.hosts[0].set_secret("bundleiq.api_key", value)
+        self.values["shared"] = value
 
     # ---------------------------------------------------------------------------------------------
     # 99: nothing readable in etcd
