@@ -162,6 +162,7 @@ class EtcdClusterTest(unittest.TestCase):
         for m, old in zip(self.etcd.members, old_dirs):
             self.assertTrue(m.running)
             self.assertNotEqual(m.data_dir, old)
+            self.assertEqual(old.exists(), bool(os.environ.get("KEYWAY_IT_KEEP")), old)
             self.assertTrue((m.data_dir / "member").is_dir(), m.data_dir)
         for i in range(3):
             self.assertEqual(self.etcd.revision(endpoint=i), rev)
