@@ -288,8 +288,16 @@ void Gateway::serveKeywayEndpoint(const HttpRequest& request, std::string_view p
   if (path == "/_keyway/health") {
     response = jsonResponse(200, "{\"status\":\"ok\"}");
   } else if (path == "/_keyway/ready") {
-    response = deps_.ready() ? jsonResponse(200, "{\"status\":\"ready\"}")
-                             : errorResponse(Error::make(ErrorCode::kUnavailable, "keyway is not ready yet"));
+    const std::string details = deps_.ready_details ? deps_.ready_details() : std::string();
+    if (deps_.ready()) {
+      response = jsonResponse(200, "{\"status\":\"ready\"" + (details.empty() ? "" : "," + details) + "}");
+    } else {
+      response = errorResponse(Error::make(ErrorCode::kUnavailable, "keyway is not ready yet"));
+      if (!details.empty() && !response.body.empty() && response.body.back() == '}') {
+        response.body.pop_back();
+        response.body += "," + details + "}";
+      }
+    }
   } else if (path == "/_keyway/metrics") {
     response.status = 200;
     response.headers.push_back({"Content-Type", "text/plain; version=0.0.4; charset=utf-8"});

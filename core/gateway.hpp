@@ -53,6 +53,9 @@ struct GatewayDeps {
   // The body of GET /_keyway/status (docs/http.md): a JSON document without any secret. Runs on
   // the serving thread, so it must be cheap and never wait on I/O. Null = no such endpoint (404).
   std::function<std::string()> status;
+  // Members added to GET /_keyway/ready's answer (e.g. `"fleet":{...}`, docs/fleet.md): the text
+  // of JSON object members, or "". Cheap, never waiting on I/O. Null = none.
+  std::function<std::string()> ready_details;
 };
 
 class Gateway {

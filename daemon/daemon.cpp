@@ -167,6 +167,10 @@ int Daemon::run() {
   deps.clock = std::make_shared<core::RealClock>();
   // A fleet host that never held the fleet's records would answer with the wrong ones.
   deps.ready = [this] { return ready_.load(std::memory_order_relaxed) && (!fleet_ || fleet_->synced()); };
+  if (fleet_) {
+    FleetReplicator* fleet = fleet_.get();
+    deps.ready_details = [fleet] { return "\"fleet\":" + fleetStatusJson(*fleet); };
+  }
   // BOSA schemas survive restarts so validation keeps working while BOSA is down (docs/bosa.md).
   if (auto schemas = storage::LmdbSchemaStore::open(config.state_dir); schemas.ok()) {
     deps.schemas = std::move(schemas.value());

@@ -348,6 +348,26 @@ Result<storage::FleetRange> EtcdClient::range(const std::string& prefix) {
   return out;
 }
 
+Result<std::optional<std::string>> EtcdClient::valueAt(const std::string& key, int64_t revision) {
+  const std::string body = "{\"key\":\"" + base64Encode(key) + "\",\"revision\":\"" + std::to_string(revision) + "\"}";
+  auto reply = call("/v3/kv/range", body);
+  if (!reply) {
+    // etcd: "mvcc: required revision has been compacted" / "... is a future revision".
+    if (reply.error().message.find("required revision") != std::string::npos) {
+      return Error::make(ErrorCode::kNotFound, reply.error().message);
+    }
+    return reply.takeError();
+  }
+  rapidjson::Document doc;
+  doc.Parse(reply->c_str());
+  if (doc.HasMember("kvs") && doc["kvs"].IsArray() && !doc["kvs"].Empty()) {
+    auto value = base64Decode(stringOf(doc["kvs"][0], "value"));
+    if (!value) return Error::make(ErrorCode::kInternal, "etcd sent a value that is not base64");
+    return std::optional<std::string>(std::move(*value));
+  }
+  return std::optional<std::string>();
+}
+
 Result<bool> EtcdClient::commit(const std::vector<storage::FleetGuard>& guards,
                                 const std::vector<storage::FleetWrite>& writes) {
   std::string body = "{\"compare\":[";

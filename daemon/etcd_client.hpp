@@ -52,6 +52,10 @@ class EtcdClient final : public storage::FleetKv {
   core::Result<bool> commit(const std::vector<storage::FleetGuard>& guards,
                             const std::vector<storage::FleetWrite>& writes) override;
 
+  // The value of `key` as of `revision` (nullopt: absent then). kNotFound when etcd no longer has
+  // (compacted) or does not yet have (future) that revision.
+  core::Result<std::optional<std::string>> valueAt(const std::string& key, int64_t revision);
+
   // Every endpoint's status (each asked once, within the request timeout).
   std::vector<EtcdEndpointStatus> statusAll();
   // One endpoint's status within `timeout` (the replicator's health probe).

@@ -138,10 +138,46 @@ bool FleetReplicator::snapshot() {
   logger_->info("fleet snapshot loaded", {field("component", "fleet"), field("revision", range->revision),
                                           field("records", static_cast<int64_t>(*applied))});
   need_snapshot_ = false;
+  history_checked_ = true;
+  return true;
+}
+
+// Whether etcd's history up to the replica's revision is the one the replica followed: the head
+// value at that revision must be the one the replica saw. After a restore from a backup the
+// cluster may have been written up to (or past) the replica's revision again, with other changes.
+bool FleetReplicator::historyMatches() {
+  auto state = replica_->state();
+  if (!state) {
+    fail("replica read", state.error().message);
+    return false;
+  }
+  auto head = etcd_->valueAt(config_.prefix + std::string(storage::kFleetHead), revision_.load());
+  if (!head && head.error().code == core::ErrorCode::kNotFound) {
+    // Compacted past the replica (or not there yet: restored behind it): a snapshot decides.
+    logger_->warn("fleet revision of the replica is no longer (or not yet) in etcd; taking a new snapshot",
+                  {field("component", "fleet"), field("replica_revision", revision_.load()),
+                   field("error", head.error().message)});
+    need_snapshot_ = true;
+    return false;
+  }
+  if (!head) {
+    fail("watch", head.error().message);
+    return false;
+  }
+  if (head->value_or(std::string()) != state->head) {
+    logger_->warn("fleet history differs from the replica's (etcd restored from a backup?); taking a new snapshot",
+                  {field("component", "fleet"), field("replica_revision", revision_.load())});
+    need_snapshot_ = true;
+    return false;
+  }
   return true;
 }
 
 void FleetReplicator::watchOnce() {
+  if (!history_checked_) {
+    if (!historyMatches()) return;
+    history_checked_ = true;
+  }
   const int64_t from = revision_.load() + 1;
   abort_watch_.store(false);
   std::string endpoint;
@@ -216,6 +252,7 @@ void FleetReplicator::watchOnce() {
     synced_at_ms_.store(steadyMs());
   }
   reconnects_.fetch_add(1);
+  history_checked_ = false;  // the cluster may have been restored while the watch was down
   if (!apply_error.empty()) {
     errors_.fetch_add(1);
     logger_->error("fleet event not applied; taking a new snapshot",

@@ -50,6 +50,7 @@ class FleetReplicator {
   void run();
   void probe();
   bool snapshot();
+  bool historyMatches();
   void watchOnce();
   void pause(std::chrono::milliseconds base);
   void fail(const std::string& what, const std::string& error);
@@ -72,6 +73,7 @@ class FleetReplicator {
   std::string endpoint_;
   std::string state_ = "connecting";
   bool need_snapshot_ = true;
+  bool history_checked_ = false;  // the cluster's history up to revision_ is the replica's
   bool reported_unreachable_ = false;
   std::chrono::milliseconds backoff_{100};
 };

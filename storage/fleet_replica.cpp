@@ -20,6 +20,7 @@ namespace {
 constexpr std::string_view kMetaFleetPrefix = "fleet_prefix";
 constexpr std::string_view kMetaFleetRevision = "fleet_revision";
 constexpr std::string_view kMetaFleetSynced = "fleet_synced_unix_ms";
+constexpr std::string_view kMetaFleetHead = "fleet_head";
 
 // The tables a fleet holds; user_tokens stays each host's.
 constexpr RecordTable kFleetTables[] = {RecordTable::kTeams, RecordTable::kClients,
@@ -61,6 +62,9 @@ class LmdbFleetReplica final : public FleetReplica {
       auto synced = txn.get(env_.dbis.meta, kMetaFleetSynced);
       if (!synced) return synced.takeError();
       if (*synced) st.synced_unix_ms = parseInt(**synced).value_or(0);
+      auto head = txn.get(env_.dbis.meta, kMetaFleetHead);
+      if (!head) return head.takeError();
+      if (*head) st.head = std::string(**head);
       return core::okStatus();
     });
     if (!status) return status.takeError();
@@ -100,6 +104,10 @@ class LmdbFleetReplica final : public FleetReplica {
           if (auto d = txn.del(env_.dbis.user_tokens, id); !d) return d.takeError();
         }
       }
+      const FleetEntry* head = findFleetEntry(range, prefix_ + std::string(kFleetHead));
+      if (auto st = txn.put(env_.dbis.meta, kMetaFleetHead, head != nullptr ? head->value : std::string()); !st) {
+        return st;
+      }
       return writeState(txn, range.revision);
     });
     if (!status) return status.takeError();
@@ -109,6 +117,7 @@ class LmdbFleetReplica final : public FleetReplica {
 
   Status applyEvents(const std::vector<FleetEvent>& events, int64_t revision) override {
     const std::string meta_prefix = prefix_ + "meta/";
+    const std::string head_key = prefix_ + std::string(kFleetHead);
     return env_.env->update([&](LmdbTxn& txn) -> Status {
       if (!codec_) {
         // Resuming from an earlier run's copy: its last snapshot checked that the fleet's keys
@@ -121,6 +130,10 @@ class LmdbFleetReplica final : public FleetReplica {
       if (!current) return current.takeError();
       for (const auto& ev : events) {
         if (ev.mod_revision <= *current) continue;  // already applied (a resumed watch)
+        if (ev.key == head_key) {
+          if (auto st = txn.put(env_.dbis.meta, kMetaFleetHead, ev.value.value_or(std::string())); !st) return st;
+          continue;
+        }
         if (ev.key.compare(0, meta_prefix.size(), meta_prefix) == 0) {
           return Error::make(ErrorCode::kBadRequest, "the fleet's meta records changed; a new snapshot is needed");
         }

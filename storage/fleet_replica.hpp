@@ -26,6 +26,9 @@ struct FleetEvent {
 struct FleetReplicaState {
   std::optional<int64_t> revision;  // none: never loaded from this prefix
   int64_t synced_unix_ms = 0;       // when the copy was last brought up to date
+  // The fleet's head value as of `revision`: a cluster whose head at that revision is another
+  // (etcd restored from a backup, then written again) has a history the copy did not follow.
+  std::string head;
 };
 
 class FleetReplica {

@@ -31,6 +31,10 @@ TABLES = ("teams", "clients", "client_tokens", "secrets", "bosa_users")
 REQUEST_TIMEOUT_S = 2
 STATUS_KEYS = {"prefix", "endpoints", "cluster_revision", "replica_revision", "lag_revisions", "replica_problem"}
 BEHIND_MSG = "fleet cluster revision is behind the replica (etcd restored from a backup?); taking a new snapshot"
+# A restored cluster is noticed either by the revision the replica holds being out of etcd's range
+# (checked before each watch) or by the watch's own first answer.
+RESTORED_MSGS = (BEHIND_MSG, "fleet revision of the replica is no longer (or not yet) in etcd; taking a new snapshot")
+HISTORY_MSG = "fleet history differs from the replica's (etcd restored from a backup?); taking a new snapshot"
 ENDPOINT_KEYS = {"endpoint", "ok", "version", "revision", "leader", "error"}
 
 
@@ -350,6 +354,11 @@ class FleetTest(FleetCase):
             self.assertIn(st["endpoint"], self.etcd.endpoints())
             self.assertIsInstance(st["replica_revision"], int)
             self.assertIsInstance(st["lag_seconds"], (int, float))
+            ready = request(kw.main_port, "GET", "/_keyway/ready")
+            self.assertEqual(ready.status, 200)
+            self.assertEqual(ready.json()["status"], "ready")
+            self.assertEqual(ready.json()["fleet"]["state"], "watching", ready.body)
+            self.assertIsInstance(ready.json()["fleet"]["replica_revision"], int)
             snap = kw.wait_for_record(lambda r: r.get("msg") == "fleet snapshot loaded", 1)
             self.assertIsNotNone(snap, "no \"fleet snapshot loaded\" line")
             self.assertEqual(snap.get("component"), "fleet")
@@ -700,6 +709,10 @@ class FleetTest(FleetCase):
             for _ in range(5):
                 self.assertEqual(request(spare.main_port, "GET", "/_keyway/ready").status, 503)
                 time.sleep(0.1)
+            not_ready = request(spare.main_port, "GET", "/_keyway/ready").json()
+            self.assertEqual(not_ready["error"]["code"], "unavailable", not_ready)
+            self.assertIn(not_ready["fleet"]["state"], ("connecting", "unreachable"), not_ready)
+            self.assertEqual(not_ready["fleet"]["replica_revision"], 0, not_ready)
             time.sleep(1.0)  # the hosts serve through a longer outage too
         print("test_fleet: %d requests served with every member down, %d failed" % (load.ok, len(load.failures)))
         self.assertEqual(load.failures, [])
@@ -811,9 +824,10 @@ class FleetTest(FleetCase):
             self.values["shared"] = old_value
             self.assertEqual(self.etcd.dump(prefix=PREFIX.encode()), backed_up)
             for kw, mark in zip(self.hosts, marks):
-                behind = self.record_after(kw, mark, lambda r: r.get("msg") == BEHIND_MSG, 30)
+                behind = self.record_after(kw, mark, lambda r: r.get("msg") in RESTORED_MSGS, 30)
                 self.assertEqual(behind.get("level"), "warn", behind)
-                self.assertEqual(behind.get("cluster_revision"), backup_rev, behind)
+                if behind.get("msg") == BEHIND_MSG:
+                    self.assertEqual(behind.get("cluster_revision"), backup_rev, behind)
                 self.assertGreaterEqual(behind.get("replica_revision"), head_rev, behind)
                 loaded = self.record_after(kw, kw.records().index(behind),
                                            lambda r: r.get("msg") == "fleet snapshot loaded", 10)
@@ -847,6 +861,45 @@ class FleetTest(FleetCase):
         for kw in self.hosts:
             self.assertEqual(self.status_of(kw, new_token), 200)
             self.assertEqual(self.status_of(kw, lost_token), 401)
+
+    def test_86_restored_cluster_written_past_a_stopped_hosts_revision(self):
+        # A host down during the restore comes back when the restored cluster has been written up
+        # to (and past) its replica's revision again: same revision numbers, other changes. It must
+        # notice by the head it saw at its revision, not serve the lost state.
+        token = self.tokens[self.client_a]
+        old_value = self.values["shared"]
+        self.addCleanup(self._follow_the_cluster_again)
+        self.wait_synced(self.hosts)
+        backup = self.etcd.dir / ("backup-%s.db" % _uid())
+        backup_rev = self.etcd.snapshot_save(backup)
+        lost_name, lost_token = self.new_client(via=1)
+        lost_value = "iq-lost2-" + _uid() + _uid()
+        self.remember(lost_value, secret=True)
+        self.hosts[0].set_secret("bundleiq.api_key", lost_value)
+        self.values["shared"] = lost_value
+        self.wait_injected_everywhere(token, lost_value)
+        head_rev = self.wait_synced(self.hosts)
+        h3 = self.hosts[2]
+        h3.stop()
+        self.etcd.restore_all(backup)
+        self.values["shared"] = old_value
+        # Written again up to past host 3's revision, through the two hosts that ran on.
+        written = []
+        while self.etcd.revision() <= head_rev:
+            value = "iq-rewritten-" + _uid() + _uid()
+            self.remember(value, secret=True)
+            self.hosts[0].set_secret("bundleiq.api_key", value)
+            written.append(value)
+        self.values["shared"] = written[-1]
+        h3.start()
+        rec = h3.wait_for_record(lambda r: r.get("msg") == HISTORY_MSG, 20)
+        self.assertIsNotNone(rec, "\n".join(json.dumps(r) for r in h3.records() if r.get("component") == "fleet"))
+        self.assertEqual(rec.get("level"), "warn", rec)
+        self.wait_injected_everywhere(token, written[-1], timeout=10)
+        for kw in self.hosts:
+            self.assertEqual(self.status_of(kw, lost_token), 401)
+        self.assertNotIn(lost_value, h3.stderr_text())
+        self.assertGreaterEqual(backup_rev, 1)
 
     def record_after(self, kw, mark, pred, timeout):
         """The first log record of kw after its first `mark` ones that matches pred, waiting up to
