@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <ctime>
 #include <utility>
 #include <vector>
@@ -440,6 +441,14 @@ Result<RestoreReport> restoreCredentialStore(const std::string& state_dir,
     auto saved = writeFileAtomically(saved_path, encodeBackup(*current, *live_keyring),
                                      /*replace=*/true);
     if (!saved) return saved.takeError();
+    // Run as root (sudo keywayctl restore), the copy would be root's in a directory keywayd owns:
+    // it goes to the directory's owner, like every other file there.
+    struct stat dir_st {};
+    if (::geteuid() == 0 && ::stat(options.saved_copy_dir.c_str(), &dir_st) == 0 &&
+        ::chown(saved_path.c_str(), dir_st.st_uid, dir_st.st_gid) != 0) {
+      return Error::make(ErrorCode::kInternal, "cannot give " + saved_path + " to the owner of " +
+                                                   options.saved_copy_dir + ": " + std::strerror(errno));
+    }
     report.saved_copy = saved_path;
   }
   for (const CredentialTable& t : env->tables()) {

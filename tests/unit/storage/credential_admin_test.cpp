@@ -388,8 +388,17 @@ TEST_CASE("backup: a sealed, private, atomic copy; restore puts it back and save
   RestoreOptions options;
   options.saved_copy_dir = p.dir / "saved";
   REQUIRE(ensurePrivateDirectory(options.saved_copy_dir).ok());
+  // Run as root into a directory another user owns (keywayd's), the copy goes to that user.
+  const bool as_root = ::geteuid() == 0;
+  if (as_root) REQUIRE(::chown(options.saved_copy_dir.c_str(), 65534, 65534) == 0);
   auto r = restoreCredentialStore(p.state, p.key, file, options);
   REQUIRE_MESSAGE(r.ok(), (r.ok() ? "" : r.error().message));
+  if (as_root) {
+    struct stat st {};
+    REQUIRE(::stat(r->saved_copy.c_str(), &st) == 0);
+    CHECK(st.st_uid == 65534u);
+    CHECK(st.st_gid == 65534u);
+  }
   CHECK(r->before.teams == 2);
   CHECK(r->after.teams == 1);
   CHECK(r->after.secrets == 2);
