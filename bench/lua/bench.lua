@@ -6,10 +6,19 @@
 -- BENCH_STOP_AFTER=M the run stops after M responses: the thread stops and wrk gets SIGINT
 -- (WRK_SELF_PID, set by bench/run through `exec`), which makes wrk print its results at once
 -- (the reported duration then includes up to ~0.2 s of signalling delay).
+-- With BENCH_DELAY_MS=D every connection waits D ms after each response before its next request:
+-- a paced load of about connections * 1000 / (D + latency) requests/s (bench/fleet).
 
 local keys = tonumber(os.getenv("BENCH_KEYS") or "")
 local stop_after = tonumber(os.getenv("BENCH_STOP_AFTER") or "") or 0
 local self_pid = os.getenv("WRK_SELF_PID")
+local delay_ms = tonumber(os.getenv("BENCH_DELAY_MS") or "") or 0
+
+if delay_ms > 0 then
+  delay = function()
+    return delay_ms
+  end
+end
 
 if keys and keys > 0 then
   local prefix = os.getenv("BENCH_PATH") or "/?k="
