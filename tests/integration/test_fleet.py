@@ -798,18 +798,7 @@ class FleetTest(FleetCase):
         # Each host must see it, load the restored keyspace and follow what is written after.
         token = self.tokens[self.client_a]
         old_value = self.values["shared"]
-        self.addCleanup(self._follow_the_cluster_again)
-        self.wait_synced(self.hosts)
-        backup = self.etcd.dir / ("backup-%s.db" % _uid())
-        backup_rev = self.etcd.snapshot_save(backup)
-        backed_up = self.etcd.dump(prefix=PREFIX.encode())
-
-        # After the backup: a new client and a new value of the shared secret, served everywhere.
-        lost_name, lost_token = self.new_client(via=1)
-        lost_value = "iq-lost-" + _uid() + _uid()
-        self.remember(lost_value, secret=True)
-        self.hosts[2].set_secret("bundleiq.api_key", lost_value)
-        self.values["shared"] = lost_value
+        backup, backup_rev, backed_up, lost_token, lost_value = self._backup_then_change(via=2)
         self.wait_injected_everywhere(token, lost_value)
         for kw in self.hosts:
             self.assertEqual(self.status_of(kw, lost_token), 200)
@@ -868,15 +857,7 @@ class FleetTest(FleetCase):
         # notice by the head it saw at its revision, not serve the lost state.
         token = self.tokens[self.client_a]
         old_value = self.values["shared"]
-        self.addCleanup(self._follow_the_cluster_again)
-        self.wait_synced(self.hosts)
-        backup = self.etcd.dir / ("backup-%s.db" % _uid())
-        backup_rev = self.etcd.snapshot_save(backup)
-        lost_name, lost_token = self.new_client(via=1)
-        lost_value = "iq-lost2-" + _uid() + _uid()
-        self.remember(lost_value, secret=True)
-        self.hosts[0].set_secret("bundleiq.api_key", lost_value)
-        self.values["shared"] = lost_value
+        backup, backup_rev, _, lost_token, lost_value = self._backup_then_change(via=0)
         self.wait_injected_everywhere(token, lost_value)
         head_rev = self.wait_synced(self.hosts)
         h3 = self.hosts[2]
@@ -900,6 +881,22 @@ class FleetTest(FleetCase):
             self.assertEqual(self.status_of(kw, lost_token), 401)
         self.assertNotIn(lost_value, h3.stderr_text())
         self.assertGreaterEqual(backup_rev, 1)
+
+    def _backup_then_change(self, via):
+        """An etcd backup, then changes it does not hold (a new client, a new shared secret set on
+        host `via`): returns the backup file, its revision, its keyspace under the prefix, the new
+        client's token and the new secret value. The cluster is followed again after the test."""
+        self.addCleanup(self._follow_the_cluster_again)
+        self.wait_synced(self.hosts)
+        backup = self.etcd.dir / ("backup-%s.db" % _uid())
+        backup_rev = self.etcd.snapshot_save(backup)
+        backed_up = self.etcd.dump(prefix=PREFIX.encode())
+        _, lost_token = self.new_client(via=1)
+        lost_value = "iq-lost-" + _uid() + _uid()
+        self.remember(lost_value, secret=True)
+        self.hosts[via].set_secret("bundleiq.api_key", lost_value)
+        self.values["shared"] = lost_value
+        return backup, backup_rev, backed_up, lost_token, lost_value
 
     def record_after(self, kw, mark, pred, timeout):
         """The first log record of kw after its first `mark` ones that matches pred, waiting up to
