@@ -95,11 +95,6 @@ int stopWhenCancelled(void* user, curl_off_t, curl_off_t, curl_off_t, curl_off_t
   return static_cast<std::atomic<bool>*>(user)->load() ? 1 : 0;
 }
 
-void jitteredPause(std::chrono::milliseconds base) {
-  thread_local std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int64_t> d(base.count() / 2, base.count() * 3 / 2);
-  std::this_thread::sleep_for(std::chrono::milliseconds(d(rng)));
-}
 
 std::string jsonString(const std::string& s) {
   rapidjson::StringBuffer buf;
@@ -152,6 +147,12 @@ Result<core::SecretString> readPasswordFile(const std::string& path) {
 }
 
 }  // namespace
+
+std::chrono::milliseconds jittered(std::chrono::milliseconds base) {
+  thread_local std::mt19937 rng(std::random_device{}());
+  std::uniform_int_distribution<int64_t> d(base.count() / 2, base.count() * 3 / 2);
+  return std::chrono::milliseconds(d(rng));
+}
 
 std::string base64Encode(std::string_view bytes) {
   std::string out;
@@ -285,7 +286,7 @@ Result<std::string> EtcdClient::call(const std::string& path, const std::string&
   std::string failures;
   const size_t n = config_.endpoints.size();
   for (int round = 0; round < 2 && !cancelled_.load(); ++round) {
-    if (round > 0) jitteredPause(std::chrono::milliseconds(200));
+    if (round > 0) std::this_thread::sleep_for(jittered(std::chrono::milliseconds(200)));
     failures.clear();
     const size_t first = preferred_.load();
     for (size_t k = 0; k < n && !cancelled_.load(); ++k) {

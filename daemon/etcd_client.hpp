@@ -102,6 +102,9 @@ class EtcdClient final : public storage::FleetKv {
   std::string token_endpoint_;
 };
 
+// `base` give or take half of it, at random: waits of clients that failed together spread out.
+std::chrono::milliseconds jittered(std::chrono::milliseconds base);
+
 // etcd's JSON gateway carries bytes as standard base64 (with padding).
 std::string base64Encode(std::string_view bytes);
 std::optional<std::string> base64Decode(std::string_view text);

@@ -4,7 +4,6 @@
 #include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
-#include <random>
 
 namespace keyway::daemon {
 
@@ -80,10 +79,8 @@ std::string FleetReplicator::endpoint() const {
 }
 
 void FleetReplicator::pause(std::chrono::milliseconds base) {
-  thread_local std::mt19937 rng(std::random_device{}());
-  std::uniform_int_distribution<int64_t> d(base.count() / 2, base.count() * 3 / 2);
   std::unique_lock<std::mutex> lock(mu_);
-  cv_.wait_for(lock, std::chrono::milliseconds(d(rng)), [this] { return stop_.load(); });
+  cv_.wait_for(lock, jittered(base), [this] { return stop_.load(); });
 }
 
 void FleetReplicator::fail(const std::string& what, const std::string& error) {

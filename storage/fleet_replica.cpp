@@ -2,8 +2,6 @@
 // (see fleet_replica.hpp).
 #include "storage/fleet_replica.hpp"
 
-#include <sodium.h>
-
 #include <charconv>
 #include <set>
 
@@ -287,9 +285,7 @@ Result<FleetImportReport> importIntoFleet(FleetKv& kv, const std::string& prefix
       writes.push_back(FleetWrite{e.key, std::nullopt});
     }
   }
-  unsigned char bytes[16];
-  randombytes_buf(bytes, sizeof bytes);
-  writes.push_back(FleetWrite{head, hexEncode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes))});
+  writes.push_back(FleetWrite{head, newFleetHeadValue()});
   for (size_t i = 0; i < writes.size(); i += kFleetMaxWritesPerTxn) {
     std::vector<FleetWrite> chunk(writes.begin() + static_cast<std::ptrdiff_t>(i),
                                   writes.begin() + static_cast<std::ptrdiff_t>(std::min(writes.size(), i + kFleetMaxWritesPerTxn)));

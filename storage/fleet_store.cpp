@@ -30,8 +30,6 @@ void appendU32(std::string& out, uint32_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
 }
 
-std::string hex(std::string_view bytes) { return hexEncode(bytes); }
-
 }  // namespace
 
 std::string FleetCodec::recordKey(RecordTable table, std::string_view key) const {
@@ -111,7 +109,7 @@ Result<std::shared_ptr<const Keyring>> fleetKeyring(const FleetRange& range, con
   }
   auto plain = Keyring::create(key);
   if (!plain) return plain.takeError();
-  const std::string ours = hex(plain->keyId());
+  const std::string ours = hexEncode(plain->keyId());
   if (key_id->value != ours) {
     return Error::make(ErrorCode::kInternal,
                        "the fleet under " + prefix + " is sealed under master key id " +
@@ -126,8 +124,14 @@ Result<std::shared_ptr<const Keyring>> fleetKeyring(const FleetRange& range, con
   return std::shared_ptr<const Keyring>(std::make_shared<Keyring>(std::move(keyring).value()));
 }
 
+std::string newFleetHeadValue() {
+  unsigned char bytes[16];
+  randombytes_buf(bytes, sizeof bytes);
+  return hexEncode(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
+}
+
 std::vector<FleetWrite> fleetMetaWrites(const std::string& prefix, const Keyring& keyring) {
-  return {FleetWrite{prefix + std::string(kFleetKeyId), hex(keyring.keyId())},
+  return {FleetWrite{prefix + std::string(kFleetKeyId), hexEncode(keyring.keyId())},
           FleetWrite{prefix + std::string(kFleetHashKeys), keyring.sealHashKeys(kHashKeysAd)}};
 }
 
@@ -138,11 +142,6 @@ void backoff(int attempt) {
   std::this_thread::sleep_for(std::chrono::milliseconds(ms));
 }
 
-std::string newHeadValue() {
-  unsigned char bytes[16];
-  randombytes_buf(bytes, sizeof bytes);
-  return hex(std::string_view(reinterpret_cast<const char*>(bytes), sizeof bytes));
-}
 
 // keywayctl's view of a fleet: each unit on a copy of the records read from etcd.
 class FleetCredentialRecords final : public CredentialRecords {
@@ -194,7 +193,7 @@ class FleetCredentialRecords final : public CredentialRecords {
         guards.push_back({prefix_ + std::string(kFleetKeyId), 0});
         for (auto& w : fleetMetaWrites(prefix_, loaded->codec.keyring())) writes.push_back(std::move(w));
       }
-      written_head = newHeadValue();
+      written_head = newFleetHeadValue();
       writes.push_back({prefix_ + std::string(kFleetHead), written_head});
       auto committed = kv_->commit(guards, writes);
       if (!committed) {

@@ -109,6 +109,9 @@ core::Result<std::shared_ptr<const Keyring>> fleetKeyring(const FleetRange& rang
                                                           const std::string& prefix,
                                                           const MasterKey& key);
 
+// A fresh random value for the head: what a writer puts there, and later recognises as its own.
+std::string newFleetHeadValue();
+
 // The meta writes that make `prefix` a fleet store sealed with `keyring`.
 std::vector<FleetWrite> fleetMetaWrites(const std::string& prefix, const Keyring& keyring);
 

@@ -112,7 +112,7 @@ TEST_CASE("fleet: nothing in etcd is readable without the master key") {
   REQUIRE(token.ok());
   REQUIRE(s->setSecret("secret-name-lynx", "team-zebra", secret("value-of-the-secret-123")).ok());
   REQUIRE(s->addBosaUser("alice@example.org", secret("user-secret-456"), {"team-zebra"}).ok());
-  for (const std::string needle : {std::string(token->view()), std::string("value-of-the-secret-123"),
+  for (const std::string& needle : {std::string(token->view()), std::string("value-of-the-secret-123"),
                                    std::string("user-secret-456"), std::string("team-zebra"),
                                    std::string("client-okapi"), std::string("secret-name-lynx"),
                                    std::string("alice@example.org")}) {
