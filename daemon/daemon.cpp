@@ -294,8 +294,12 @@ void Daemon::reload() {
   if (next.server.threads != cur.server.threads) restart_needed.push_back("server.threads");
   const auto fleetId = [](const core::Config& c) {
     if (!c.fleet) return std::string();
-    std::string id = c.fleet->prefix + "|" + c.fleet->username + "|" + c.fleet->password_file;
-    for (const auto& e : c.fleet->endpoints) id += "|" + e;
+    // Every key: the replicator and its etcd client are made once, at start.
+    const core::FleetConfig& f = *c.fleet;
+    std::string id = f.prefix + "|" + f.username + "|" + f.password_file + "|" + f.tls.ca_file + "|" +
+                     f.tls.client_cert + "|" + f.tls.client_key + "|" + std::to_string(f.dial_timeout.count()) +
+                     "|" + std::to_string(f.request_timeout.count());
+    for (const auto& e : f.endpoints) id += "|" + e;
     return id;
   };
   if (fleetId(next) != fleetId(cur)) restart_needed.push_back("fleet");

@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import threading
@@ -539,6 +540,28 @@ class FleetTest(FleetCase):
         self.assertNotIn(value, cp.stdout + cp.stderr)
         self.assertUnchanged(before, "rekey, restore or a write under another key")
         self.assertEqual(self.injected(self.hosts[0], self.tokens[self.client_a]), (200, self.values["shared"]))
+
+    def test_18_a_fleet_change_on_reload_needs_a_restart(self):
+        # The replicator and its etcd client are made at start: a reload says so for any fleet key
+        # (here a timeout and the TLS section) and keeps serving with what it has.
+        kw = self.hosts[1]
+        before = json.loads(json.dumps(kw.config["fleet"]))
+        try:
+            for change in ({"request_timeout": "4s"}, {"tls": {"ca_file": ""}, "dial_timeout": "1500ms"}):
+                kw.config["fleet"] = json.loads(json.dumps(before))
+                kw.config["fleet"]["etcd"].update(change)
+                kw.write_config()
+                mark = len(kw.records())
+                kw.signal(signal.SIGHUP)
+                rec = wait_until(lambda: next((r for r in kw.records()[mark:] if r.get("msg", "").startswith(
+                    "configuration changes that apply only after a restart")), None), 10,
+                    what="the restart warning")[0]
+                self.assertIn("fleet", rec.get("needs_restart", ""), rec)
+                self.assertEqual(self.injected(kw, self.tokens[self.client_a]), (200, self.values["shared"]))
+        finally:
+            kw.config["fleet"] = before
+            kw.write_config()
+            kw.signal(signal.SIGHUP)
 
     def test_17_bad_fleet_config_names_key_and_line(self):
         kw = self.hosts[0]
