@@ -128,7 +128,8 @@ const CommandGroup& fleetGroup() {
       "keywayctl fleet status [--json]   the etcd members, the cluster's revision and this host's replica\n"
       "keywayctl fleet import [--json]   copy this host's store into the fleet's empty prefix (once)\n"
       "\n"
-      "With a `fleet:` configuration every other command reads and writes etcd (docs/fleet.md).\n"
+      "With a `fleet:` configuration the team, client, secret and bosa-user commands read and write\n"
+      "etcd; rekey and restore are refused (docs/fleet.md).\n"
       "exit status: 0 ok, 1 no fleet configured or the prefix is not empty, 2 etcd unreachable\n",
       {
           {"status", 0, 0, {}, {"--json"}, {}, "keywayctl fleet status [--json]", Store::kNone, Input::kNone,
