@@ -6,6 +6,7 @@
 // (every request's answer and bookkeeping).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -195,6 +196,12 @@ class Gateway {
 
   std::mutex flights_mu_;
   std::unordered_map<std::string, std::shared_ptr<Flight>> flights_;
+  // Moves (under flights_mu_) each time a flight of a key in the stripe lands. A request reads
+  // its stripe before its cache lookup; finding it moved and no flight under the lock means a
+  // fill stored its entry after that lookup, so the lookup is out of date (gateway_cache.cpp).
+  static constexpr size_t kLandedStripes = 64;
+  std::array<std::atomic<uint64_t>, kLandedStripes> landed_{};
+  static size_t landedStripe(const std::string& key) { return std::hash<std::string>{}(key) % kLandedStripes; }
 };
 
 // The token a client presented for `upstream`: X-Keyway-Token wins, else the upstream's own

@@ -29,6 +29,10 @@ std::string describeKey(const AccessRecord& record, const CacheIdentity& id) {
   return out.empty() ? "no identity" : out;
 }
 
+// How often a miss looks the cache up again when fills of its stripe keep landing meanwhile;
+// after that it fetches (at worst one extra upstream request, never a wrong answer).
+constexpr int kMaxCacheLookups = 3;
+
 const char* freshnessName(CacheFreshness f) {
   switch (f) {
     case CacheFreshness::kFresh: return "fresh";
@@ -175,31 +179,42 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
   std::unique_ptr<RequestContext> waiter = std::move(p->ctx);
   std::optional<CachedResponse> stale;
   bool refresh_in_background = false;
-  if (directive != ClientCacheDirective::kNormal) {
-    if (p->trace.on()) p->trace("cache lookup", {{"result", "skipped: the client sent Cache-Control: no-cache"}});
-  } else {
-    auto entry = cache->get(key);
-    if (!entry && p->trace.on()) p->trace("cache lookup", {{"result", "miss"}});
-    if (entry) {
-      const auto freshness = cacheFreshness(unixMs(*deps_.clock), entry->fresh_until_unix_ms,
-                                            entry->stale_until_unix_ms, rule.stale_while_revalidate,
-                                            rule.stale_if_error);
-      if (p->trace.on()) p->trace("cache lookup", {{"result", freshnessName(freshness)}});
-      if (freshness == CacheFreshness::kFresh) {
-        serveCached(std::move(*entry), "HIT", std::move(waiter));
-        return;
-      }
-      if (freshness == CacheFreshness::kStale) {
-        serveCached(*entry, "STALE", std::move(waiter));
-        refresh_in_background = true;
-      }
-      if (freshness != CacheFreshness::kExpired) stale = std::move(entry);
-    }
-  }
   const char* no_fill = nullptr;  // why this request starts no fill (for the debug line, written unlocked)
-  {
+  const size_t stripe = landedStripe(key);
+  for (int lookup = 1;; ++lookup) {
+    const uint64_t landed = landed_[stripe].load(std::memory_order_acquire);
+    if (directive != ClientCacheDirective::kNormal) {
+      if (p->trace.on()) p->trace("cache lookup", {{"result", "skipped: the client sent Cache-Control: no-cache"}});
+    } else {
+      auto entry = cache->get(key);
+      if (!entry && p->trace.on()) p->trace("cache lookup", {{"result", "miss"}});
+      if (entry) {
+        const auto freshness = cacheFreshness(unixMs(*deps_.clock), entry->fresh_until_unix_ms,
+                                              entry->stale_until_unix_ms, rule.stale_while_revalidate,
+                                              rule.stale_if_error);
+        if (p->trace.on()) p->trace("cache lookup", {{"result", freshnessName(freshness)}});
+        if (freshness == CacheFreshness::kFresh) {
+          serveCached(std::move(*entry), "HIT", std::move(waiter));
+          return;
+        }
+        if (freshness == CacheFreshness::kStale) {
+          serveCached(*entry, "STALE", std::move(waiter));
+          refresh_in_background = true;
+        }
+        if (freshness != CacheFreshness::kExpired) stale = std::move(entry);
+      }
+    }
     std::lock_guard<std::mutex> lock(flights_mu_);
     auto it = flights_.find(key);
+    // A fill of this stripe landed between the lookup and here, and none runs now: the lookup
+    // may predate the entry that fill stored. A stale hit already answered needs no refresh then
+    // (at worst the next stale hit starts one); a miss looks again rather than fetch twice.
+    const bool lookup_outdated = it == flights_.end() && directive == ClientCacheDirective::kNormal &&
+                                 landed_[stripe].load(std::memory_order_relaxed) != landed;
+    if (lookup_outdated && !refresh_in_background && lookup < kMaxCacheLookups) {
+      stale.reset();
+      continue;
+    }
     if (it != flights_.end()) {
       // Another request is already fetching this key: wait for its response (exactly one
       // upstream request per key). A background refresh needs nobody to wait.
@@ -208,6 +223,8 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
         if (um != nullptr) um->coalesced_waits.fetch_add(1, std::memory_order_relaxed);
       }
       no_fill = refresh_in_background ? "a refresh of this key already runs" : "waits for the fill in flight";
+    } else if (lookup_outdated && refresh_in_background) {
+      no_fill = "a fill of this key may have just stored a newer entry";
     } else if (refresh_in_background && um != nullptr &&
                um->background_refreshes.fetch_add(1, std::memory_order_relaxed) >=
                    static_cast<int64_t>(config.cache.max_background_refreshes)) {
@@ -221,6 +238,7 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
       if (!refresh_in_background) flight->waiters.push_back(std::move(waiter));
       flights_.emplace(key, std::move(flight));
     }
+    break;
   }
   if (no_fill != nullptr) {
     if (p->trace.on()) p->trace("cache fill", {{"none", no_fill}});
@@ -248,6 +266,7 @@ std::vector<std::unique_ptr<RequestContext>> Gateway::landFlight(const std::stri
     if (it == flights_.end()) return {};
     flight = std::move(it->second);
     flights_.erase(it);
+    landed_[landedStripe(key)].fetch_add(1, std::memory_order_release);
   }
   return std::move(flight->waiters);
 }

@@ -5,6 +5,8 @@
 #include <doctest/doctest.h>
 
 #include <deque>
+#include <functional>
+#include <utility>
 #include <mutex>
 #include <thread>
 
@@ -16,6 +18,34 @@ namespace keyway::core {
 namespace {
 
 using namespace keyway::core::testing;  // NOLINT: test doubles
+
+// A cache that runs `after_get` once, right after its next lookup returned: the moment between a
+// request's lookup and its check for a fill in flight.
+class HookedCache final : public CacheStore {
+ public:
+  explicit HookedCache(std::shared_ptr<CacheStore> inner) : inner_(std::move(inner)) {}
+  std::optional<CachedResponse> get(std::string_view key) override {
+    auto r = inner_->get(key);
+    if (auto hook = std::exchange(after_get, nullptr)) hook();
+    return r;
+  }
+  void put(std::string_view key, const CacheEntryMeta& meta, CachedResponse response) override {
+    inner_->put(key, meta, std::move(response));
+  }
+  size_t invalidate(std::string_view u, std::string_view id, std::string_view path) override {
+    return inner_->invalidate(u, id, path);
+  }
+  size_t invalidatePrefix(std::string_view u, std::string_view id, std::string_view prefix) override {
+    return inner_->invalidatePrefix(u, id, prefix);
+  }
+  size_t purge(std::string_view u, std::string_view prefix) override { return inner_->purge(u, prefix); }
+  CacheStats stats() override { return inner_->stats(); }
+  bool healthy() override { return inner_->healthy(); }
+  std::function<void()> after_get;
+
+ private:
+  std::shared_ptr<CacheStore> inner_;
+};
 
 struct Fixture {
   explicit Fixture(bool with_cache = false, size_t max_background_refreshes = 16) {
@@ -44,8 +74,9 @@ struct Fixture {
       storage::MemoryCacheStoreOptions co;
       co.clock = clock;
       cache = std::make_shared<storage::MemoryCacheStore>(co);
+      hooked = std::make_shared<HookedCache>(cache);
     }
-    GatewayDeps deps{store, upstream, metrics, events, clock, cache, nullptr, nullptr, nullptr, nullptr};
+    GatewayDeps deps{store, upstream, metrics, events, clock, hooked, nullptr, nullptr, nullptr, nullptr};
     gateway = std::make_unique<Gateway>(config, deps);
   }
 
@@ -70,6 +101,7 @@ struct Fixture {
   std::shared_ptr<Metrics> metrics;
   std::shared_ptr<ManualClock> clock;
   std::shared_ptr<storage::MemoryCacheStore> cache;
+  std::shared_ptr<HookedCache> hooked;
   std::unique_ptr<Gateway> gateway;
   std::string token, token_iq;
 };
@@ -425,6 +457,37 @@ TEST_CASE("cache: a client that asks again the moment it has its stale answer fi
   REQUIRE(again.get() != nullptr);
   CHECK(xcache(again->response) == "STALE");
   CHECK(f.upstream->requests.size() == 2);  // one refresh, not one per stale answer
+}
+
+TEST_CASE("cache: a stale hit whose lookup a refresh overtook starts no second refresh") {
+  Fixture f(true);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  f.upstream->respond(0, 200, "[1]");
+  f.clock->advance(std::chrono::seconds(70));  // stale, within swr
+  CHECK(xcache(f.call(Fixture::get("/bundleup-api/v1/webhooks", auth))->response) == "STALE");
+  REQUIRE(f.upstream->requests.size() == 2);
+  // The refresh lands and stores [2] after the next request read the stale entry, before it
+  // looks for a refresh in flight.
+  f.hooked->after_get = [&] { f.upstream->respond(1, 200, "[2]"); };
+  CHECK(xcache(f.call(Fixture::get("/bundleup-api/v1/webhooks", auth))->response) == "STALE");
+  CHECK(f.upstream->requests.size() == 2);
+  auto fresh = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  CHECK(xcache(fresh->response) == "HIT");
+  CHECK(fresh->response.body == "[2]");
+}
+
+TEST_CASE("cache: a miss whose lookup a fill overtook looks again instead of fetching twice") {
+  Fixture f(true);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto first = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.hooked->after_get = [&] { f.upstream->respond(0, 200, "[1]"); };
+  auto second = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  CHECK(xcache(first->response) == "MISS");
+  CHECK(xcache(second->response) == "HIT");
+  CHECK(second->response.body == "[1]");
+  CHECK(f.upstream->requests.size() == 1);
 }
 
 TEST_CASE("gateway: the access record names whom it refused and why") {
