@@ -3,6 +3,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <chrono>
 #include <mutex>
 #include <thread>
@@ -137,9 +138,11 @@ std::vector<FleetWrite> fleetMetaWrites(const std::string& prefix, const Keyring
 
 namespace {
 
+// Full jitter over a window that doubles from 10 ms up to 400 ms: writers that keep colliding
+// spread out until one read-and-commit fits between the others'.
 void backoff(int attempt) {
-  const uint32_t ms = randombytes_uniform(static_cast<uint32_t>(10 * (attempt + 1))) + 1;
-  std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+  const uint32_t window = 10u << std::min(attempt, 5);
+  std::this_thread::sleep_for(std::chrono::milliseconds(randombytes_uniform(window) + 1));
 }
 
 
@@ -162,7 +165,8 @@ class FleetCredentialRecords final : public CredentialRecords {
     // answering, whose request the client then sent to another member, which found its own
     // head and said "conflict").
     std::string written_head;
-    for (int attempt = 0; attempt < kFleetMaxAttempts; ++attempt) {
+    const auto deadline = std::chrono::steady_clock::now() + kFleetWriteBudget;
+    for (int attempt = 0;; ++attempt) {
       auto loaded = load();
       if (!loaded) return loaded.takeError();
       if (!written_head.empty() && loaded->head_value == written_head) {
@@ -215,11 +219,13 @@ class FleetCredentialRecords final : public CredentialRecords {
       }
       // Another writer committed since our read: run the unit again on what is there now,
       // after a random pause that grows, so that writers racing in a loop spread out.
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Error::make(ErrorCode::kUnavailable,
+                           "the fleet store kept changing under this command (" + std::to_string(attempt + 1) +
+                               " attempts in " + std::to_string(kFleetWriteBudget.count()) + " s); run it again");
+      }
       backoff(attempt);
     }
-    return Error::make(ErrorCode::kUnavailable,
-                       "the fleet store kept changing under this command (" +
-                           std::to_string(kFleetMaxAttempts) + " attempts); run it again");
   }
 
   uint64_t generation() override { return generation_.load(); }

@@ -13,6 +13,7 @@
 // Minted BOSA user tokens stay with the host that minted them: they are never written here.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -118,10 +119,12 @@ std::vector<FleetWrite> fleetMetaWrites(const std::string& prefix, const Keyring
 // A fleet's credential store for keywayctl: every command is one unit run on the records as
 // read from etcd, its writes committed in one transaction guarded by the head's revision. On a
 // conflict (another writer committed in between) the unit runs again on the new records, so its
-// rules see the other change, after a short random pause; after kFleetMaxAttempts it fails
-// (kUnavailable). `key` is the master
-// key; on an empty prefix the first write makes the store with Keyring::create(key).
-inline constexpr int kFleetMaxAttempts = 10;
+// rules see the other change, after a random pause that grows; when it has not committed within
+// kFleetWriteBudget it fails (kUnavailable). A time budget rather than a count of attempts: a
+// writer whose reads are slow (a large store, a loaded host) loses every race to faster writers
+// and needs more attempts, not fewer. `key` is the master key; on an empty prefix the first
+// write makes the store with Keyring::create(key).
+inline constexpr std::chrono::seconds kFleetWriteBudget{20};
 core::Result<std::unique_ptr<core::CredentialStore>> openFleetCredentialStore(
     std::shared_ptr<FleetKv> kv, std::string prefix, const std::string& master_key_file,
     std::shared_ptr<const core::Clock> clock = nullptr);
