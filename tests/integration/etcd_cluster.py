@@ -41,7 +41,8 @@ import urllib.request
 import uuid
 from pathlib import Path
 
-__all__ = ["EtcdCluster", "EtcdError", "etcd_binary", "encoded_forms"]
+__all__ = ["EtcdCluster", "EtcdError", "etcd_binary", "encoded_forms", "end_process",
+           "remove_temp_dir"]
 
 # Every key: the range "\0" .. "\0" is etcd's "key >= \0", i.e. the whole keyspace.
 _ALL = b"\0"
@@ -110,6 +111,28 @@ def encoded_forms(needle):
             forms.add(stable)
             forms.add(stable.replace(b"+", b"-").replace(b"/", b"_"))
     return forms
+
+
+def end_process(proc):
+    """Ends a server process: SIGCONT first (a paused one would not act on SIGTERM yet), SIGTERM,
+    SIGKILL after 5 s; waits for it."""
+    try:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+    except OSError:
+        pass
+
+
+def remove_temp_dir(path, what):
+    """Removes a server's temp dir, or keeps it and says where with KEYWAY_IT_KEEP=1."""
+    if os.environ.get("KEYWAY_IT_KEEP"):
+        print("keyway-it: kept %s in %s" % (what, path), file=sys.stderr)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 class _Member:
@@ -379,15 +402,7 @@ class EtcdCluster:
     def _stop_members(self):
         for m in self.members:
             if m.running:
-                try:
-                    os.kill(m.proc.pid, signal.SIGCONT)
-                    m.proc.terminate()
-                    m.proc.wait(5)
-                except subprocess.TimeoutExpired:
-                    m.proc.kill()
-                    m.proc.wait(5)
-                except OSError:
-                    pass
+                end_process(m.proc)
             m.paused = False
             if m.log:
                 m.log.close()
@@ -400,10 +415,7 @@ class EtcdCluster:
         self._stopped = True
         atexit.unregister(self.stop)
         self._stop_members()
-        if os.environ.get("KEYWAY_IT_KEEP"):
-            print("keyway-it: kept etcd data in %s" % self.dir, file=sys.stderr)
-        else:
-            shutil.rmtree(self.dir, ignore_errors=True)
+        remove_temp_dir(self.dir, "etcd data")
 
     def __enter__(self):
         return self
