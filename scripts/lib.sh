@@ -5,19 +5,21 @@
 
 # To build keyway; keep in step with the dependency() calls in meson.build (libssl-dev: openssl;
 # libre2-dev: re2; systemd: systemd.pc, where the unit is installed; ca-certificates: HTTPS
-# upstreams in real use).
+# upstreams in real use; libhiredis-dev: hiredis 0.14, the client of the shared Redis cache).
 KEYWAY_BUILD_PACKAGES=(meson ninja-build pkg-config g++ libpistache-dev libcurl4-openssl-dev libssl-dev
                        rapidjson-dev liblmdb-dev libyaml-cpp-dev doctest-dev libsodium-dev libsystemd-dev
-                       libre2-dev systemd ca-certificates)
+                       libre2-dev systemd ca-certificates libhiredis-dev)
 # Only to test it: json-schema-test-suite (the validator's conformance cases); python3 (the
 # integration tests, stdlib only); procps (/bin/kill, which the unit's ExecReload names and the
 # install check runs); openssl (its CLI makes the tests' PKI, tests/fakes/tls_ca.py); nginx (the
 # real HTTP/2 TLS upstream test_tls.py starts; its `return` directive answers, so no echo module);
 # etcd-server and etcd-client (the real 3-member etcd cluster of the fleet tests,
 # tests/integration/etcd_cluster.py; the policy-rc.d below keeps the package's own etcd service from
-# starting on port 2379).
+# starting on port 2379); redis-server (the real Redis of the shared-cache tests,
+# tests/integration/redis_server.py, on a free port; the same policy-rc.d keeps the package's own
+# service off port 6379).
 # The sanitizer runtimes (libasan8, libubsan1, libtsan2) come with g++ through libgcc-12-dev.
-KEYWAY_TEST_PACKAGES=(json-schema-test-suite python3 procps openssl nginx etcd-server etcd-client)
+KEYWAY_TEST_PACKAGES=(json-schema-test-suite python3 procps openssl nginx etcd-server etcd-client redis-server)
 
 # keyway_install_missing PACKAGE...: installs those not installed (apt-get, as root or via sudo).
 keyway_install_missing() {
@@ -42,9 +44,9 @@ keyway_install_missing() {
   fi
   say "installing missing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
-  # Debian's nginx and etcd-server packages start their own services (ports 80 and 2379) when
-  # installed; a policy-rc.d that denies service starts (the Debian mechanism for this) keeps the
-  # machine as it was.
+  # Debian's nginx, etcd-server and redis-server packages start their own services (ports 80, 2379
+  # and 6379) when installed; a policy-rc.d that denies service starts (the Debian mechanism for
+  # this) keeps the machine as it was.
   local made_policy=0
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' | "${sudo[@]}" tee /usr/sbin/policy-rc.d >/dev/null \
