@@ -20,6 +20,7 @@
 #include "core/upstream_client.hpp"
 #include "daemon/curl_upstream_client.hpp"
 #include "daemon/event_mailbox.hpp"
+#include "daemon/owned_fd.hpp"
 #include "daemon/tls_trust.hpp"
 
 namespace keyway::daemon::curl {
@@ -43,24 +44,6 @@ using EasyPtr = std::unique_ptr<CURL, EasyDeleter>;
 using MultiPtr = std::unique_ptr<CURLM, MultiDeleter>;
 using SharePtr = std::unique_ptr<CURLSH, ShareDeleter>;
 using SlistPtr = std::unique_ptr<curl_slist, SlistDeleter>;
-
-// An owned file descriptor.
-class Fd {
- public:
-  Fd() = default;
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() { reset(); }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset() {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = -1;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 // Resource exhaustion while building the client's own machinery (not per request) leaves no
 // degraded mode worth having: say so on one line and stop.

@@ -18,7 +18,7 @@ namespace keyway::daemon {
 class CurlUpstreamClient::Worker final : public ReactorGuest {
   using Command = curl::Command;
   using EasyPtr = curl::EasyPtr;
-  using Fd = curl::Fd;
+  using Fd = daemon::Fd;
   using Mailbox = curl::Mailbox;
   using MultiPtr = curl::MultiPtr;
   using SharePtr = curl::SharePtr;

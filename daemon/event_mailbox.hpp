@@ -20,7 +20,10 @@ class EventMailbox {
   explicit EventMailbox(int event_fd) : event_fd_(event_fd) {}
 
   // False once the I/O thread has shut down (the command was not queued).
-  bool post(Command command) {
+  bool post(Command command) { return postOrKeep(command); }
+
+  // As post(), but leaves `command` untouched when the mailbox is closed, for the caller to fail.
+  bool postOrKeep(Command& command) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (closed_) return false;
     const bool was_empty = queue_.empty();
