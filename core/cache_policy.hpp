@@ -40,6 +40,15 @@ struct CacheRule {
   bool enabled = true;
 };
 
+// `cache.shared.redis` (docs/cache.md, "Shared cache"): the fleet's second level, in Redis.
+struct SharedCacheConfig {
+  std::string address;        // host:port, [v6]:port or a unix socket path
+  std::string password_file;  // "" = no AUTH; the password is read when connecting
+  std::string key_prefix = "keyway:";
+  std::chrono::milliseconds timeout{50};  // each Redis command's bound
+  size_t max_connections = 4;             // command connections (the subscriber is one more)
+};
+
 struct CachePolicyConfig {
   bool enabled = true;                    // false: every request BYPASSes, nothing is opened
   std::string dir;                        // LMDB cache environment; "" = <state_dir>/cache
@@ -52,6 +61,7 @@ struct CachePolicyConfig {
   // stale entry is served without a refresh; a later stale hit starts it.
   size_t max_background_refreshes = 16;
   std::vector<CacheRule> rules;           // first match wins
+  std::optional<SharedCacheConfig> shared;  // absent: each host caches alone
 };
 
 // docs/cache.md defaults. Deny rules first: MCP (upstream bundleup-mcp, and any path ending in /mcp or

@@ -611,11 +611,17 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
   if (invalidatesOnSuccess(p->out.method)) {
     // A successful write makes this identity's cached view of the resource and its collection
     // (BOSA: of the connector) stale.
-    on_success = [cache, name = upstream.name, tag = identityTag(cacheIdentityOf(*p)), path = std::string(path)](int) {
+    // With a shared cache, the same entries become unreachable there and on every other host.
+    on_success = [cache, shared = deps_.shared, name = upstream.name, tag = identityTag(cacheIdentityOf(*p)),
+                  path = std::string(path)](int) {
       if (auto prefix = bosaConnectorPrefix(path)) {
         cache->invalidatePrefix(name, tag, *prefix);
+        if (shared) shared->invalidate(name, tag, *prefix, true);
       } else {
-        for (const auto& inv : invalidationPaths(path)) cache->invalidate(name, tag, inv);
+        for (const auto& inv : invalidationPaths(path)) {
+          cache->invalidate(name, tag, inv);
+          if (shared) shared->invalidate(name, tag, inv, false);
+        }
       }
     };
   }

@@ -24,6 +24,7 @@
 #include "core/bosa_tokens.hpp"
 #include "core/cache_policy.hpp"
 #include "core/cache_store.hpp"
+#include "core/shared_cache.hpp"
 #include "core/clock.hpp"
 #include "core/config.hpp"
 #include "core/credential_store.hpp"
@@ -57,6 +58,8 @@ struct GatewayDeps {
   // Members added to GET /_keyway/ready's answer (e.g. `"fleet":{...}`, docs/fleet.md): the text
   // of JSON object members, or "". Cheap, never waiting on I/O. Null = none.
   std::function<std::string()> ready_details;
+  // The fleet's shared cache behind `cache` (docs/cache.md); null = none.
+  std::shared_ptr<SharedCache> shared;
 };
 
 class Gateway {
@@ -98,6 +101,9 @@ class Gateway {
   // Answers a request from a cached entry (HIT or STALE, with Age); takes the entry's headers and
   // body (pass a copy to keep it).
   void serveCached(CachedResponse entry, const char* cache_status, std::unique_ptr<RequestContext> ctx);
+  // The requests waiting on the flight of `key`, taken out of it; the flight stays (its fill
+  // goes on as a refresh).
+  std::vector<std::unique_ptr<RequestContext>> takeWaiters(const std::string& key);
 
  private:
   struct Identity {
@@ -157,6 +163,23 @@ class Gateway {
 
   // gateway_cache.cpp: a cacheable request, answered from the cache or by one fill for all
   // concurrent misses of its key.
+  // A cache fill about to start (gateway_cache.cpp): of a miss with requests waiting on its
+  // flight, or a background refresh of a stale entry.
+  struct FillPlan {
+    CacheRule rule;
+    std::string key;
+    CacheEntryMeta meta;
+    bool refresh = false;
+    UpstreamMetrics* um = nullptr;
+  };
+  void consultShared(const std::shared_ptr<Pending>& p, FillPlan plan, std::optional<CachedResponse> stale);
+  void onSharedLookup(const std::shared_ptr<Pending>& p, const FillPlan& plan, std::optional<CachedResponse> stale,
+                      SharedLookup found);
+  void startFill(const std::shared_ptr<Pending>& p, const FillPlan& plan, std::optional<CachedResponse> stale,
+                 std::string ticket);
+  // Ends a flight without a fill of its own: its waiters get `entry` as `cache_status`, and a
+  // refresh gives its slot back.
+  void endFlight(const FillPlan& plan, const CachedResponse& entry, const char* cache_status);
   void dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRule& rule, std::string canonical_body,
                          ClientCacheDirective directive);
 

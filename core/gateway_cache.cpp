@@ -53,11 +53,12 @@ class CacheFillObserver final : public UpstreamObserver {
                     std::shared_ptr<Clock> clock, std::shared_ptr<CacheStore> cache,
                     std::shared_ptr<const UpstreamConfig> upstream, CacheRule rule, std::string key, CacheEntryMeta meta,
                     std::optional<CachedResponse> stale, size_t max_entry_bytes, bool holds_refresh_slot,
-                    RequestTrace trace)
+                    RequestTrace trace, std::shared_ptr<SharedCache> shared, std::string ticket)
       : gateway_(gateway), metrics_(std::move(metrics)), um_(um), events_(std::move(events)), clock_(std::move(clock)), cache_(std::move(cache)),
         upstream_(std::move(upstream)), rule_(std::move(rule)), key_(std::move(key)), meta_(std::move(meta)),
         stale_(std::move(stale)), max_entry_bytes_(max_entry_bytes),
-        holds_refresh_slot_(holds_refresh_slot && um != nullptr), trace_(std::move(trace)) {}
+        holds_refresh_slot_(holds_refresh_slot && um != nullptr), trace_(std::move(trace)),
+        shared_(std::move(shared)), ticket_(std::move(ticket)) {}
   CacheFillObserver(const CacheFillObserver&) = delete;
   CacheFillObserver& operator=(const CacheFillObserver&) = delete;
   // The upstream client drops the observer once the exchange is over, whatever its outcome: that
@@ -82,6 +83,14 @@ class CacheFillObserver final : public UpstreamObserver {
     const bool upstream_failed = outcome.failure != UpstreamFailure::kNone;
     const bool upstream_error_status = !upstream_failed && (status_ >= 500 || status_ == 429);
     const char* stored = upstream_failed ? "no: the exchange failed" : store();
+    if (shared_) {
+      // The hosts waiting on this fill's lock find the entry, or see the lock go and fetch.
+      if (shared_entry_) {
+        shared_->store(key_, ticket_, *shared_entry_);
+      } else {
+        shared_->release(key_, ticket_);
+      }
+    }
     // Land the flight before answering: later requests see the stored entry or start a new fill.
     std::vector<std::unique_ptr<RequestContext>> waiters = gateway_->landFlight(key_);
     if (trace_.on()) trace_("cache fill", {{"stored", stored}, {"waiters", waiters.size()}});
@@ -132,6 +141,7 @@ class CacheFillObserver final : public UpstreamObserver {
     const FreshnessWindow w = freshnessWindow(entry.stored_unix_ms, decision);
     entry.fresh_until_unix_ms = w.fresh_until_unix_ms;
     entry.stale_until_unix_ms = w.stale_until_unix_ms;
+    if (shared_) shared_entry_ = entry;
     cache_->put(key_, meta_, std::move(entry));
     return "yes";
   }
@@ -153,6 +163,10 @@ class CacheFillObserver final : public UpstreamObserver {
   size_t max_entry_bytes_;
   bool holds_refresh_slot_;
   RequestTrace trace_;  // of the request that started the fill
+  // Set when this fill follows a shared-cache lookup: the entry goes there too.
+  std::shared_ptr<SharedCache> shared_;
+  std::string ticket_;
+  std::optional<CachedResponse> shared_entry_;
   int status_ = 502;
   std::string reason_;
   Headers headers_;
@@ -246,16 +260,113 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
   }
   // Cached bodies are stored identity-encoded: ask the upstream for exactly that.
   removeHeader(p->out.headers, "Accept-Encoding");
-  CacheEntryMeta meta{upstream.name, std::string(path), identityTag(cache_id)};
-  std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
-  auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, um, deps_.events, deps_.clock, cache,
-                                                      std::move(upstream_ref), rule, key, std::move(meta),
-                                                      std::move(stale), config.cache.max_entry_bytes,
-                                                      refresh_in_background, p->trace);
+  FillPlan plan{rule, std::move(key), CacheEntryMeta{upstream.name, std::string(path), identityTag(cache_id)},
+                refresh_in_background, um};
+  // The fleet's shared cache first, unless the client asked for a fresh answer (that fill is
+  // not shared: it has no lock to store under).
+  if (deps_.shared && directive == ClientCacheDirective::kNormal) {
+    consultShared(p, std::move(plan), std::move(stale));
+    return;
+  }
+  startFill(p, plan, std::move(stale), "");
+}
+
+void Gateway::consultShared(const std::shared_ptr<Pending>& p, FillPlan plan, std::optional<CachedResponse> stale) {
+  if (p->trace.on()) p->trace("shared cache", {{"lookup", plan.refresh ? "before a refresh" : "after a miss"}});
+  const std::chrono::milliseconds lock_for = p->upstream->timeout;
+  const std::string key = plan.key;
+  const CacheEntryMeta meta = plan.meta;
+  deps_.shared->lookup(key, meta, lock_for,
+                       [this, p, plan = std::move(plan), stale = std::move(stale)](SharedLookup found) mutable {
+                         onSharedLookup(p, plan, std::move(stale), std::move(found));
+                       });
+}
+
+void Gateway::onSharedLookup(const std::shared_ptr<Pending>& p, const FillPlan& plan,
+                             std::optional<CachedResponse> stale, SharedLookup found) {
+  using Outcome = SharedLookup::Outcome;
+  const int64_t now = unixMs(*deps_.clock);
+  const auto freshnessOf = [&](const CachedResponse& e) {
+    return cacheFreshness(now, e.fresh_until_unix_ms, e.stale_until_unix_ms, plan.rule.stale_while_revalidate,
+                          plan.rule.stale_if_error);
+  };
+  const CacheFreshness shared_freshness = found.entry ? freshnessOf(*found.entry) : CacheFreshness::kExpired;
   if (p->trace.on()) {
-    p->trace("cache fill", {{"started", refresh_in_background ? "a background refresh" : "for this request"}});
+    const char* what = found.outcome == Outcome::kUnavailable ? "unavailable"
+                       : found.outcome == Outcome::kFresh     ? "fresh"
+                       : found.outcome == Outcome::kFill      ? "this host fills"
+                                                              : "another host fills";
+    p->trace("shared cache", {{"result", what}, {"copy", freshnessName(shared_freshness)}});
+  }
+  if (found.outcome == Outcome::kUnavailable) {
+    startFill(p, plan, std::move(stale), "");
+    return;
+  }
+  if (found.outcome == Outcome::kFresh || shared_freshness == CacheFreshness::kFresh) {
+    deps_.cache->put(plan.key, plan.meta, *found.entry);
+    if (found.outcome == Outcome::kFill) deps_.shared->release(plan.key, found.ticket);
+    endFlight(plan, *found.entry, "HIT");
+    return;
+  }
+  if (shared_freshness == CacheFreshness::kStale) {
+    // Stale-while-revalidate across the fleet: answer the waiters from the shared copy now; the
+    // host holding the lock refreshes it.
+    deps_.cache->put(plan.key, plan.meta, *found.entry);
+    for (auto& w : takeWaiters(plan.key)) serveCached(*found.entry, "STALE", std::move(w));
+  }
+  // For stale-if-error, the newer of the two copies.
+  if (found.entry && shared_freshness != CacheFreshness::kExpired &&
+      (!stale || stale->stored_unix_ms < found.entry->stored_unix_ms)) {
+    stale = std::move(found.entry);
+  }
+  if (found.outcome == Outcome::kFill) {
+    startFill(p, plan, std::move(stale), std::move(found.ticket));
+    return;
+  }
+  // Another host fills. A refresh, or waiters already answered stale, need nothing more.
+  if ((plan.refresh || shared_freshness == CacheFreshness::kStale) && stale) {
+    endFlight(plan, *stale, "STALE");
+    return;
+  }
+  deps_.shared->await(plan.key, found.ticket, p->upstream->timeout,
+                      [this, p, plan, stale = std::move(stale)](std::optional<CachedResponse> filled) mutable {
+                        if (!filled) {
+                          // The other host's fill failed or it died: fetch here.
+                          if (p->trace.on()) p->trace("shared cache", {{"wait", "the lock went away without an entry"}});
+                          startFill(p, plan, std::move(stale), "");
+                          return;
+                        }
+                        if (p->trace.on()) p->trace("shared cache", {{"wait", "the other host's entry arrived"}});
+                        deps_.cache->put(plan.key, plan.meta, *filled);
+                        endFlight(plan, *filled, "HIT");
+                      });
+}
+
+void Gateway::startFill(const std::shared_ptr<Pending>& p, const FillPlan& plan, std::optional<CachedResponse> stale,
+                        std::string ticket) {
+  const Config& config = *p->config;
+  std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
+  std::shared_ptr<SharedCache> shared = ticket.empty() ? nullptr : deps_.shared;
+  auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, plan.um, deps_.events, deps_.clock,
+                                                      deps_.cache, std::move(upstream_ref), plan.rule, plan.key,
+                                                      plan.meta, std::move(stale), config.cache.max_entry_bytes,
+                                                      plan.refresh, p->trace, std::move(shared), std::move(ticket));
+  if (p->trace.on()) {
+    p->trace("cache fill", {{"started", plan.refresh ? "a background refresh" : "for this request"}});
   }
   startUpstream(p, std::move(p->out), observer);
+}
+
+void Gateway::endFlight(const FillPlan& plan, const CachedResponse& entry, const char* cache_status) {
+  for (auto& w : landFlight(plan.key)) serveCached(entry, cache_status, std::move(w));
+  if (plan.refresh && plan.um != nullptr) plan.um->background_refreshes.fetch_sub(1, std::memory_order_relaxed);
+}
+
+std::vector<std::unique_ptr<RequestContext>> Gateway::takeWaiters(const std::string& key) {
+  std::lock_guard<std::mutex> lock(flights_mu_);
+  auto it = flights_.find(key);
+  if (it == flights_.end()) return {};
+  return std::move(it->second->waiters);
 }
 
 std::vector<std::unique_ptr<RequestContext>> Gateway::landFlight(const std::string& key) {

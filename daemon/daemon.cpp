@@ -10,6 +10,7 @@
 #include "daemon/daemon_metrics.hpp"
 #include "daemon/status_report.hpp"
 #include "daemon/timer_scheduler.hpp"
+#include "storage/master_key.hpp"
 #include "daemon/yaml_config_loader.hpp"
 #include "storage/lmdb_cache_store.hpp"
 #include "storage/fleet_replica.hpp"
@@ -183,6 +184,14 @@ int Daemon::run() {
                      "Timer callbacks (retry waits, audit flushes) that threw; each is a bug, see the log.",
                      [scheduler] { return static_cast<double>(scheduler->failedCallbacks()); });
   deps.scheduler = scheduler;
+  if (cache && config.cache.shared) {
+    if (auto st = startSharedCache(*config.cache.shared, cache, scheduler, deps.clock); !st.ok()) {
+      logger_->error("cannot set up the shared cache", {field("component", "shared_cache"), field("error", st.error().message)});
+      return kExitRuntime;
+    }
+    deps.shared = shared_cache_;
+    registerSharedCacheMetrics(*metrics_, shared_cache_);
+  }
   // Summarised credential_use counts reach the log at least every audit period, even when the
   // credential is not used again.
   armAuditFlush(deps.scheduler, events_);
@@ -303,6 +312,13 @@ void Daemon::reload() {
     return id;
   };
   if (fleetId(next) != fleetId(cur)) restart_needed.push_back("fleet");
+  const auto sharedId = [](const core::Config& c) {
+    if (!c.cache.shared) return std::string();
+    const core::SharedCacheConfig& s = *c.cache.shared;
+    return s.address + "|" + s.password_file + "|" + s.key_prefix + "|" + std::to_string(s.timeout.count()) + "|" +
+           std::to_string(s.max_connections);
+  };
+  if (sharedId(next) != sharedId(cur)) restart_needed.push_back("cache.shared");
   if (next.server.listen_backlog != cur.server.listen_backlog) restart_needed.push_back("server.listen_backlog");
   for (const auto& u : next.upstreams) {
     const auto* old = cur.findUpstream(u.name);
@@ -363,6 +379,25 @@ int64_t Daemon::drainPending() const {
 // Exit status: 0 in every case. The stop was asked for; a non-zero status would mark the unit
 // failed (and, for a SIGTERM not sent by systemd, make Restart=on-failure start it again). What
 // was cut short is logged at warn level ("stopped" with abandoned_requests and reason).
+core::Status Daemon::startSharedCache(const core::SharedCacheConfig& config, std::shared_ptr<core::CacheStore> local,
+                                      std::shared_ptr<core::Scheduler> scheduler, std::shared_ptr<core::Clock> clock) {
+  // Values are sealed with the master key: every host that shares the cache holds the same one.
+  auto master = storage::loadMasterKeyFile(config_->master_key_file);
+  if (!master) return master.takeError();
+  auto codec = storage::SharedCacheCodec::create(*master, config.key_prefix);
+  if (!codec) return codec.takeError();
+  std::weak_ptr<Logger> weak_logger = logger_;
+  auto warn = [weak_logger](std::string_view key, std::string message) {
+    if (auto logger = weak_logger.lock()) logger->warnRateLimited(key, message, std::chrono::seconds(10));
+  };
+  auto shared = RedisSharedCache::start(config, std::move(codec).value(), std::move(local), std::move(scheduler),
+                                        std::move(clock), std::move(warn));
+  if (!shared) return shared.takeError();
+  shared_cache_ = std::move(shared).value();
+  logger_->info("shared cache", {field("redis", config.address), field("key_prefix", config.key_prefix)});
+  return core::okStatus();
+}
+
 int Daemon::drainAndStop() {
   if (watchdog_) watchdog_->halt();
   notify("STOPPING=1");
@@ -402,6 +437,9 @@ int Daemon::drainAndStop() {
   watchdog_.reset();
   // Exchanges abandoned by the grace's end complete now (cancelled): their observers hold the
   // metrics, the gateway and the connections, which hold the client.
+  // Lookups waiting on Redis end now, while the upstream client can still take (and cancel) the
+  // fills they fall back to.
+  if (shared_cache_) shared_cache_->stop();
   upstream_->shutdown();
   if (fleet_) fleet_->stop();
   events_->flushAudit();

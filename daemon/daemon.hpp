@@ -17,6 +17,7 @@
 #include "daemon/log.hpp"
 #include "daemon/tls_trust.hpp"
 #include "daemon/fleet_replicator.hpp"
+#include "daemon/redis_shared_cache.hpp"
 #include "daemon/watchdog.hpp"
 
 namespace keyway::daemon {
@@ -41,6 +42,8 @@ class Daemon {
   void reload();
   int drainAndStop();
   core::Status startFleet(const core::FleetConfig& fleet);
+  core::Status startSharedCache(const core::SharedCacheConfig& config, std::shared_ptr<core::CacheStore> local,
+                                std::shared_ptr<core::Scheduler> scheduler, std::shared_ptr<core::Clock> clock);
   std::string statusLine() const;
   // WATCHDOG=1 from the serving path (daemon/watchdog.hpp). No-op without WATCHDOG_USEC.
   void startWatchdog();
@@ -59,6 +62,7 @@ class Daemon {
   std::atomic<bool> ready_{false};
   std::unique_ptr<Watchdog> watchdog_;
   std::unique_ptr<FleetReplicator> fleet_;  // null for a single host
+  std::shared_ptr<RedisSharedCache> shared_cache_;  // null without cache.shared
 };
 
 }  // namespace keyway::daemon

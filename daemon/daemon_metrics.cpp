@@ -175,4 +175,32 @@ void registerFleetMetrics(core::Metrics& metrics, const FleetReplicator* fleet) 
   });
 }
 
+void registerSharedCacheMetrics(core::Metrics& metrics, std::shared_ptr<const RedisSharedCache> shared) {
+  metrics.addRenderer([shared](std::string& out) {
+    const auto series = [&out](const char* name, const char* type, const char* help, uint64_t value) {
+      out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+             std::to_string(value) + "\n";
+    };
+    const SharedCacheCounters& c = shared->counters();
+    const auto load = [](const std::atomic<uint64_t>& v) { return v.load(std::memory_order_relaxed); };
+    series("keyway_cache_l2_hits_total", "counter", "Shared-cache lookups that found a fresh entry (or waited for one).",
+           load(c.hits));
+    series("keyway_cache_l2_misses_total", "counter", "Shared-cache lookups without a fresh entry.", load(c.misses));
+    series("keyway_cache_l2_errors_total", "counter",
+           "Shared-cache commands that failed: error replies (a full Redis), lost connections, skipped while Redis "
+           "failed, unexpected answers.",
+           load(c.errors));
+    series("keyway_cache_l2_timeouts_total", "counter", "Shared-cache commands without an answer within the timeout.",
+           load(c.timeouts));
+    series("keyway_cache_l2_lock_waits_total", "counter",
+           "Misses that found another host fetching the key and waited for its entry.", load(c.lock_waits));
+    series("keyway_cache_l2_rejected_total", "counter",
+           "Shared-cache values or messages that did not open (tampered, or another master key).", load(c.rejected));
+    series("keyway_cache_l2_invalidations_received_total", "counter",
+           "Invalidations and purges announced by other hosts and applied here.", load(c.invalidations_received));
+    series("keyway_cache_l2_up", "gauge", "1 while a connection to the shared cache's Redis is up.",
+           shared->clientStats().connections_up > 0 ? 1 : 0);
+  });
+}
+
 }  // namespace keyway::daemon

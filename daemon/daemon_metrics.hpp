@@ -9,6 +9,7 @@
 #include "core/gateway.hpp"
 #include "core/metrics.hpp"
 #include "daemon/curl_upstream_client.hpp"
+#include "daemon/redis_shared_cache.hpp"
 
 namespace keyway::daemon {
 
@@ -24,5 +25,6 @@ void registerBosaMetrics(core::Metrics& metrics, const std::shared_ptr<core::Gat
 // The fleet replica's revision, lag, watch and counters (docs/fleet.md); `fleet` outlives the metrics' use.
 class FleetReplicator;
 void registerFleetMetrics(core::Metrics& metrics, const FleetReplicator* fleet);
+void registerSharedCacheMetrics(core::Metrics& metrics, std::shared_ptr<const RedisSharedCache> shared);
 
 }  // namespace keyway::daemon

@@ -16,6 +16,7 @@
 
 #include "core/text.hpp"
 #include "daemon/curl_internal.hpp"
+#include "daemon/password_file.hpp"
 
 namespace keyway::daemon {
 
@@ -114,37 +115,6 @@ void setCommon(CURL* easy, const core::FleetConfig& config) {
   if (!config.tls.client_key.empty()) curl_easy_setopt(easy, CURLOPT_SSLKEY, config.tls.client_key.c_str());
 }
 
-// The etcd password: the file's content without a final newline. A file others can read is
-// refused (it would hand the fleet's store to every local user).
-Result<core::SecretString> readPasswordFile(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
-  if (fd < 0) {
-    return Error::make(ErrorCode::kBadRequest,
-                       "fleet.etcd.password_file " + path + ": cannot open it: " + std::strerror(errno));
-  }
-  struct stat st {};
-  std::string text;
-  bool ok = ::fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size <= 4096;
-  const bool world_readable = ok && (st.st_mode & S_IROTH) != 0;
-  if (ok && !world_readable) {
-    char buf[4097];
-    const ssize_t n = ::read(fd, buf, sizeof buf);
-    ok = n >= 0;
-    if (ok) text.assign(buf, static_cast<size_t>(n));
-    core::secureWipe(buf, sizeof buf);
-  }
-  ::close(fd);
-  if (world_readable) {
-    return Error::make(ErrorCode::kBadRequest, "fleet.etcd.password_file " + path +
-                                                   " can be read by every user: chmod o-r it (0600 or 0640)");
-  }
-  if (!ok) return Error::make(ErrorCode::kBadRequest, "fleet.etcd.password_file " + path + ": not a readable file of at most 4 KiB");
-  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-  core::SecretString secret(text);
-  core::secureWipe(text.data(), text.size());
-  if (secret.view().empty()) return Error::make(ErrorCode::kBadRequest, "fleet.etcd.password_file " + path + " is empty");
-  return secret;
-}
 
 }  // namespace
 
@@ -212,7 +182,7 @@ std::string prefixRangeEnd(const std::string& prefix) {
 Result<std::shared_ptr<EtcdClient>> EtcdClient::create(const core::FleetConfig& config) {
   std::optional<core::SecretString> password;
   if (!config.username.empty()) {
-    auto read = readPasswordFile(config.password_file);
+    auto read = readPasswordFile("fleet.etcd.password_file", config.password_file);
     if (!read) return read.takeError();
     password = std::move(read).value();
   }

@@ -613,4 +613,6 @@ void RedisClient::subscribe(std::string channel, std::function<void(std::string_
 
 RedisClientStats RedisClient::stats() const { return impl_->stats(); }
 
+void RedisClient::stop() { impl_->stop(); }
+
 }  // namespace keyway::daemon

@@ -88,6 +88,10 @@ class RedisClient {
 
   RedisClientStats stats() const;
 
+  // Stops the thread now (pending commands complete with kUnavailable); later commands complete
+  // at once, inline, with kUnavailable.
+  void stop();
+
   class Impl;
 
  private:

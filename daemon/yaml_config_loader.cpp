@@ -20,6 +20,7 @@
 #include "core/config_parse.hpp"
 #include "core/secret.hpp"
 #include "daemon/embedded_default.hpp"
+#include "daemon/redis_client.hpp"
 #include "daemon/yaml_fields.hpp"
 
 namespace keyway::daemon {
@@ -225,7 +226,69 @@ Status parseCacheRule(const Ctx& ctx, const Entry& section, core::CacheRule& out
   return core::okStatus();
 }
 
-Status parseCache(const Ctx& ctx, const Entry& section, core::CachePolicyConfig& out) {
+Status parsePasswordFile(const Ctx& ctx, const Entry& e, const EnvLookup& env, std::string& out);
+
+Status parseSharedRedis(const Ctx& ctx, const Entry& section, const EnvLookup& env, core::SharedCacheConfig& out) {
+  int address_line = 0;
+  const std::vector<Field> fields = {
+      {"address",
+       [&](const Entry& e) -> Status {
+         address_line = e.key_line;
+         if (auto s = readScalar(ctx, e, "host:port or a unix socket path", out.address); !s) return s;
+         if (auto where = parseRedisAddress(out.address); !where) {
+           return ctx.error(e, "'" + out.address + "' " + where.error().message);
+         }
+         return core::okStatus();
+       }},
+      {"password",
+       [&](const Entry& e) -> Status {
+         return ctx.error(e, "a password is never written in the configuration: put it in a file (mode 0600) "
+                             "and name it with password_file");
+       }},
+      {"password_file", [&](const Entry& e) -> Status { return parsePasswordFile(ctx, e, env, out.password_file); }},
+      {"key_prefix",
+       [&](const Entry& e) -> Status {
+         if (auto s = readScalar(ctx, e, "a key prefix such as keyway:", out.key_prefix); !s) return s;
+         if (out.key_prefix.empty() || out.key_prefix.size() > 64 ||
+             out.key_prefix.find_first_of(" \t\r\n") != std::string::npos) {
+           return ctx.error(e, "must be 1 to 64 characters without spaces, e.g. keyway: or keyway:prod:");
+         }
+         return core::okStatus();
+       }},
+      {"timeout",
+       [&](const Entry& e) -> Status { return readDuration(ctx, e, milliseconds(1), milliseconds(10000), out.timeout); }},
+      {"max_connections",
+       [&](const Entry& e) -> Status { return readCount(ctx, e, 1, 64, out.max_connections); }},
+      {"tls",
+       [&](const Entry& e) -> Status {
+         // hiredis 0.14, the client Debian 12 ships, has no TLS.
+         return ctx.error(e, "TLS to Redis is not supported (hiredis 0.14 has none): use a unix socket, or a "
+                             "local TLS tunnel (stunnel) and point address at its local end");
+       }},
+  };
+  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
+  if (address_line == 0) return ctx.error(section, "address: required, e.g. 127.0.0.1:6379 or /run/redis/redis.sock");
+  return core::okStatus();
+}
+
+Status parseShared(const Ctx& ctx, const Entry& section, const EnvLookup& env,
+                   std::optional<core::SharedCacheConfig>& out) {
+  core::SharedCacheConfig shared;
+  bool have_redis = false;
+  const std::vector<Field> fields = {
+      {"redis",
+       [&](const Entry& e) -> Status {
+         have_redis = true;
+         return parseSharedRedis(ctx, e, env, shared);
+       }},
+  };
+  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
+  if (!have_redis) return ctx.error(section, "redis: required (the shared cache's server)");
+  out = std::move(shared);
+  return core::okStatus();
+}
+
+Status parseCache(const Ctx& ctx, const Entry& section, const EnvLookup& env, core::CachePolicyConfig& out) {
   bool default_rules = true;
   std::vector<core::CacheRule> rules;
   const std::vector<Field> fields = {
@@ -242,6 +305,7 @@ Status parseCache(const Ctx& ctx, const Entry& section, core::CachePolicyConfig&
       {"max_background_refreshes",
        [&](const Entry& e) -> Status { return readCount(ctx, e, 1, 4096, out.max_background_refreshes); }},
       {"default_rules", [&](const Entry& e) -> Status { return readBool(ctx, e, default_rules); }},
+      {"shared", [&](const Entry& e) -> Status { return parseShared(ctx, e, env, out.shared); }},
       {"rules",
        [&](const Entry& e) -> Status {
          if (!e.value.IsSequence()) return ctx.error(e, "expected a list of rules, got " + describe(e.value));
@@ -472,6 +536,34 @@ Status parseTls(const Ctx& ctx, const Entry& section, core::UpstreamTls& out) {
 }
 
 // `fleet: { etcd: {...} }` (docs/fleet.md). The password is named by a file, never written here.
+// A password file: a bare file name is a systemd credential (LoadCredential=NAME:...) for
+// keywayd, and the file next to the configuration for keywayctl (docs/fleet.md). Checked now,
+// like the TLS files, so that --check-config finds it; read when used.
+Status parsePasswordFile(const Ctx& ctx, const Entry& e, const EnvLookup& env, std::string& out) {
+  if (auto s = readString(ctx, e, false, out); !s) return s;
+  if (auto s = check(ctx, e, core::checkPath(out)); !s) return s;
+  if (out.find('/') == std::string::npos) {
+    std::string dir;
+    if (auto creds = env ? env("CREDENTIALS_DIRECTORY") : std::nullopt; creds && !creds->empty()) {
+      dir = *creds;
+    } else if (const size_t slash = ctx.source().rfind('/'); slash != std::string::npos) {
+      dir = ctx.source().substr(0, slash);
+    } else {
+      dir = ".";
+    }
+    out = dir + "/" + out;
+  }
+  struct stat st {};
+  if (::stat(out.c_str(), &st) != 0) {
+    return ctx.error(e, out + ": " + std::error_code(errno, std::generic_category()).message());
+  }
+  if (!S_ISREG(st.st_mode)) return ctx.error(e, out + ": not a regular file");
+  if ((st.st_mode & S_IROTH) != 0) {
+    return ctx.error(e, out + " can be read by every user: chmod o-r it (0600 or 0640)");
+  }
+  return core::okStatus();
+}
+
 Status parseFleetEtcd(const Ctx& ctx, const Entry& section, const EnvLookup& env, core::FleetConfig& out) {
   int endpoints_line = section.key_line;
   int username_line = 0;
@@ -522,33 +614,7 @@ Status parseFleetEtcd(const Ctx& ctx, const Entry& section, const EnvLookup& env
                              "and name it with password_file");
        }},
       {"password_file",
-       [&](const Entry& e) -> Status {
-         if (auto s = readString(ctx, e, false, out.password_file); !s) return s;
-         if (auto s = check(ctx, e, core::checkPath(out.password_file)); !s) return s;
-         // A bare file name is a systemd credential (LoadCredential=NAME:...) for keywayd, and
-         // the file next to the configuration for keywayctl (docs/fleet.md).
-         if (out.password_file.find('/') == std::string::npos) {
-           std::string dir;
-           if (auto creds = env ? env("CREDENTIALS_DIRECTORY") : std::nullopt; creds && !creds->empty()) {
-             dir = *creds;
-           } else if (const size_t slash = ctx.source().rfind('/'); slash != std::string::npos) {
-             dir = ctx.source().substr(0, slash);
-           } else {
-             dir = ".";
-           }
-           out.password_file = dir + "/" + out.password_file;
-         }
-         // Checked now, like the TLS files, so that --check-config finds it; read when used.
-         struct stat st {};
-         if (::stat(out.password_file.c_str(), &st) != 0) {
-           return ctx.error(e, out.password_file + ": " + std::error_code(errno, std::generic_category()).message());
-         }
-         if (!S_ISREG(st.st_mode)) return ctx.error(e, out.password_file + ": not a regular file");
-         if ((st.st_mode & S_IROTH) != 0) {
-           return ctx.error(e, out.password_file + " can be read by every user: chmod o-r it (0600 or 0640)");
-         }
-         return core::okStatus();
-       }},
+       [&](const Entry& e) -> Status { return parsePasswordFile(ctx, e, env, out.password_file); }},
       {"tls", [&](const Entry& e) -> Status { return parseTls(ctx, e, out.tls); }},
   };
   if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
@@ -760,7 +826,7 @@ Status parseTop(const Ctx& ctx, const YAML::Node& root, State& state, const EnvL
       {"limits",
        [&](const Entry& e) -> Status { return parseLimits(ctx, e, state.config.limits); }},
       {"log", [&](const Entry& e) -> Status { return parseLog(ctx, e, state.config.log); }},
-      {"cache", [&](const Entry& e) -> Status { return parseCache(ctx, e, state.config.cache); }},
+      {"cache", [&](const Entry& e) -> Status { return parseCache(ctx, e, env, state.config.cache); }},
       {"upstreams", [&](const Entry& e) -> Status { return parseUpstreams(ctx, e, state); }},
       {"fleet", [&](const Entry& e) -> Status { return parseFleet(ctx, e, env, state.config.fleet); }},
   };
