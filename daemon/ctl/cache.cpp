@@ -11,7 +11,10 @@
 #include <string_view>
 
 #include "core/cache_store.hpp"
+#include "daemon/redis_shared_cache.hpp"
 #include "storage/lmdb_cache_store.hpp"
+#include "storage/master_key.hpp"
+#include "storage/shared_cache_codec.hpp"
 
 namespace keyway::daemon::ctl {
 namespace {
@@ -194,22 +197,36 @@ int cmdCachePurge(Context& c) {
     return c.fail("--prefix is a path without a query (entries of every query are purged)",
                   kCtlExitUsage);
   }
-  auto opened = openCache(c);
-  if (!opened.store) {
-    if (opened.rc == kCtlExitOk) c.out << "purged 0 entries\n";
-    return opened.rc;
-  }
-  // purge() is synchronous and bumps the store generation: a running keywayd stops serving the
-  // purged entries (and its not yet written puts) at once.
-  const size_t dropped =
-      all ? opened.store->purge("", "") : opened.store->purge(upstream.value_or(""),
-                                                              prefix.value_or(""));
-  opened.close(c.err);
   std::string scope = all ? std::string("all upstreams, all paths")
                           : (upstream ? "upstream " + *upstream : std::string("all upstreams")) +
                                 (prefix ? ", paths under " + *prefix : std::string(", all paths"));
-  c.out << "purged " << dropped << (dropped == 1 ? " entry" : " entries") << " (" << scope
-        << ")\n";
+  auto opened = openCache(c);
+  if (!opened.store) {
+    if (opened.rc != kCtlExitOk) return opened.rc;
+    c.out << "purged 0 entries\n";
+  } else {
+    // purge() is synchronous and bumps the store generation: a running keywayd stops serving the
+    // purged entries (and its not yet written puts) at once.
+    const size_t dropped =
+        all ? opened.store->purge("", "") : opened.store->purge(upstream.value_or(""), prefix.value_or(""));
+    opened.close(c.err);
+    c.out << "purged " << dropped << (dropped == 1 ? " entry" : " entries") << " (" << scope << ")\n";
+  }
+  if (!c.config->cache.shared) return kCtlExitOk;
+  // The fleet's shared cache: a purge there has no paths to go by (names are keyed hashes), so
+  // it drops every entry of the upstream (or all), and each host drops the same as here.
+  const core::SharedCacheConfig& shared = *c.config->cache.shared;
+  auto master = storage::loadMasterKeyFile(c.config->master_key_file);
+  if (!master) return c.fail("the shared cache was not purged: " + master.error().message, kCtlExitFailure);
+  auto codec = storage::SharedCacheCodec::create(*master, shared.key_prefix);
+  if (!codec) return c.fail("the shared cache was not purged: " + codec.error().message, kCtlExitFailure);
+  if (auto st = purgeSharedCache(shared, *codec, all ? "" : upstream.value_or(""), all ? "" : prefix.value_or(""));
+      !st) {
+    return c.fail(st.error().message + " (this host's cache was purged)", kCtlExitFailure);
+  }
+  c.out << "purged the shared cache (Redis at " << shared.address << ": "
+        << (all || !upstream ? std::string("every upstream") : "every entry of upstream " + *upstream)
+        << "); every host drops the same entries as here\n";
   return kCtlExitOk;
 }
 
@@ -228,7 +245,9 @@ const CommandGroup& cacheGroup() {
       "`cache purge` drops entries of every identity: --upstream U only those of upstream U,\n"
       "--prefix PATH only those whose path starts with PATH (e.g. /v1/webhooks), both together\n"
       "the intersection; --all everything. Without an option it refuses. A running keywayd\n"
-      "stops serving the purged entries at once.\n",
+      "stops serving the purged entries at once. With cache.shared, the shared cache is\n"
+      "purged too (every entry of the upstream, or all) and every host of the fleet drops the\n"
+      "same entries from its own cache; exit 2 when Redis cannot be reached.\n",
       {
           {"stats", 0, 0, {}, {"--json"}, {}, "keywayctl cache stats [--json]", Store::kNone,
            Input::kNone, cmdCacheStats},

@@ -4,6 +4,7 @@
 
 #include <doctest/doctest.h>
 
+#include <algorithm>
 #include <deque>
 #include <functional>
 #include <utility>
@@ -48,7 +49,8 @@ class HookedCache final : public CacheStore {
 };
 
 struct Fixture {
-  explicit Fixture(bool with_cache = false, size_t max_background_refreshes = 16) {
+  explicit Fixture(bool with_cache = false, size_t max_background_refreshes = 16,
+                   std::shared_ptr<SharedCache> shared = nullptr) {
     auto cfg = std::make_shared<Config>();
     cfg->upstreams.push_back(upstreamCfg("bundleup-api", Protocol::kBundleUp));
     cfg->upstreams.push_back(upstreamCfg("bundleup-proxy", Protocol::kBundleUp));
@@ -76,7 +78,8 @@ struct Fixture {
       cache = std::make_shared<storage::MemoryCacheStore>(co);
       hooked = std::make_shared<HookedCache>(cache);
     }
-    GatewayDeps deps{store, upstream, metrics, events, clock, hooked, nullptr, nullptr, nullptr, nullptr};
+    GatewayDeps deps{store, upstream, metrics, events, clock, hooked, nullptr, nullptr, nullptr, nullptr, nullptr, nullptr};
+    deps.shared = std::move(shared);
     gateway = std::make_unique<Gateway>(config, deps);
   }
 
@@ -488,6 +491,182 @@ TEST_CASE("cache: a miss whose lookup a fill overtook looks again instead of fet
   CHECK(xcache(second->response) == "HIT");
   CHECK(second->response.body == "[1]");
   CHECK(f.upstream->requests.size() == 1);
+}
+
+// A shared cache whose answers the test gives: each call is recorded with its callback.
+class FakeShared final : public SharedCache {
+ public:
+  struct Lookup {
+    std::string key;
+    CacheEntryMeta meta;
+    std::function<void(SharedLookup)> done;
+  };
+  void lookup(const std::string& key, const CacheEntryMeta& meta, std::chrono::milliseconds,
+              std::function<void(SharedLookup)> done) override {
+    lookups.push_back({key, meta, std::move(done)});
+  }
+  void await(const std::string&, const std::string& ticket, std::chrono::milliseconds,
+             std::function<void(std::optional<CachedResponse>)> done) override {
+    awaits.emplace_back(ticket, std::move(done));
+  }
+  void store(const std::string&, const std::string& ticket, const CachedResponse& entry) override {
+    stores.emplace_back(ticket, entry);
+  }
+  void release(const std::string&, const std::string& ticket) override { releases.push_back(ticket); }
+  void invalidate(std::string_view upstream, std::string_view tag, std::string_view path, bool prefix) override {
+    invalidations.push_back(std::string(upstream) + " " + std::string(path) + (prefix ? " prefix" : "") +
+                            (tag.empty() ? "" : " tagged"));
+  }
+  void answer(size_t i, SharedLookup::Outcome outcome, std::optional<CachedResponse> entry = std::nullopt,
+              std::string ticket = "ticket") {
+    SharedLookup r;
+    r.outcome = outcome;
+    r.entry = std::move(entry);
+    r.ticket = std::move(ticket);
+    auto done = std::move(lookups[i].done);
+    done(std::move(r));
+  }
+  std::vector<Lookup> lookups;
+  std::vector<std::pair<std::string, std::function<void(std::optional<CachedResponse>)>>> awaits;
+  std::vector<std::pair<std::string, CachedResponse>> stores;
+  std::vector<std::string> releases;
+  std::vector<std::string> invalidations;
+};
+
+// An entry another host stored `age` ago with the default 60 s ttl and 30 s swr.
+CachedResponse sharedEntry(const ManualClock& clock, std::string body, std::chrono::seconds age) {
+  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(clock.systemNow().time_since_epoch()).count();
+  CachedResponse e;
+  e.status = 200;
+  e.reason = "OK";
+  e.headers = {{"Content-Type", "application/json"}};
+  e.body = std::move(body);
+  e.stored_unix_ms = now - age.count() * 1000;
+  e.fresh_until_unix_ms = e.stored_unix_ms + 60'000;
+  e.stale_until_unix_ms = e.stored_unix_ms + 3'600'000;
+  return e;
+}
+
+TEST_CASE("shared cache: an L1 miss answered by a fresh shared entry is a HIT with its age, kept in L1, no upstream") {
+  auto shared = std::make_shared<FakeShared>();
+  Fixture f(true, 16, shared);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto a = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  auto b = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));  // waits on the same flight
+  REQUIRE(shared->lookups.size() == 1);
+  CHECK(shared->lookups[0].meta.upstream == "bundleup-api");
+  CHECK(shared->lookups[0].meta.path == "/v1/webhooks");
+  CHECK(a->sends == 0);
+  shared->answer(0, SharedLookup::Outcome::kFresh, sharedEntry(*f.clock, "[42]", std::chrono::seconds(5)));
+  for (auto* r : {a.get(), b.get()}) {
+    CHECK(xcache(r->response) == "HIT");
+    CHECK(r->response.body == "[42]");
+    CHECK(headerValue(r->response.headers, "Age").value_or("") == "5");
+  }
+  CHECK(f.upstream->requests.empty());
+  auto c = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  CHECK(xcache(c->response) == "HIT");  // from L1 now
+  CHECK(shared->lookups.size() == 1);
+}
+
+TEST_CASE("shared cache: the host holding the lock fetches and stores under its ticket; a failed fill releases it") {
+  auto shared = std::make_shared<FakeShared>();
+  Fixture f(true, 16, shared);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto a = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  shared->answer(0, SharedLookup::Outcome::kFill, std::nullopt, "t1");
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, "[1]");
+  CHECK(xcache(a->response) == "MISS");
+  REQUIRE(shared->stores.size() == 1);
+  CHECK(shared->stores[0].first == "t1");
+  CHECK(shared->stores[0].second.body == "[1]");
+  CHECK(shared->releases.empty());
+
+  auto b = f.call(Fixture::get("/bundleup-api/v1/channels", auth));
+  shared->answer(1, SharedLookup::Outcome::kFill, std::nullopt, "t2");
+  f.upstream->respond(1, 500, "{}");
+  CHECK(b->response.status == 500);
+  CHECK(shared->stores.size() == 1);
+  CHECK(shared->releases == std::vector<std::string>{"t2"});
+}
+
+TEST_CASE("shared cache: another host fills: its entry is awaited; when its lock goes without one, fetched here") {
+  auto shared = std::make_shared<FakeShared>();
+  Fixture f(true, 16, shared);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto a = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  shared->answer(0, SharedLookup::Outcome::kWait, std::nullopt, "w1");
+  REQUIRE(shared->awaits.size() == 1);
+  CHECK(shared->awaits[0].first == "w1");
+  CHECK(f.upstream->requests.empty());
+  shared->awaits[0].second(sharedEntry(*f.clock, "[7]", std::chrono::seconds(0)));
+  CHECK(xcache(a->response) == "HIT");
+  CHECK(a->response.body == "[7]");
+  CHECK(f.upstream->requests.empty());
+
+  auto b = f.call(Fixture::get("/bundleup-api/v1/channels", auth));
+  shared->answer(1, SharedLookup::Outcome::kWait, std::nullopt, "w2");
+  shared->awaits[1].second(std::nullopt);
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, "[8]");
+  CHECK(xcache(b->response) == "MISS");
+  CHECK(shared->stores.empty());  // it holds no lock: nothing to store under
+}
+
+TEST_CASE("shared cache: unavailable: fetched as without it, nothing written there") {
+  auto shared = std::make_shared<FakeShared>();
+  Fixture f(true, 16, shared);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto a = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  shared->answer(0, SharedLookup::Outcome::kUnavailable);
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 200, "[1]");
+  CHECK(xcache(a->response) == "MISS");
+  CHECK(shared->stores.empty());
+  CHECK(shared->releases.empty());
+  CHECK(xcache(f.call(Fixture::get("/bundleup-api/v1/webhooks", auth))->response) == "HIT");
+}
+
+TEST_CASE("shared cache: a stale shared entry answers at once while this host refreshes it for the fleet") {
+  auto shared = std::make_shared<FakeShared>();
+  Fixture f(true, 16, shared);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto a = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  shared->answer(0, SharedLookup::Outcome::kFill, sharedEntry(*f.clock, "[old]", std::chrono::seconds(70)), "t1");
+  CHECK(xcache(a->response) == "STALE");
+  CHECK(a->response.body == "[old]");
+  REQUIRE(f.upstream->requests.size() == 1);  // the refresh
+  f.upstream->respond(0, 200, "[new]");
+  REQUIRE(shared->stores.size() == 1);
+  CHECK(shared->stores[0].second.body == "[new]");
+  CHECK(f.call(Fixture::get("/bundleup-api/v1/webhooks", auth))->response.body == "[new]");
+
+  // Another host refreshes: the stale copy is served and nothing is fetched here.
+  auto b = f.call(Fixture::get("/bundleup-api/v1/channels", auth));
+  shared->answer(1, SharedLookup::Outcome::kWait, sharedEntry(*f.clock, "[c-old]", std::chrono::seconds(70)), "w");
+  CHECK(xcache(b->response) == "STALE");
+  CHECK(f.upstream->requests.size() == 1);
+  CHECK(shared->awaits.empty());
+}
+
+TEST_CASE("shared cache: a write invalidates there too; Cache-Control: no-cache does not read it") {
+  auto shared = std::make_shared<FakeShared>();
+  Fixture f(true, 16, shared);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  HttpRequest del = Fixture::get("/bundleup-api/v1/webhooks/wh_1", auth);
+  del.method = "DELETE";
+  auto d = f.call(std::move(del));
+  f.upstream->respond(0, 204, "");
+  CHECK(d->response.status == 204);
+  CHECK(shared->invalidations.size() >= 2);  // the resource and its collection
+  CHECK(std::find(shared->invalidations.begin(), shared->invalidations.end(), "bundleup-api /v1/webhooks tagged") !=
+        shared->invalidations.end());
+  Headers fresh = auth;
+  fresh.push_back({"Cache-Control", "no-cache"});
+  f.call(Fixture::get("/bundleup-api/v1/webhooks", fresh));
+  CHECK(shared->lookups.empty());
+  CHECK(f.upstream->requests.size() == 2);
 }
 
 TEST_CASE("gateway: the access record names whom it refused and why") {
