@@ -203,6 +203,10 @@ int Daemon::run() {
     sources.fleet = [fleet] { return fleetStatusJson(*fleet); };
     registerFleetMetrics(*metrics_, fleet);
   }
+  if (shared_cache_) {
+    std::shared_ptr<const RedisSharedCache> shared = shared_cache_;
+    sources.shared_cache = [shared] { return sharedCacheStatusJson(*shared); };
+  }
   status->setSources(std::move(sources));
 
   // Main listener, then one compat listener per upstream that asks for one.

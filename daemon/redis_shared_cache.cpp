@@ -1,5 +1,7 @@
 #include "daemon/redis_shared_cache.hpp"
 
+#include <rapidjson/stringbuffer.h>
+#include <rapidjson/writer.h>
 #include <sodium.h>
 
 #include <future>
@@ -208,7 +210,20 @@ void RedisSharedCache::await(const std::string& key, const std::string& ticket, 
   state->name = decodeTicket(ticket).name;
   state->until = std::chrono::steady_clock::now() + limit;
   state->done = std::move(done);
-  scheduler_->after(kPollEvery, [this, state] { poll(state); });
+  schedulePoll(std::move(state));
+}
+
+// The timer may outlive this cache (keywayd's shutdown): it holds a weak reference only. A wait
+// whose cache is gone ends as "the lock went away": the caller fetches.
+void RedisSharedCache::schedulePoll(std::shared_ptr<AwaitState> state) {
+  std::weak_ptr<RedisSharedCache> weak = weak_from_this();
+  scheduler_->after(kPollEvery, [weak, state] {
+    if (auto self = weak.lock()) {
+      self->poll(state);
+    } else {
+      state->done(std::nullopt);
+    }
+  });
 }
 
 void RedisSharedCache::poll(std::shared_ptr<AwaitState> state) {
@@ -237,7 +252,7 @@ void RedisSharedCache::poll(std::shared_ptr<AwaitState> state) {
       return;
     }
     if (el[0].integer == 2 && std::chrono::steady_clock::now() < state->until) {
-      scheduler_->after(kPollEvery, [this, state] { poll(state); });
+      schedulePoll(state);
       return;
     }
     state->done(std::nullopt);  // the lock went (or its holder outlived our patience) without an entry
@@ -302,6 +317,36 @@ void RedisSharedCache::onMessage(std::string_view sealed) {
   } else {
     local_->invalidate(m->upstream, m->identity_tag, m->path);
   }
+}
+
+std::string sharedCacheStatusJson(const RedisSharedCache& shared) {
+  rapidjson::StringBuffer buf;
+  rapidjson::Writer<rapidjson::StringBuffer> w(buf);
+  const RedisClientStats stats = shared.clientStats();
+  const SharedCacheCounters& c = shared.counters();
+  w.StartObject();
+  w.Key("address");
+  w.String(shared.address().c_str(), static_cast<rapidjson::SizeType>(shared.address().size()));
+  w.Key("up");
+  w.Bool(stats.connections_up > 0);
+  w.Key("subscribed");
+  w.Bool(stats.subscribed);
+  w.Key("hits");
+  w.Uint64(c.hits.load(std::memory_order_relaxed));
+  w.Key("misses");
+  w.Uint64(c.misses.load(std::memory_order_relaxed));
+  w.Key("errors");
+  w.Uint64(c.errors.load(std::memory_order_relaxed));
+  w.Key("timeouts");
+  w.Uint64(c.timeouts.load(std::memory_order_relaxed));
+  w.Key("last_error");
+  if (stats.last_error.empty()) {
+    w.Null();
+  } else {
+    w.String(stats.last_error.c_str(), static_cast<rapidjson::SizeType>(stats.last_error.size()));
+  }
+  w.EndObject();
+  return std::string(buf.GetString(), buf.GetSize());
 }
 
 core::Status purgeSharedCache(const core::SharedCacheConfig& config, const storage::SharedCacheCodec& codec,

@@ -28,10 +28,12 @@ struct SharedCacheCounters {
   std::atomic<uint64_t> invalidations_received{0};
 };
 
+struct AwaitState;  // a wait for another host's fill (redis_shared_cache.cpp)
+
 // The Redis client options of `config` (the password read from its file now).
 core::Result<RedisClientOptions> redisOptionsOf(const core::SharedCacheConfig& config);
 
-class RedisSharedCache final : public core::SharedCache {
+class RedisSharedCache final : public core::SharedCache, public std::enable_shared_from_this<RedisSharedCache> {
  public:
   using Warn = std::function<void(std::string_view key, std::string message)>;
   // `local` gets the other hosts' invalidations and purges; `scheduler` paces the waits for
@@ -66,7 +68,8 @@ class RedisSharedCache final : public core::SharedCache {
                    std::shared_ptr<core::Clock> clock, Warn warn, std::string address);
   // Counts a failed command and says why in a rate-limited warning.
   void failed(const RedisResult& r, const char* during);
-  void poll(std::shared_ptr<struct AwaitState> state);
+  void poll(std::shared_ptr<AwaitState> state);
+  void schedulePoll(std::shared_ptr<AwaitState> state);
   void onMessage(std::string_view sealed);
 
   std::unique_ptr<RedisClient> client_;
@@ -79,6 +82,9 @@ class RedisSharedCache final : public core::SharedCache {
   std::string origin_;  // this process, in its messages
   SharedCacheCounters counters_;
 };
+
+// {"address", "up", "hits", "misses", "errors", "timeouts", "last_error"} for /_keyway/status.
+std::string sharedCacheStatusJson(const RedisSharedCache& shared);
 
 // `keywayctl cache purge` on a fleet: bumps the epoch of `upstream` ("" = every upstream) so that
 // no host can name the old entries, and tells every host to drop its own. Blocking (keywayctl).

@@ -164,6 +164,13 @@ std::string StatusReport::render() const {
     key(w, "max_bytes");
     w.Uint64(stats.max_bytes);
   }
+  key(w, "shared");
+  if (sources && sources->shared_cache) {
+    const std::string shared = sources->shared_cache();
+    w.RawValue(shared.data(), shared.size(), rapidjson::kObjectType);
+  } else {
+    w.Null();
+  }
   w.EndObject();
 
   key(w, "fleet");

@@ -53,6 +53,8 @@ class StatusReport {
     std::function<bool()> ready;
     // The `fleet` object (a JSON object's text), or null for a single host.
     std::function<std::string()> fleet;
+    // The cache's `shared` member (a JSON object's text), or null without cache.shared.
+    std::function<std::string()> shared_cache;
   };
 
   explicit StatusReport(StatusPaths paths);
