@@ -53,11 +53,13 @@ if redis.call('GET', ARGV[1] .. ':l') == ARGV[2] then redis.call('DEL', ARGV[1] 
 return 1
 )";
 
-// ARGV: name. {1, value} once stored; {2} while the lock is held; {3} when neither.
+// ARGV: name. {1, value, 1 if the lock is held} once a value is there; {2} while only the lock
+// is held; {3} when neither.
 constexpr const char* kAwaitScript = R"(
 local v = redis.call('GET', ARGV[1])
-if v then return {1, v} end
-if redis.call('EXISTS', ARGV[1] .. ':l') == 1 then return {2} end
+local locked = redis.call('EXISTS', ARGV[1] .. ':l')
+if v then return {1, v, locked} end
+if locked == 1 then return {2} end
 return {3}
 )";
 
@@ -160,7 +162,8 @@ void RedisSharedCache::lookup(const std::string& key, const core::CacheEntryMeta
                                 std::to_string(unixMs(*clock_)),
                                 token,
                                 std::to_string(std::max<int64_t>(1, lock_for.count()))};
-  client_->command(std::move(argv), [this, key, base, token, done = std::move(done)](RedisResult r) {
+  std::string lock_ms = std::to_string(std::max<int64_t>(1, lock_for.count()));
+  client_->command(std::move(argv), [this, key, base, token, lock_ms, done = std::move(done)](RedisResult r) mutable {
     SharedLookup out;
     if (!r.ok()) {
       failed(r, "lookup");
@@ -190,9 +193,25 @@ void RedisSharedCache::lookup(const std::string& key, const core::CacheEntryMeta
       counters_.hits.fetch_add(1, std::memory_order_relaxed);
       out.outcome = Outcome::kFresh;
     } else if (code == 1) {
-      // A fresh value that did not open: fetch without the lock, and overwrite it.
+      // A value that looked fresh and did not open: a miss, coalesced like any other, and the
+      // fill overwrites it.
       counters_.misses.fetch_add(1, std::memory_order_relaxed);
-      out.outcome = Outcome::kFill;
+      const std::string lock_name = ticket.name + ":l";
+      client_->command({"SET", lock_name, token, "NX", "PX", lock_ms},
+                       [this, ticket, token, done](RedisResult locked) mutable {
+                         SharedLookup after;
+                         if (!locked.ok()) {
+                           failed(locked, "lock");
+                           done(std::move(after));
+                           return;
+                         }
+                         const bool mine = locked.reply.type == RedisReply::Type::kStatus;
+                         if (!mine) counters_.lock_waits.fetch_add(1, std::memory_order_relaxed);
+                         after.outcome = mine ? Outcome::kFill : Outcome::kWait;
+                         after.ticket = encodeTicket({ticket.name, mine ? token : ""});
+                         done(std::move(after));
+                       });
+      return;
     } else {
       counters_.misses.fetch_add(1, std::memory_order_relaxed);
       out.outcome = code == 2 ? Outcome::kFill : Outcome::kWait;
@@ -239,12 +258,18 @@ void RedisSharedCache::poll(std::shared_ptr<AwaitState> state) {
       state->done(std::nullopt);
       return;
     }
-    if (el[0].integer == 1 && el.size() == 2 && el[1].type == RedisReply::Type::kString) {
+    if (el[0].integer == 1 && el.size() == 3 && el[1].type == RedisReply::Type::kString) {
       const std::string base = state->name.substr(0, state->name.rfind(':'));
       auto entry = codec_.openEntry(base, state->key, el[1].str);
       if (!entry) {
+        // A value that does not open: the lock's holder is about to overwrite it; without a
+        // holder, fetch here.
         counters_.rejected.fetch_add(1, std::memory_order_relaxed);
-        state->done(std::nullopt);
+        if (el[2].integer == 1 && std::chrono::steady_clock::now() < state->until) {
+          schedulePoll(state);
+        } else {
+          state->done(std::nullopt);
+        }
         return;
       }
       counters_.hits.fetch_add(1, std::memory_order_relaxed);
@@ -372,8 +397,7 @@ core::Status purgeSharedCache(const core::SharedCacheConfig& config, const stora
   const std::string epoch = upstream.empty() ? codec.globalEpochKey() : codec.upstreamEpochKey(upstream);
   RedisResult bumped = run({"INCR", epoch});
   if (!bumped.ok()) {
-    return core::Error::make(core::ErrorCode::kUnavailable, "the shared cache (Redis at " + config.address +
-                                                                ") was not purged: " + bumped.message);
+    return core::Error::make(core::ErrorCode::kUnavailable, "not purged: " + bumped.message);
   }
   run({"PEXPIRE", epoch, kEpochLifetimeMs});
   storage::SharedCacheCodec::Message m;
@@ -384,8 +408,7 @@ core::Status purgeSharedCache(const core::SharedCacheConfig& config, const stora
   RedisResult told = run({"PUBLISH", codec.channel(), codec.sealMessage(m)});
   if (!told.ok()) {
     return core::Error::make(core::ErrorCode::kUnavailable,
-                             "the shared cache was purged, but the hosts were not told to drop their own copies: " +
-                                 told.message);
+                             "purged in Redis, but the hosts were not told to drop their own copies: " + told.message);
   }
   return core::okStatus();
 }

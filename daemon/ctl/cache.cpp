@@ -197,36 +197,51 @@ int cmdCachePurge(Context& c) {
     return c.fail("--prefix is a path without a query (entries of every query are purged)",
                   kCtlExitUsage);
   }
+  const bool json = c.flag("--json");
   std::string scope = all ? std::string("all upstreams, all paths")
                           : (upstream ? "upstream " + *upstream : std::string("all upstreams")) +
                                 (prefix ? ", paths under " + *prefix : std::string(", all paths"));
-  auto opened = openCache(c);
-  if (!opened.store) {
-    if (opened.rc != kCtlExitOk) return opened.rc;
-    c.out << "purged 0 entries\n";
-  } else {
+  auto opened = openCache(c, json);
+  size_t dropped = 0;
+  if (!opened.store && opened.rc != kCtlExitOk) return opened.rc;
+  if (opened.store) {
     // purge() is synchronous and bumps the store generation: a running keywayd stops serving the
     // purged entries (and its not yet written puts) at once.
-    const size_t dropped =
-        all ? opened.store->purge("", "") : opened.store->purge(upstream.value_or(""), prefix.value_or(""));
+    dropped = all ? opened.store->purge("", "") : opened.store->purge(upstream.value_or(""), prefix.value_or(""));
     opened.close(c.err);
-    c.out << "purged " << dropped << (dropped == 1 ? " entry" : " entries") << " (" << scope << ")\n";
   }
-  if (!c.config->cache.shared) return kCtlExitOk;
+  if (!json) c.out << "purged " << dropped << (dropped == 1 ? " entry" : " entries") << " (" << scope << ")\n";
   // The fleet's shared cache: a purge there has no paths to go by (names are keyed hashes), so
   // it drops every entry of the upstream (or all), and each host drops the same as here.
-  const core::SharedCacheConfig& shared = *c.config->cache.shared;
-  auto master = storage::loadMasterKeyFile(c.config->master_key_file);
-  if (!master) return c.fail("the shared cache was not purged: " + master.error().message, kCtlExitFailure);
-  auto codec = storage::SharedCacheCodec::create(*master, shared.key_prefix);
-  if (!codec) return c.fail("the shared cache was not purged: " + codec.error().message, kCtlExitFailure);
-  if (auto st = purgeSharedCache(shared, *codec, all ? "" : upstream.value_or(""), all ? "" : prefix.value_or(""));
-      !st) {
-    return c.fail(st.error().message + " (this host's cache was purged)", kCtlExitFailure);
+  std::optional<core::Error> shared_failure;
+  if (c.config->cache.shared) {
+    const core::SharedCacheConfig& shared = *c.config->cache.shared;
+    auto master = storage::loadMasterKeyFile(c.config->master_key_file);
+    if (!master) {
+      shared_failure = master.error();
+    } else if (auto codec = storage::SharedCacheCodec::create(*master, shared.key_prefix); !codec) {
+      shared_failure = codec.error();
+    } else if (auto st = purgeSharedCache(shared, *codec, all ? "" : upstream.value_or(""),
+                                          all ? "" : prefix.value_or(""));
+               !st) {
+      shared_failure = st.error();
+    } else if (!json) {
+      c.out << "purged the shared cache (Redis at " << shared.address << ": "
+            << (all || !upstream ? std::string("every upstream") : "every entry of upstream " + *upstream)
+            << "); every host drops the same entries as here\n";
+    }
   }
-  c.out << "purged the shared cache (Redis at " << shared.address << ": "
-        << (all || !upstream ? std::string("every upstream") : "every entry of upstream " + *upstream)
-        << "); every host drops the same entries as here\n";
+  if (json) {
+    c.out << JsonObject()
+                 .num("purged", static_cast<uint64_t>(dropped))
+                 .str("scope", scope)
+                 .raw("shared", !c.config->cache.shared ? "false" : shared_failure ? "\"unavailable\"" : "true")
+                 .text()
+          << "\n";
+  }
+  if (shared_failure) {
+    return c.fail("shared cache: " + shared_failure->message + " (this host's cache was purged)", kCtlExitFailure);
+  }
   return kCtlExitOk;
 }
 
@@ -236,7 +251,7 @@ const CommandGroup& cacheGroup() {
   static const CommandGroup group = {
       "cache",
       "usage: keywayctl cache stats [--json]\n"
-      "       keywayctl cache purge [--upstream U] [--prefix PATH] [--all]\n"
+      "       keywayctl cache purge [--upstream U] [--prefix PATH] [--all] [--json]\n"
       "\n"
       "Works on the response cache environment of the configuration (cache.dir, default\n"
       "<state_dir>/cache), the same one a running keywayd uses.\n"
@@ -251,8 +266,8 @@ const CommandGroup& cacheGroup() {
       {
           {"stats", 0, 0, {}, {"--json"}, {}, "keywayctl cache stats [--json]", Store::kNone,
            Input::kNone, cmdCacheStats},
-          {"purge", 0, 0, {"--upstream", "--prefix"}, {"--all"}, {},
-           "keywayctl cache purge [--upstream U] [--prefix PATH] [--all]", Store::kNone,
+          {"purge", 0, 0, {"--upstream", "--prefix"}, {"--all", "--json"}, {},
+           "keywayctl cache purge [--upstream U] [--prefix PATH] [--all] [--json]", Store::kNone,
            Input::kNone, cmdCachePurge, checkPurgeScope},
       }};
   return group;

@@ -650,6 +650,20 @@ TEST_CASE("shared cache: a stale shared entry answers at once while this host re
   CHECK(shared->awaits.empty());
 }
 
+TEST_CASE("shared cache: stale-if-error with a shared copy past its swr window") {
+  auto shared = std::make_shared<FakeShared>();
+  Fixture f(true, 16, shared);
+  Headers auth{{"Authorization", "Bearer " + f.token}};
+  auto a = f.call(Fixture::get("/bundleup-api/v1/webhooks", auth));
+  shared->answer(0, SharedLookup::Outcome::kFill, sharedEntry(*f.clock, "[old]", std::chrono::seconds(600)), "t1");
+  CHECK(a->sends == 0);  // too old to answer with before trying the upstream
+  REQUIRE(f.upstream->requests.size() == 1);
+  f.upstream->respond(0, 503, "{\"error\":\"down\"}");
+  CHECK(xcache(a->response) == "STALE");
+  CHECK(a->response.body == "[old]");
+  CHECK(shared->releases == std::vector<std::string>{"t1"});
+}
+
 TEST_CASE("shared cache: a write invalidates there too; Cache-Control: no-cache does not read it") {
   auto shared = std::make_shared<FakeShared>();
   Fixture f(true, 16, shared);
