@@ -30,10 +30,13 @@ from harness import (REPO, FakeUpstream, Keyway, Response, binary, build_request
                      to_yaml)
 from redis_server import RedisServer
 from test_fleet import wait_until
+from test_hostile import _sanitized
 
 PREFIX = "kwit:"
-# A write on one host must be seen by the others within this (the contract's bound).
+# A write on one host must be seen by the others within this (the contract's bound); a keywayd built
+# with a sanitizer runs several times slower and gets SANITIZED_FACTOR times as long.
 INVALIDATION_BOUND_S = 0.2
+SANITIZED_FACTOR = 5
 # After 3 failures in a row Redis is skipped for 0.5 s, doubling up to 5 s: sharing is back within
 # the longest skip and a little more once Redis is.
 RECOVERY_S = 8.0
@@ -228,6 +231,7 @@ class SharedCacheTest(SharedCacheCase):
         cls.monitor = cls.redis.start_monitor()
         cls.messages = cls.redis.subscribe(patterns=["*"])
         cls.make_hosts([cls.redis.address] * 3)
+        cls.sanitized = _sanitized(cls.hosts[0].proc.pid)
 
     def setUp(self):
         self.fake.reset()
@@ -302,7 +306,8 @@ class SharedCacheTest(SharedCacheCase):
         d = [l2_delta(b, l2(kw)) for b, kw in zip(before, self.hosts)]
         print("test_shared_cache: lock waits per host %s" % [x["lock_waits"] for x in d])
         self.assertGreater(max(x["lock_waits"] for x in d), 0, d)
-        self.assertEqual(sum(x["errors"] + x["timeouts"] for x in d), 0, d)
+        if not self.sanitized:   # instrumented, a command may overrun the 50 ms bound
+            self.assertEqual(sum(x["errors"] + x["timeouts"] for x in d), 0, d)
 
     # ---------------------------------------------------------------------------------------------
     # 20-39: invalidation and purge
@@ -331,7 +336,7 @@ class SharedCacheTest(SharedCacheCase):
             took.append(t)
             self.assertEqual(r.status, 200, r)
         print("test_shared_cache: invalidation seen by hosts 2 and 3 after %s s" % ", ".join("%.3f" % t for t in took))
-        self.assertLess(max(took), INVALIDATION_BOUND_S, took)
+        self.assertLess(max(took), INVALIDATION_BOUND_S * (SANITIZED_FACTOR if self.sanitized else 1), took)
         self.assertCache(self.get(0, target), "MISS", "host 1 after its own write")
         # Host 2 refetched (1 request), host 3 then found host 2's fresh entry in Redis or refetched too.
         self.assertIn(self.upstream_count(coll), (2, 3), self.fake.requests)
