@@ -26,10 +26,9 @@ import unittest
 import uuid
 
 from etcd_cluster import encoded_forms
-from harness import (REPO, FakeUpstream, Keyway, Response, binary, build_request, concurrent_requests, request,
-                     to_yaml)
+from harness import REPO, FakeUpstream, Keyway, Response, binary, build_request, concurrent_requests, request
 from redis_server import RedisServer
-from test_fleet import wait_until
+from test_fleet import Load, wait_until
 from test_hostile import _sanitized
 
 PREFIX = "kwit:"
@@ -84,46 +83,6 @@ def shared_section(address, **more):
     redis = {"address": address, "key_prefix": PREFIX}
     redis.update(more)
     return {"shared": {"redis": redis}}
-
-
-class Load:
-    """A thread sending cacheable GETs (a new key each time, so each one asks Redis) to every host in
-    turn until stop(): anything but a 200, or no answer, is a failure."""
-
-    def __init__(self, hosts, tokens):
-        self.hosts, self.tokens = hosts, tokens
-        self.tag = _uid()
-        self.ok = 0
-        self.failures = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
-
-    def _run(self):
-        n = 0
-        while not self._stop.is_set():
-            i = n % len(self.hosts)
-            n += 1
-            try:
-                resp = request(self.hosts[i].main_port, "GET", "/bundleiq/v1/load/%s/%d" % (self.tag, n),
-                               [("X-Keyway-Token", self.tokens[i])], timeout=5)
-                if resp.status == 200:
-                    self.ok += 1
-                else:
-                    self.failures.append("host %d: %d %s" % (i + 1, resp.status, resp.body[:200]))
-            except Exception as e:  # noqa: BLE001  (every failure counts, whatever its kind)
-                self.failures.append("host %d: %r" % (i + 1, e))
-            time.sleep(0.005)
-
-    def stop(self):
-        self._stop.set()
-        self._thread.join(10)
 
 
 class SharedCacheCase(unittest.TestCase):
@@ -211,10 +170,7 @@ class SharedCacheCase(unittest.TestCase):
 
     def other_config(self, kw, redis):
         """A copy of kw's configuration with another cache.shared.redis section."""
-        cfg = dict(kw.config, cache={"shared": {"redis": redis}})
-        path = kw.dir / ("other-%s.yaml" % _uid())
-        path.write_text(to_yaml(cfg) + "\n")
-        return path
+        return kw.config_variant(cache={"shared": {"redis": redis}})
 
 
 class SharedCacheTest(SharedCacheCase):
