@@ -478,6 +478,24 @@ class SharedCacheTest(SharedCacheCase):
                 self.assertEqual(self.assertCache(third, "HIT", "host 3").body, r.body)
                 self.assertEqual(self.upstream_count(path), 2)
 
+    def test_71_a_value_tampered_with_is_refetched_once_by_the_fleet(self):
+        # A rejected value is a miss: the fill lock coalesces the refetch, as for a cold key.
+        self.redis.flushall()
+        target, path = self.new_path(delay=0.3)
+        self.assertCache(self.get(0, target), "MISS")
+        self._tamper(lambda s: os.urandom(len(s)))
+        out = {}
+
+        def fetch(h):
+            out[h] = self.get(h, target)
+        threads = [threading.Thread(target=fetch, args=(h,)) for h in (1, 2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(10)
+        self.assertEqual(out[1].body, out[2].body, "hosts 2 and 3 each refetched: %r %r" % (out[1], out[2]))
+        self.assertEqual(self.upstream_count(path), 2, "the tampered value was refetched by both hosts")
+
     # ---------------------------------------------------------------------------------------------
     # 90: configuration
     # ---------------------------------------------------------------------------------------------
