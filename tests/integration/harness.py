@@ -543,6 +543,13 @@ class Keyway:
     def write_config(self, text=None):
         self.config_path.write_text(text if text is not None else to_yaml(self.config) + "\n")
 
+    def config_variant(self, **sections):
+        """Writes a copy of this configuration with the given top-level sections replaced next to
+        it (for a keywayctl or --check-config run); returns its path."""
+        path = self.dir / ("variant-%s.yaml" % _secrets.token_hex(5))
+        path.write_text(to_yaml(dict(self.config, **sections)) + "\n")
+        return path
+
     # -- keywayctl --
     def ctl(self, *args, input=None, check=True, config=True, timeout=30):
         """Runs keywayctl; input (str) goes to stdin. check=True raises KeywayError on exit != 0."""

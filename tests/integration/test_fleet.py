@@ -24,7 +24,7 @@ import unittest
 import uuid
 
 from etcd_cluster import EtcdCluster
-from harness import FakeUpstream, Keyway, binary, closed_port, request, test_pki, to_yaml
+from harness import FakeUpstream, Keyway, binary, closed_port, request, test_pki
 
 PREFIX = "/keyway/"
 TABLES = ("teams", "clients", "client_tokens", "secrets", "bosa_users")
@@ -73,12 +73,13 @@ def wait_until(pred, timeout, interval=0.02, what="condition"):
 
 
 class Load:
-    """A thread sending requests with one client token to every host in turn until stop(): the
-    failures (anything but a 200, or no answer) are the measure of a fault's effect on serving."""
+    """A thread sending cacheable GETs (a new key each time) with one client token (or a list: one
+    per host) to every host in turn until stop(): the failures (anything but a 200, or no answer)
+    are the measure of a fault's effect on serving."""
 
     def __init__(self, hosts, token):
         self.hosts = hosts
-        self.token = token
+        self.tokens = list(token) if isinstance(token, (list, tuple)) else [token] * len(hosts)
         self.ok = 0
         self.failures = []
         self._stop = threading.Event()
@@ -94,11 +95,11 @@ class Load:
     def _run(self):
         n = 0
         while not self._stop.is_set():
-            kw = self.hosts[n % len(self.hosts)]
+            kw, token = self.hosts[n % len(self.hosts)], self.tokens[n % len(self.hosts)]
             n += 1
             try:
                 resp = request(kw.main_port, "GET", "/bundleiq/v1/load/%d" % n,
-                               [("X-Keyway-Token", self.token)], timeout=5)
+                               [("X-Keyway-Token", token)], timeout=5)
                 if resp.status == 200:
                     self.ok += 1
                 else:
@@ -254,10 +255,7 @@ class FleetCase(unittest.TestCase):
 
     def other_config(self, kw, fleet):
         """A copy of kw's configuration with another fleet section, for a keywayctl run."""
-        cfg = dict(kw.config, fleet=fleet)
-        path = kw.dir / ("other-%s.yaml" % _uid())
-        path.write_text(to_yaml(cfg) + "\n")
-        return path
+        return kw.config_variant(fleet=fleet)
 
 class FleetTest(FleetCase):
 
