@@ -271,21 +271,28 @@ Status parseSharedRedis(const Ctx& ctx, const Entry& section, const EnvLookup& e
   return core::okStatus();
 }
 
+// A section whose one member `name` is required (`fleet: {etcd: ...}`, `cache.shared:
+// {redis: ...}`); `out` is set only once that member parsed.
+template <class T, class Parse>
+Status parseSoleMember(const Ctx& ctx, const Entry& section, const char* name, const char* what, Parse parse,
+                       std::optional<T>& out) {
+  T value;
+  bool have = false;
+  const std::vector<Field> fields = {{name, [&](const Entry& e) -> Status {
+                                        have = true;
+                                        return parse(e, value);
+                                      }}};
+  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
+  if (!have) return ctx.error(section, std::string(name) + ": required (" + what + ")");
+  out = std::move(value);
+  return core::okStatus();
+}
+
 Status parseShared(const Ctx& ctx, const Entry& section, const EnvLookup& env,
                    std::optional<core::SharedCacheConfig>& out) {
-  core::SharedCacheConfig shared;
-  bool have_redis = false;
-  const std::vector<Field> fields = {
-      {"redis",
-       [&](const Entry& e) -> Status {
-         have_redis = true;
-         return parseSharedRedis(ctx, e, env, shared);
-       }},
-  };
-  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
-  if (!have_redis) return ctx.error(section, "redis: required (the shared cache's server)");
-  out = std::move(shared);
-  return core::okStatus();
+  return parseSoleMember(
+      ctx, section, "redis", "the shared cache's server",
+      [&](const Entry& e, core::SharedCacheConfig& shared) { return parseSharedRedis(ctx, e, env, shared); }, out);
 }
 
 Status parseCache(const Ctx& ctx, const Entry& section, const EnvLookup& env, core::CachePolicyConfig& out) {
@@ -629,19 +636,9 @@ Status parseFleetEtcd(const Ctx& ctx, const Entry& section, const EnvLookup& env
 }
 
 Status parseFleet(const Ctx& ctx, const Entry& section, const EnvLookup& env, std::optional<core::FleetConfig>& out) {
-  core::FleetConfig fleet;
-  bool have_etcd = false;
-  const std::vector<Field> fields = {
-      {"etcd",
-       [&](const Entry& e) -> Status {
-         have_etcd = true;
-         return parseFleetEtcd(ctx, e, env, fleet);
-       }},
-  };
-  if (auto st = parseMap(ctx, section, !kNullIsEmpty, fields); !st) return st;
-  if (!have_etcd) return ctx.error(section, "etcd: required (the fleet's store of record)");
-  out = std::move(fleet);
-  return core::okStatus();
+  return parseSoleMember(
+      ctx, section, "etcd", "the fleet's store of record",
+      [&](const Entry& e, core::FleetConfig& fleet) { return parseFleetEtcd(ctx, e, env, fleet); }, out);
 }
 
 Status parseUpstream(const Ctx& ctx, const Entry& entry, State& state) {
