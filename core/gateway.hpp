@@ -175,7 +175,7 @@ class Gateway {
   void consultShared(const std::shared_ptr<Pending>& p, FillPlan plan, std::optional<CachedResponse> stale);
   void onSharedLookup(const std::shared_ptr<Pending>& p, const FillPlan& plan, std::optional<CachedResponse> stale,
                       SharedLookup found);
-  void startFill(const std::shared_ptr<Pending>& p, const FillPlan& plan, std::optional<CachedResponse> stale,
+  void startFill(const std::shared_ptr<Pending>& p, FillPlan plan, std::optional<CachedResponse> stale,
                  std::string ticket);
   // Ends a flight without a fill of its own: its waiters get `entry` as `cache_status`, and a
   // refresh gives its slot back.

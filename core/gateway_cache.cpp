@@ -268,7 +268,7 @@ void Gateway::dispatchCacheable(const std::shared_ptr<Pending>& p, const CacheRu
     consultShared(p, std::move(plan), std::move(stale));
     return;
   }
-  startFill(p, plan, std::move(stale), "");
+  startFill(p, std::move(plan), std::move(stale), "");
 }
 
 void Gateway::consultShared(const std::shared_ptr<Pending>& p, FillPlan plan, std::optional<CachedResponse> stale) {
@@ -342,14 +342,15 @@ void Gateway::onSharedLookup(const std::shared_ptr<Pending>& p, const FillPlan& 
                       });
 }
 
-void Gateway::startFill(const std::shared_ptr<Pending>& p, const FillPlan& plan, std::optional<CachedResponse> stale,
+void Gateway::startFill(const std::shared_ptr<Pending>& p, FillPlan plan, std::optional<CachedResponse> stale,
                         std::string ticket) {
   const Config& config = *p->config;
   std::shared_ptr<const UpstreamConfig> upstream_ref(p->config, p->upstream);
   std::shared_ptr<SharedCache> shared = ticket.empty() ? nullptr : deps_.shared;
   auto observer = std::make_shared<CacheFillObserver>(this, deps_.metrics, plan.um, deps_.events, deps_.clock,
-                                                      deps_.cache, std::move(upstream_ref), plan.rule, plan.key,
-                                                      plan.meta, std::move(stale), config.cache.max_entry_bytes,
+                                                      deps_.cache, std::move(upstream_ref), std::move(plan.rule),
+                                                      std::move(plan.key), std::move(plan.meta), std::move(stale),
+                                                      config.cache.max_entry_bytes,
                                                       plan.refresh, p->trace, std::move(shared), std::move(ticket));
   if (p->trace.on()) {
     p->trace("cache fill", {{"started", plan.refresh ? "a background refresh" : "for this request"}});
