@@ -616,12 +616,14 @@ void Gateway::dispatch(std::shared_ptr<Pending> p) {
                   path = std::string(path)](int) {
       if (auto prefix = bosaConnectorPrefix(path)) {
         cache->invalidatePrefix(name, tag, *prefix);
-        if (shared) shared->invalidate(name, tag, *prefix, true);
+        if (shared) shared->invalidate(name, tag, {std::string(*prefix)}, true);
       } else {
+        std::vector<std::string> paths;
         for (const auto& inv : invalidationPaths(path)) {
           cache->invalidate(name, tag, inv);
-          if (shared) shared->invalidate(name, tag, inv, false);
+          paths.emplace_back(inv);
         }
+        if (shared) shared->invalidate(name, tag, std::move(paths), false);
       }
     };
   }

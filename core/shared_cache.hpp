@@ -8,6 +8,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/cache_store.hpp"
 
@@ -47,10 +48,10 @@ class SharedCache {
   // Releases the lock of a fill that stored nothing. Best effort.
   virtual void release(const std::string& key, const std::string& ticket) = 0;
 
-  // A write made the entries of (upstream, identity_tag) under `path` (a prefix when `prefix`)
-  // stale: they become unreachable in the shared cache, and every other host drops them from
-  // its own cache. Best effort.
-  virtual void invalidate(std::string_view upstream, std::string_view identity_tag, std::string_view path,
+  // A write made the entries of (upstream, identity_tag) under `paths` (prefixes when `prefix`)
+  // stale: every entry of that identity becomes unreachable in the shared cache, and every other
+  // host drops the same entries from its own cache. One call per write. Best effort.
+  virtual void invalidate(std::string_view upstream, std::string_view identity_tag, std::vector<std::string> paths,
                           bool prefix) = 0;
 };
 

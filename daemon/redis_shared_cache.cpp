@@ -47,6 +47,16 @@ if ARGV[4] ~= '' and redis.call('GET', ARGV[1] .. ':l') == ARGV[4] then redis.ca
 return 1
 )";
 
+// KEYS: an epoch. ARGV: its lifetime (ms), the channel, the sealed message. The bump and the
+// message in one step: a host told to drop its copy must find the old entries unreachable when
+// it looks them up again.
+constexpr const char* kBumpScript = R"(
+redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], ARGV[3])
+return 1
+)";
+
 // ARGV: name, token.
 constexpr const char* kReleaseScript = R"(
 if redis.call('GET', ARGV[1] .. ':l') == ARGV[2] then redis.call('DEL', ARGV[1] .. ':l') end
@@ -306,23 +316,20 @@ void RedisSharedCache::release(const std::string& /*key*/, const std::string& ti
   });
 }
 
-void RedisSharedCache::invalidate(std::string_view upstream, std::string_view identity_tag, std::string_view path,
-                                  bool prefix) {
-  const std::string epoch = codec_.identityEpochKey(upstream, identity_tag);
-  client_->command({"INCR", epoch}, [this](RedisResult r) {
-    if (!r.ok()) failed(r, "invalidation");
-  });
-  client_->command({"PEXPIRE", epoch, kEpochLifetimeMs}, [](RedisResult) {});
+void RedisSharedCache::invalidate(std::string_view upstream, std::string_view identity_tag,
+                                  std::vector<std::string> paths, bool prefix) {
   storage::SharedCacheCodec::Message m;
   m.kind = storage::SharedCacheCodec::Message::Kind::kInvalidate;
   m.origin = origin_;
   m.upstream = std::string(upstream);
   m.identity_tag = std::string(identity_tag);
-  m.path = std::string(path);
+  m.paths = std::move(paths);
   m.prefix = prefix;
-  client_->command({"PUBLISH", codec_.channel(), codec_.sealMessage(m)}, [this](RedisResult r) {
-    if (!r.ok()) failed(r, "invalidation message");
-  });
+  client_->command({"EVAL", kBumpScript, "1", codec_.identityEpochKey(upstream, identity_tag), kEpochLifetimeMs,
+                    codec_.channel(), codec_.sealMessage(m)},
+                   [this](RedisResult r) {
+                     if (!r.ok()) failed(r, "invalidation");
+                   });
 }
 
 void RedisSharedCache::onMessage(std::string_view sealed) {
@@ -335,12 +342,14 @@ void RedisSharedCache::onMessage(std::string_view sealed) {
   if (m->origin == origin_) return;
   counters_.invalidations_received.fetch_add(1, std::memory_order_relaxed);
   using Kind = storage::SharedCacheCodec::Message::Kind;
-  if (m->kind == Kind::kPurge) {
-    local_->purge(m->upstream, m->path);
-  } else if (m->prefix) {
-    local_->invalidatePrefix(m->upstream, m->identity_tag, m->path);
-  } else {
-    local_->invalidate(m->upstream, m->identity_tag, m->path);
+  for (const std::string& path : m->paths) {
+    if (m->kind == Kind::kPurge) {
+      local_->purge(m->upstream, path);
+    } else if (m->prefix) {
+      local_->invalidatePrefix(m->upstream, m->identity_tag, path);
+    } else {
+      local_->invalidate(m->upstream, m->identity_tag, path);
+    }
   }
 }
 
@@ -394,22 +403,14 @@ core::Status purgeSharedCache(const core::SharedCacheConfig& config, const stora
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
     }
   };
-  const std::string epoch = upstream.empty() ? codec.globalEpochKey() : codec.upstreamEpochKey(upstream);
-  RedisResult bumped = run({"INCR", epoch});
-  if (!bumped.ok()) {
-    return core::Error::make(core::ErrorCode::kUnavailable, "not purged: " + bumped.message);
-  }
-  run({"PEXPIRE", epoch, kEpochLifetimeMs});
   storage::SharedCacheCodec::Message m;
   m.kind = storage::SharedCacheCodec::Message::Kind::kPurge;
   m.origin = "keywayctl";
   m.upstream = std::string(upstream);
-  m.path = std::string(path_prefix);
-  RedisResult told = run({"PUBLISH", codec.channel(), codec.sealMessage(m)});
-  if (!told.ok()) {
-    return core::Error::make(core::ErrorCode::kUnavailable,
-                             "purged in Redis, but the hosts were not told to drop their own copies: " + told.message);
-  }
+  m.paths = {std::string(path_prefix)};
+  const std::string epoch = upstream.empty() ? codec.globalEpochKey() : codec.upstreamEpochKey(upstream);
+  RedisResult bumped = run({"EVAL", kBumpScript, "1", epoch, kEpochLifetimeMs, codec.channel(), codec.sealMessage(m)});
+  if (!bumped.ok()) return core::Error::make(core::ErrorCode::kUnavailable, "not purged: " + bumped.message);
   return core::okStatus();
 }
 

@@ -51,7 +51,7 @@ class RedisSharedCache final : public core::SharedCache, public std::enable_shar
              std::function<void(std::optional<core::CachedResponse>)> done) override;
   void store(const std::string& key, const std::string& ticket, const core::CachedResponse& entry) override;
   void release(const std::string& key, const std::string& ticket) override;
-  void invalidate(std::string_view upstream, std::string_view identity_tag, std::string_view path,
+  void invalidate(std::string_view upstream, std::string_view identity_tag, std::vector<std::string> paths,
                   bool prefix) override;
 
   // Ends the Redis connections: waiting lookups complete as "unavailable" now, later calls at

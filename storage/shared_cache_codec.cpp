@@ -10,6 +10,7 @@ namespace keyway::storage {
 namespace {
 
 constexpr uint8_t kMessageFormat = 1;
+constexpr uint32_t kMaxMessagePaths = 64;
 
 bool parseTime(std::string_view text, int64_t& out) {
   const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), out);
@@ -88,7 +89,7 @@ std::string SharedCacheCodec::sealMessage(const Message& m) const {
   w.str(m.origin);
   w.str(m.upstream);
   w.str(m.identity_tag);
-  w.str(m.path);
+  w.list(m.paths);
   w.u8(m.prefix ? 1 : 0);
   return keyring_->seal(w.bytes(), channel());
 }
@@ -102,7 +103,7 @@ core::Result<SharedCacheCodec::Message> SharedCacheCodec::openMessage(std::strin
   uint8_t kind = 0;
   if (!r.u8(format) || format != kMessageFormat || !r.u8(kind) ||
       (kind != static_cast<uint8_t>(Message::Kind::kInvalidate) && kind != static_cast<uint8_t>(Message::Kind::kPurge)) ||
-      !r.str(m.origin) || !r.str(m.upstream) || !r.str(m.identity_tag) || !r.str(m.path) || !r.boolean(m.prefix) ||
+      !r.str(m.origin) || !r.str(m.upstream) || !r.str(m.identity_tag) || !r.list(m.paths, kMaxMessagePaths) || !r.boolean(m.prefix) ||
       !r.atEnd()) {
     return damaged("message does not parse");
   }

@@ -8,6 +8,7 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "core/cache_store.hpp"
 #include "core/result.hpp"
@@ -45,7 +46,7 @@ class SharedCacheCodec {
     std::string origin;  // the host that sent it (it ignores its own)
     std::string upstream;
     std::string identity_tag;
-    std::string path;
+    std::vector<std::string> paths;  // purge: one path prefix ("" = every path)
     bool prefix = false;
   };
   std::string sealMessage(const Message& m) const;

@@ -66,6 +66,7 @@ class RedisProcess {
       }
       std::this_thread::sleep_for(10ms);
     }
+    kill();  // FAIL throws out of the constructor: the destructor would not stop it
     FAIL("redis-server did not open " << socket());
   }
   void kill() {

@@ -103,7 +103,7 @@ TEST_CASE("shared cache codec: messages are sealed and open only with the same m
   m.origin = "host-a";
   m.upstream = "bundleup-api";
   m.identity_tag = "tag-of-alice";
-  m.path = "/v1/connections/alice-private";
+  m.paths = {"/v1/connections/alice-private", "/v1/connections"};
   m.prefix = true;
   const std::string sealed = codec.sealMessage(m);
   CHECK_FALSE(contains(sealed, "alice"));
@@ -114,7 +114,7 @@ TEST_CASE("shared cache codec: messages are sealed and open only with the same m
   CHECK(back->origin == "host-a");
   CHECK(back->upstream == m.upstream);
   CHECK(back->identity_tag == m.identity_tag);
-  CHECK(back->path == m.path);
+  CHECK(back->paths == m.paths);
   CHECK(back->prefix);
   CHECK_FALSE(codecWith(*k2).openMessage(sealed).ok());
   CHECK_FALSE(codecWith(*k1, "other:").openMessage(sealed).ok());
