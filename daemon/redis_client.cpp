@@ -59,7 +59,7 @@ core::Result<std::pair<std::string, int>> parseRedisAddress(std::string_view add
 
 namespace {
 
-// After this many failures in a row (timeouts, lost connections), commands are refused at once
+// After this many timeouts in a row, commands are refused at once
 // for a pause that doubles from kPauseFirst up to kPauseMax: a paused or dying Redis then costs
 // requests nothing instead of one timeout each.
 constexpr int kFailuresBeforePause = 3;
@@ -390,6 +390,9 @@ class RedisClient::Impl {
       if (f == RedisFailure::kTimeout) ++stats_.timeouts;
       if (f == RedisFailure::kUnavailable) ++stats_.unavailable;
     }
+    // Only a timeout costs the request anything; a command refused for want of a connection
+    // ends at once, and counting it would keep Redis skipped while its connections come back.
+    if (f != RedisFailure::kTimeout) return;
     const auto now = Clock::now();
     if (now < paused_until_) return;
     if (++consecutive_failures_ >= kFailuresBeforePause) {

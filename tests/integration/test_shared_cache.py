@@ -443,15 +443,22 @@ class SharedCacheTest(SharedCacheCase):
         self.redis.set_maxmemory(0)
         self.wait_sharing()
 
+    def _values(self):
+        """{key: value} of the entry values in Redis (VALUE_SHAPE)."""
+        return {k: v for k, v in self.redis.dump().items() if isinstance(v, bytes) and VALUE_SHAPE.match(v)}
+
     def _tamper(self, change):
-        """Applies change(sealed bytes) -> bytes to the sealed part of every value in Redis."""
-        n = 0
-        for key, value in self.redis.dump().items():
-            m = isinstance(value, bytes) and VALUE_SHAPE.match(value)
-            if m:
-                self.redis.command("SET", key, value[:m.end()] + change(value[m.end():]))
-                n += 1
-        self.assertGreater(n, 0, "no value to tamper with")
+        """Applies change(sealed bytes) -> bytes to the sealed part of every value in Redis. The fill
+        stores its entry in Redis after it answered: wait for it first."""
+        wait_until(self._values, 5.0, what="an entry value in Redis")
+        tampered = set()
+        for key, value in self._values().items():
+            m = VALUE_SHAPE.match(value)
+            bad = value[:m.end()] + change(value[m.end():])
+            self.redis.command("SET", key, bad)
+            tampered.add(bad)
+        self.assertGreater(len(tampered), 0, "no value to tamper with")
+        return tampered
 
     def test_70_a_value_tampered_with_is_rejected_and_refetched(self):
         def flip(sealed):
@@ -462,15 +469,17 @@ class SharedCacheTest(SharedCacheCase):
                 self.redis.flushall()
                 target, path = self.new_path()
                 first = self.assertCache(self.get(0, target), "MISS")
-                self._tamper(change)
+                tampered = self._tamper(change)
                 before = l2(self.hosts[1])
                 r = self.assertCache(self.get(1, target), "MISS", "host 2 after the tampering")
                 self.assertEqual(json.loads(r.body)["n"], 2, "the tampered value was served")
                 self.assertNotEqual(r.body, first.body)
                 self.assertGreaterEqual(l2_delta(before, l2(self.hosts[1]))["rejected"], 1)
                 self.assertEqual(self.upstream_count(path), 2)
-                # Refetched and overwritten before host 2 answered (a rejected value is a miss: host 2
-                # fills it under the key's lock), so host 3 gets host 2's entry from Redis at once.
+                # Refetched by host 2 under the key's lock (a rejected value is a miss); its fill
+                # overwrites the value in Redis just after it answered. Then host 3 gets host 2's entry.
+                wait_until(lambda: (self._values() and not (set(self._values().values()) & tampered)), 5.0,
+                           what="host 2's entry in place of the tampered value")
                 before = l2(self.hosts[2])
                 third = self.get(2, target)
                 self.assertEqual(l2_delta(before, l2(self.hosts[2]))["rejected"], 0,
