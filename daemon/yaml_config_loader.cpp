@@ -228,6 +228,13 @@ Status parseCacheRule(const Ctx& ctx, const Entry& section, core::CacheRule& out
 
 Status parsePasswordFile(const Ctx& ctx, const Entry& e, const EnvLookup& env, std::string& out);
 
+// `password:` beside a password_file key (etcd, Redis): refused, so that the secret never sits in
+// the configuration.
+Status refuseInlinePassword(const Ctx& ctx, const Entry& e) {
+  return ctx.error(e, "a password is never written in the configuration: put it in a file (mode 0600) "
+                      "and name it with password_file");
+}
+
 Status parseSharedRedis(const Ctx& ctx, const Entry& section, const EnvLookup& env, core::SharedCacheConfig& out) {
   int address_line = 0;
   const std::vector<Field> fields = {
@@ -240,11 +247,7 @@ Status parseSharedRedis(const Ctx& ctx, const Entry& section, const EnvLookup& e
          }
          return core::okStatus();
        }},
-      {"password",
-       [&](const Entry& e) -> Status {
-         return ctx.error(e, "a password is never written in the configuration: put it in a file (mode 0600) "
-                             "and name it with password_file");
-       }},
+      {"password", [&](const Entry& e) -> Status { return refuseInlinePassword(ctx, e); }},
       {"password_file", [&](const Entry& e) -> Status { return parsePasswordFile(ctx, e, env, out.password_file); }},
       {"key_prefix",
        [&](const Entry& e) -> Status {
@@ -615,11 +618,7 @@ Status parseFleetEtcd(const Ctx& ctx, const Entry& section, const EnvLookup& env
          username_line = e.key_line;
          return readScalar(ctx, e, "an etcd user name", out.username);
        }},
-      {"password",
-       [&](const Entry& e) -> Status {
-         return ctx.error(e, "a password is never written in the configuration: put it in a file (mode 0600) "
-                             "and name it with password_file");
-       }},
+      {"password", [&](const Entry& e) -> Status { return refuseInlinePassword(ctx, e); }},
       {"password_file",
        [&](const Entry& e) -> Status { return parsePasswordFile(ctx, e, env, out.password_file); }},
       {"tls", [&](const Entry& e) -> Status { return parseTls(ctx, e, out.tls); }},
