@@ -162,6 +162,7 @@ void RedisSharedCache::lookup(const std::string& key, const core::CacheEntryMeta
                               std::chrono::milliseconds lock_for, std::function<void(SharedLookup)> done) {
   std::string base = codec_.entryBase(key);
   std::string token = randomHex(12);
+  std::string lock_ms = std::to_string(std::max<int64_t>(1, lock_for.count()));
   std::vector<std::string> argv{"EVAL",
                                 kLookupScript,
                                 "3",
@@ -171,8 +172,7 @@ void RedisSharedCache::lookup(const std::string& key, const core::CacheEntryMeta
                                 base,
                                 std::to_string(unixMs(*clock_)),
                                 token,
-                                std::to_string(std::max<int64_t>(1, lock_for.count()))};
-  std::string lock_ms = std::to_string(std::max<int64_t>(1, lock_for.count()));
+                                lock_ms};
   client_->command(std::move(argv), [this, key, base, token, lock_ms, done = std::move(done)](RedisResult r) mutable {
     SharedLookup out;
     if (!r.ok()) {
